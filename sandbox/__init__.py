@@ -1,0 +1,1 @@
+"""Local Kubernetes control plane used by tests and demos."""

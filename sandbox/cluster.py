@@ -1,0 +1,206 @@
+"""The sandbox as a whole: bring it up, report on it, switch faults, take it down.
+
+`up` is idempotent: services already running are kept, nodes and stages already present are left alone.
+`down` stops exactly the processes recorded in the work directory, newest first.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+from sandbox import controlplane, faults, toolchain
+from sandbox.config import SandboxConfig
+from sandbox.pki import Pki
+from sandbox.registry import SandboxRegistries, registry_service
+from sandbox.services import ServiceSpec, ServiceStatus, Supervisor, wait_until
+
+KUBECTL_TIMEOUT = 120
+NODE_PREFIX = "kwok-node-"
+NODE_ALLOCATABLE = {"cpu": "32", "memory": "128Gi", "pods": "110"}
+
+
+@dataclass(frozen=True)
+class UpReport:
+    seconds: float
+    nodes: int
+    images: dict[str, str]
+
+
+class Sandbox:
+    def __init__(self, cfg: SandboxConfig | None = None, bins: Path | None = None) -> None:
+        self.cfg = cfg or SandboxConfig.from_env()
+        self._bins = bins
+        self.pki = Pki(self.cfg.work_dir / "pki")
+        self.supervisor = Supervisor(self.cfg.work_dir)
+
+    @property
+    def bins(self) -> Path:
+        """Built on first use: `status` and `down` must work without a toolchain."""
+        if self._bins is None:
+            self._bins = toolchain.ensure()
+        return self._bins
+
+    def services(self) -> list[ServiceSpec]:
+        """Start order; `down` uses the reverse."""
+        b, cfg, pki = self._bins or toolchain.bin_dir(), self.cfg, self.pki
+        return [
+            controlplane.etcd(cfg, b, pki),
+            controlplane.kube_apiserver(cfg, b, pki),
+            controlplane.kube_controller_manager(cfg, b, pki),
+            controlplane.kube_scheduler(cfg, b, pki),
+            controlplane.kwok(cfg, b, pki),
+            registry_service(cfg, b, mirror=False),
+            registry_service(cfg, b, mirror=True),
+        ]
+
+    # -- lifecycle ---------------------------------------------------------------------------------------------
+
+    def up(self, nodes: int = 3) -> UpReport:
+        start = time.monotonic()
+        bins = self.bins
+        self.cfg.work_dir.mkdir(parents=True, exist_ok=True)
+        self.pki.ensure()
+        controlplane.write_kubeconfig(self.cfg, self.pki)
+        controlplane.write_kwok_config(self.cfg)
+        for spec in self.services():
+            _say(f"starting {spec.name}")
+            self.supervisor.start(spec)
+            if spec.name == "kube-apiserver":
+                self._apply_stage_crd(bins)
+        self._apply_default_stages(bins)
+        self.set_fault_stage(faults.crashloop_by_label())
+        self.set_fault_stage(faults.node_not_ready())
+        created = self.ensure_nodes(nodes)
+        _say(f"{created} node(s) created")
+        images = SandboxRegistries(self.cfg, bins).publish_demo_images()
+        return UpReport(round(time.monotonic() - start, 1), nodes, images)
+
+    def down(self) -> list[str]:
+        stopped = [spec.name for spec in reversed(self.services()) if self.supervisor.stop(spec)]
+        return stopped
+
+    def purge(self) -> None:
+        """Stop and delete the work directory (etcd data, registries, keys): the next `up` starts from nothing."""
+        self.down()
+        shutil.rmtree(self.cfg.work_dir, ignore_errors=True)
+
+    def status(self) -> list[ServiceStatus]:
+        return [self.supervisor.status(spec) for spec in self.services()]
+
+    def is_up(self) -> bool:
+        return all(s.ready for s in self.status())
+
+    # -- kubernetes objects ------------------------------------------------------------------------------------
+
+    def api_client(self) -> client.ApiClient:
+        return config.new_client_from_config(str(self.cfg.kubeconfig))
+
+    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
+        argv = [str(self.bins / "kubectl"), f"--kubeconfig={self.cfg.kubeconfig}", *args]
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=KUBECTL_TIMEOUT)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args[:3])} failed: {proc.stderr.strip()}")
+        return proc
+
+    def _apply_stage_crd(self, bins: Path) -> None:
+        self.kubectl("apply", "--server-side", "-f", str(bins / "kwok-stages" / "kwok.x-k8s.io_stages.yaml"))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/stages.kwok.x-k8s.io")
+
+    def _apply_default_stages(self, bins: Path) -> None:
+        files = sorted(p for p in (bins / "kwok-stages").glob("*.yaml") if not p.name.startswith("kwok.x-k8s.io"))
+        self.kubectl("apply", "--server-side", *(f"--filename={p}" for p in files))
+
+    def ensure_nodes(self, count: int, parallelism: int = 16) -> int:
+        """Create kwok-node-0..count-1 that are missing; returns how many were created."""
+        core = client.CoreV1Api(self.api_client())
+        existing = {n.metadata.name for n in core.list_node(label_selector="type=kwok").items}
+        missing = [f"{NODE_PREFIX}{i}" for i in range(count) if f"{NODE_PREFIX}{i}" not in existing]
+        with ThreadPoolExecutor(parallelism) as pool:
+            list(pool.map(lambda name: _create_node(core, name), missing))
+        wait_until(lambda: self._reporting_nodes(core) >= count, 60 + count / 20, f"kwok to report on {count} nodes")
+        return len(missing)
+
+    @staticmethod
+    def _reporting_nodes(core: client.CoreV1Api) -> int:
+        """Nodes kwok has taken over (they report a Ready condition, True or deliberately False)."""
+        nodes = core.list_node(label_selector="type=kwok", resource_version="0").items
+        return sum(1 for n in nodes if any(c.type == "Ready" for c in n.status.conditions or []))
+
+    # -- faults ------------------------------------------------------------------------------------------------
+
+    def set_fault_stage(self, stage: dict[str, Any]) -> None:
+        api = client.CustomObjectsApi(self.api_client())
+        group, version, plural = faults.STAGE_API
+        name = stage["metadata"]["name"]
+        try:
+            current = api.get_cluster_custom_object(group, version, plural, name)
+            stage["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
+            api.replace_cluster_custom_object(group, version, plural, name, stage)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+            api.create_cluster_custom_object(group, version, plural, stage)
+
+    def clear_fault_stage(self, name: str) -> None:
+        api = client.CustomObjectsApi(self.api_client())
+        group, version, plural = faults.STAGE_API
+        try:
+            api.delete_cluster_custom_object(group, version, plural, name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def set_unreachable_registries(self, hosts: list[str]) -> None:
+        """Pods pulling from these hosts get ImagePullBackOff; an empty list heals every registry."""
+        if hosts:
+            self.set_fault_stage(faults.image_pull_backoff(hosts))
+        else:
+            self.clear_fault_stage("rollbook-fault-image-pull-backoff")
+
+    def set_crashing_images(self, images: list[str]) -> None:
+        if images:
+            self.set_fault_stage(faults.crashloop_by_image(images))
+        else:
+            self.clear_fault_stage("rollbook-fault-crashloop-image")
+
+    def set_node_not_ready(self, node: str, not_ready: bool = True) -> None:
+        core = client.CoreV1Api(self.api_client())
+        core.patch_node(node, {"metadata": {"labels": {faults.FAULT_LABEL: "NotReady" if not_ready else None}}})
+
+
+def _create_node(core: client.CoreV1Api, name: str) -> None:
+    body = {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "annotations": {controlplane.FAKE_NODE_ANNOTATION: "fake", "node.alpha.kubernetes.io/ttl": "0"},
+            "labels": {
+                "type": "kwok",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "node-role.kubernetes.io/agent": "",
+            },
+        },
+        "status": {"allocatable": NODE_ALLOCATABLE, "capacity": NODE_ALLOCATABLE},
+    }
+    try:
+        core.create_node(body)
+    except ApiException as exc:
+        if exc.status != 409:  # created by a concurrent `up`: fine
+            raise
+
+
+def _say(msg: str) -> None:
+    print(f"[sandbox] {msg}", file=sys.stderr, flush=True)

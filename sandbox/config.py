@@ -1,0 +1,55 @@
+"""Where a sandbox lives and which loopback ports it uses.
+
+Every port is an offset from one base port, so a second sandbox (the test suite's) can run beside the
+user's demo sandbox by choosing another base port and work directory.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+PORT_OFFSETS = {
+    "etcd": 0,
+    "etcd-peer": 1,
+    "kube-apiserver": 2,
+    "kube-controller-manager": 3,
+    "kube-scheduler": 4,
+    "kwok": 5,
+    "registry": 6,
+    "registry-mirror": 7,
+}
+DEFAULT_BASE_PORT = 24300
+
+
+def default_work_dir() -> Path:
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return Path(state) / "rollbook" / "sandbox"
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    work_dir: Path
+    base_port: int = DEFAULT_BASE_PORT
+
+    @classmethod
+    def from_env(cls) -> SandboxConfig:
+        """ROLLBOOK_SANDBOX_DIR and ROLLBOOK_SANDBOX_BASE_PORT select another sandbox (the tests use this)."""
+        work = os.environ.get("ROLLBOOK_SANDBOX_DIR")
+        port = os.environ.get("ROLLBOOK_SANDBOX_BASE_PORT")
+        return cls(Path(work) if work else default_work_dir(), int(port) if port else DEFAULT_BASE_PORT)
+
+    def port(self, service: str) -> int:
+        return self.base_port + PORT_OFFSETS[service]
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.work_dir / "kubeconfig"
+
+    @property
+    def api_url(self) -> str:
+        return f"https://127.0.0.1:{self.port('kube-apiserver')}"
+
+    def registry_host(self, mirror: bool = False) -> str:
+        return f"127.0.0.1:{self.port('registry-mirror' if mirror else 'registry')}"

@@ -1,0 +1,237 @@
+"""Build the sandbox's binaries from the Go module proxy and cache them outside the repository.
+
+Nothing here downloads a prebuilt binary: every tool is compiled from its Go module at a pinned version.
+The cache key is the pin set, so a second run with the same pins does no work and a pin change
+builds into a fresh directory instead of mixing versions.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+GO_VERSION_FLOOR = (1, 25)
+GO_TIMEOUT = 3600  # a cold Kubernetes build takes minutes; an hour means something is stuck
+
+PINS: dict[str, str] = {
+    "kubernetes": "1.36.3",
+    "etcd": "3.6.16",
+    "kwok": "0.8.0",
+    "helm": "4.3.1",
+    "cosign": "3.1.2",
+    "crane": "0.22.1",
+}
+
+
+class ToolchainError(RuntimeError):
+    """A build step failed; the message names the step and carries the tail of its output."""
+
+
+def cache_root() -> Path:
+    base = os.environ.get("ROLLBOOK_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "rollbook"
+    )
+    return Path(base)
+
+
+def pin_key(pins: dict[str, str] = PINS) -> str:
+    return hashlib.sha256(json.dumps(pins, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def bin_dir(pins: dict[str, str] = PINS) -> Path:
+    return cache_root() / "toolchain" / pin_key(pins) / "bin"
+
+
+@dataclass(frozen=True)
+class Component:
+    """One pinned tool: the binaries it yields and how to build them into a bin directory."""
+
+    name: str
+    binaries: tuple[str, ...]
+    build: Callable[[str, Path, Path], None]  # (version, work dir, bin dir)
+
+
+def _log(msg: str) -> None:
+    print(f"[toolchain] {msg}", file=sys.stderr, flush=True)
+
+
+def _go(args: list[str], cwd: Path, step: str, env: dict[str, str] | None = None) -> str:
+    full_env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod", **(env or {})}
+    try:
+        proc = subprocess.run(["go", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=GO_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        raise ToolchainError(f"step '{step}' timed out after {GO_TIMEOUT}s") from None
+    if proc.returncode != 0:
+        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-25:])
+        raise ToolchainError(f"step '{step}' failed (go {' '.join(args[:2])} ...):\n{tail}")
+    return proc.stdout
+
+
+def _init_module(work: Path, name: str) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "go.mod").write_text(f"module local/{name}\n\ngo 1.26.0\n")
+
+
+def _kube_ldflags(version: str) -> str:
+    """Stamp the version the way upstream's build does; unstamped binaries report v0.0.0 and break skew checks."""
+    major, minor, _ = version.split(".")
+    stamp = {
+        "gitVersion": f"v{version}",
+        "gitMajor": major,
+        "gitMinor": minor,
+        "gitTreeState": "clean",
+        "gitCommit": f"v{version}",
+        "buildDate": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    flags = ["-s", "-w"]
+    for pkg in ("k8s.io/component-base/version", "k8s.io/client-go/pkg/version"):
+        flags += [f"-X {pkg}.{key}={value}" for key, value in stamp.items()]
+    return " ".join(flags)
+
+
+def _staging_modules(version: str, work: Path) -> list[str]:
+    """k8s.io/kubernetes points its staging modules at ./staging; each is published as v0.<minor>.<patch>."""
+    out = _go(["mod", "download", "-json", f"k8s.io/kubernetes@v{version}"], work, "download kubernetes go.mod")
+    gomod = Path(json.loads(out)["GoMod"]).read_text()
+    return sorted(
+        line.split()[0]
+        for line in gomod.splitlines()
+        if "=> ./staging/" in line and line.strip().startswith("k8s.io/")
+    )
+
+
+def build_kubernetes(version: str, work: Path, out: Path) -> None:
+    _init_module(work, "kube-bins")
+    staging_version = "v0." + version.split(".", 1)[1]
+    edits = [f"-replace={mod}={mod}@{staging_version}" for mod in _staging_modules(version, work)]
+    _go(["mod", "edit", f"-require=k8s.io/kubernetes@v{version}", *edits], work, "write kubernetes go.mod")
+    cmds = [f"k8s.io/kubernetes/cmd/{c}" for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")]
+    _go(["get", *(f"{c}@v{version}" for c in cmds)], work, "resolve kubernetes modules")
+    _go(["build", "-trimpath", "-ldflags", _kube_ldflags(version), "-o", str(out) + "/", *cmds], work, "compile kubernetes")
+
+
+def build_etcd(version: str, work: Path, out: Path) -> None:
+    _init_module(work, "etcd-bins")
+    mods = {"etcd": "go.etcd.io/etcd/server/v3", "etcdctl": "go.etcd.io/etcd/etcdctl/v3", "etcdutl": "go.etcd.io/etcd/etcdutl/v3"}
+    _go(["get", *(f"{m}@v{version}" for m in mods.values())], work, "resolve etcd modules")
+    ldflags = f"-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=v{version}"
+    for binary, mod in mods.items():
+        _go(["build", "-trimpath", "-ldflags", ldflags, "-o", str(out / binary), mod], work, f"compile {binary}")
+
+
+def _go_install(pkg: str, version: str, out: Path, ldflags: str = "-s -w") -> None:
+    _go(["install", "-trimpath", "-ldflags", ldflags, f"{pkg}@v{version}"], out, f"install {pkg}", env={"GOBIN": str(out), "GOFLAGS": ""})
+
+
+KWOK_STAGE_FILES = (
+    "kustomize/crd/bases/kwok.x-k8s.io_stages.yaml",
+    "kustomize/stage/node/fast/node-initialize.yaml",
+    "kustomize/stage/node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
+    "kustomize/stage/pod/fast/pod-ready.yaml",
+    "kustomize/stage/pod/fast/pod-complete.yaml",
+    "kustomize/stage/pod/fast/pod-delete.yaml",
+)
+
+
+def build_kwok(version: str, work: Path, out: Path) -> None:
+    """Besides the binary, keep kwok's own Stage CRD and default lifecycle stages from the same module version."""
+    _go_install("sigs.k8s.io/kwok/cmd/kwok", version, out)
+    work.mkdir(parents=True, exist_ok=True)
+    info = _go(["mod", "download", "-json", f"sigs.k8s.io/kwok@v{version}"], work, "locate kwok module", env={"GOFLAGS": ""})
+    module_dir = Path(json.loads(info)["Dir"])
+    share = out / "kwok-stages"
+    share.mkdir()
+    for rel in KWOK_STAGE_FILES:
+        shutil.copyfile(module_dir / rel, share / Path(rel).name)
+
+
+def build_helm(version: str, work: Path, out: Path) -> None:
+    _go_install("helm.sh/helm/v4/cmd/helm", version, out, f"-s -w -X helm.sh/helm/v4/internal/version.version=v{version}")
+
+
+def build_cosign(version: str, work: Path, out: Path) -> None:
+    _go_install("github.com/sigstore/cosign/v3/cmd/cosign", version, out)
+
+
+def build_crane(version: str, work: Path, out: Path) -> None:
+    _go_install("github.com/google/go-containerregistry/cmd/crane", version, out)
+
+
+COMPONENTS: tuple[Component, ...] = (
+    Component("etcd", ("etcd", "etcdctl", "etcdutl"), build_etcd),
+    Component("kwok", ("kwok", "kwok-stages"), build_kwok),
+    Component("kubernetes", ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"), build_kubernetes),
+    Component("helm", ("helm",), build_helm),
+    Component("cosign", ("cosign",), build_cosign),
+    Component("crane", ("crane",), build_crane),
+)
+
+
+def _check_go() -> None:
+    if shutil.which("go") is None:
+        raise ToolchainError("step 'find go' failed: no 'go' on PATH; install Go >= 1.26 (the sandbox builds from the Go module proxy)")
+    raw = subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True).stdout.strip()
+    parts = raw.removeprefix("go").split(".")
+    if tuple(int(p) for p in parts[:2]) < GO_VERSION_FLOOR:
+        raise ToolchainError(f"step 'find go' failed: {raw} is older than go{'.'.join(map(str, GO_VERSION_FLOOR))}")
+
+
+def ensure(pins: dict[str, str] = PINS, only: list[str] | None = None) -> Path:
+    """Build whatever is missing for these pins and return the bin directory. Safe to call repeatedly."""
+    out = bin_dir(pins)
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = [c for c in COMPONENTS if only is None or c.name in only]
+    missing = [c for c in wanted if not all((out / b).exists() for b in c.binaries)]
+    if not missing:
+        return out
+    _check_go()
+    with open(out.parent / ".lock", "w") as lock:  # a concurrent `ensure` waits instead of building twice
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _build(missing, pins, out)
+    return out
+
+
+def _build(missing: list[Component], pins: dict[str, str], out: Path) -> None:
+    times_file = out.parent / "build-times.json"
+    times: dict[str, float] = json.loads(times_file.read_text()) if times_file.exists() else {}
+    for comp in missing:
+        if all((out / b).exists() for b in comp.binaries):  # built by the process we waited for
+            continue
+        version = pins[comp.name]
+        _log(f"building {comp.name} v{version} ...")
+        start = time.monotonic()
+        staging = out.parent / f"staging-{comp.name}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir()
+        comp.build(version, cache_root() / "build" / f"{comp.name}-{version}", staging)
+        for binary in comp.binaries:  # move into place only when the whole component built
+            if not (staging / binary).exists():
+                raise ToolchainError(f"step 'build {comp.name}' produced no '{binary}'")
+            if (out / binary).is_dir():
+                shutil.rmtree(out / binary)
+            os.replace(staging / binary, out / binary)
+        shutil.rmtree(staging)
+        times[comp.name] = round(time.monotonic() - start, 1)
+        times_file.write_text(json.dumps(times, indent=2))
+        _log(f"built {comp.name} in {times[comp.name]:.0f}s")
+
+
+def main() -> None:
+    try:
+        path = ensure(only=sys.argv[1:] or None)
+    except ToolchainError as exc:
+        sys.exit(f"toolchain: {exc}")
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,54 @@
+"""One real sandbox per test session, on its own ports and work directory, beside any demo sandbox."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+
+from sandbox.cluster import Sandbox
+from sandbox.config import SandboxConfig
+
+TEST_BASE_PORT = 24500
+
+
+@pytest.fixture(scope="session")
+def sandbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
+    if request.config.getoption("--unit"):
+        pytest.skip("--unit given: integration tests need the sandbox, which is not started for unit-only runs")
+    cfg = SandboxConfig(work_dir=tmp_path_factory.mktemp("sandbox"), base_port=TEST_BASE_PORT)
+    sb = Sandbox(cfg)
+    try:
+        sb.up(nodes=3)
+        yield sb
+    finally:
+        sb.down()
+
+
+@pytest.fixture
+def core(sandbox: Sandbox) -> client.CoreV1Api:
+    return client.CoreV1Api(sandbox.api_client())
+
+
+@pytest.fixture
+def apps(sandbox: Sandbox) -> client.AppsV1Api:
+    return client.AppsV1Api(sandbox.api_client())
+
+
+@pytest.fixture
+def namespace(sandbox: Sandbox, core: client.CoreV1Api, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test, deleted afterwards (without waiting: nothing reuses the name)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40]
+    name = f"{slug}-{uuid.uuid4().hex[:5]}"
+    core.create_namespace({"metadata": {"name": name, "labels": {"rollbook.dev/test": "true"}}})
+    yield name
+    core.delete_namespace(name)
+
+
+@pytest.fixture(scope="session")
+def demo_chart() -> Path:
+    return Path(__file__).resolve().parents[2] / "charts" / "demo-app"
