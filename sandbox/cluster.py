@@ -24,7 +24,7 @@ from sandbox.pki import Pki
 from sandbox.registry import SandboxRegistries, registry_service
 from sandbox.services import ServiceSpec, ServiceStatus, Supervisor, wait_until
 
-KUBECTL_TIMEOUT = 120
+CLI_TIMEOUT = 180
 NODE_PREFIX = "kwok-node-"
 NODE_ALLOCATABLE = {"cpu": "32", "memory": "128Gi", "pods": "110"}
 
@@ -105,11 +105,18 @@ class Sandbox:
     def api_client(self) -> client.ApiClient:
         return config.new_client_from_config(str(self.cfg.kubeconfig))
 
-    def kubectl(self, *args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-        argv = [str(self.bins / "kubectl"), f"--kubeconfig={self.cfg.kubeconfig}", *args]
-        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=KUBECTL_TIMEOUT)
+    def kubectl(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self._cli("kubectl", args, check)
+
+    def helm(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self._cli("helm", args, check)
+
+    def _cli(self, tool: str, args: tuple[str, ...], check: bool) -> subprocess.CompletedProcess[str]:
+        """Run the sandbox's own kubectl or helm against it, whatever KUBECONFIG the caller has."""
+        argv = [str(self.bins / tool), f"--kubeconfig={self.cfg.kubeconfig}", *args]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=CLI_TIMEOUT, stdin=subprocess.DEVNULL)
         if check and proc.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args[:3])} failed: {proc.stderr.strip()}")
+            raise RuntimeError(f"{tool} {' '.join(args[:3])} failed: {proc.stderr.strip()}")
         return proc
 
     def _apply_stage_crd(self, bins: Path) -> None:
