@@ -143,6 +143,20 @@ class Sandbox:
         nodes = core.list_node(label_selector="type=kwok", resource_version="0").items
         return sum(1 for n in nodes if any(c.type == "Ready" for c in n.status.conditions or []))
 
+    def service_account_kubeconfig(self, namespace: str, name: str, hours: int = 1) -> Path:
+        """Mint a real, short-lived token for a ServiceAccount (created if missing) and write a kubeconfig using it,
+        so a test can prove a flow works with exactly the RBAC it documents."""
+        core = client.CoreV1Api(self.api_client())
+        try:
+            core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        request = {"spec": {"expirationSeconds": hours * 3600}}
+        token = core.create_namespaced_service_account_token(name, namespace, request).status.token
+        path = self.cfg.work_dir / "kubeconfigs" / f"{namespace}-{name}"
+        return controlplane.write_kubeconfig(self.cfg, self.pki, path, token=token)
+
     # -- faults ------------------------------------------------------------------------------------------------
 
     def set_fault_stage(self, stage: dict[str, Any]) -> None:

@@ -30,19 +30,20 @@ def _https_ok(url: str, pki: Pki, client: str | None = "admin", verify_ca: bool 
     return httpx.get(url, verify=ctx, timeout=2).status_code == 200
 
 
-def write_kubeconfig(cfg: SandboxConfig, pki: Pki, path: Path | None = None) -> Path:
-    """An admin kubeconfig with absolute paths, so it works from any working directory."""
+def write_kubeconfig(cfg: SandboxConfig, pki: Pki, path: Path | None = None, token: str | None = None) -> Path:
+    """A kubeconfig with absolute paths, so it works from any working directory: the admin's client certificate,
+    or a bearer token when one is given."""
     path = path or cfg.kubeconfig
+    user = (
+        {"token": token}
+        if token
+        else {"client-certificate": str(pki.cert("admin")), "client-key": str(pki.key("admin"))}
+    )
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": "rollbook-sandbox", "cluster": {"server": cfg.api_url, "certificate-authority": str(pki.ca)}}],
-        "users": [
-            {
-                "name": "rollbook-admin",
-                "user": {"client-certificate": str(pki.cert("admin")), "client-key": str(pki.key("admin"))},
-            }
-        ],
+        "users": [{"name": "rollbook-admin", "user": user}],
         "contexts": [
             {"name": "rollbook-sandbox", "context": {"cluster": "rollbook-sandbox", "user": "rollbook-admin"}}
         ],
