@@ -1,0 +1,102 @@
+"""Connection to one Kubernetes cluster, from a kubeconfig file on the runner or an inline kubeconfig."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Self
+
+import yaml
+from kubernetes import client as k8s_client
+from kubernetes import config as k8s_config
+from pydantic import Field, SecretStr, model_validator
+
+from blocks._base import RollbookBlock
+from rollbook import redaction
+
+# Keys under a kubeconfig `users[].user` entry whose values grant access to the cluster.
+_CREDENTIAL_KEYS = ("token", "password", "client-key-data", "client-certificate-data")
+
+
+class KubernetesCluster(RollbookBlock):
+    """Where a runbook's Kubernetes calls go. Give exactly one of a kubeconfig path or an inline kubeconfig."""
+
+    _block_type_name = "Rollbook Kubernetes Cluster"
+    _block_type_slug = "rollbook-kubernetes-cluster"
+    _description = "A Kubernetes cluster reached through a kubeconfig (a path on the runner, or inline and secret)."
+
+    kubeconfig_path: str | None = Field(
+        default=None,
+        description="Path of a kubeconfig file on the machine that runs the flow. Leave empty if you paste one below.",
+    )
+    kubeconfig: SecretStr | None = Field(
+        default=None,
+        description="Full kubeconfig YAML, stored as a secret. Leave empty if you give a path above.",
+    )
+    context: str | None = Field(
+        default=None,
+        min_length=1,
+        description="Kubeconfig context to use; empty means the kubeconfig's current-context.",
+    )
+    namespace: str = Field(
+        default="default",
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="Namespace runbooks use when a step does not name one.",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one_source(self) -> Self:
+        """Two sources would make it ambiguous which cluster a runbook touches; none would mean no cluster."""
+        has_path = bool(self.kubeconfig_path and self.kubeconfig_path.strip())
+        has_inline = self.kubeconfig is not None and bool(self.kubeconfig.get_secret_value().strip())
+        if has_path == has_inline:
+            raise ValueError("give exactly one of kubeconfig_path or kubeconfig (inline YAML)")
+        return self
+
+    @model_validator(mode="after")
+    def _register_inline_credentials(self) -> Self:
+        """A token inside an inline kubeconfig may be logged on its own, so register it as soon as we load."""
+        if self.kubeconfig is not None:
+            try:
+                config_dict = _read_yaml_mapping(self.kubeconfig.get_secret_value(), "inline kubeconfig")
+            except ValueError:
+                return self  # reported with a clear message by api_client(); the whole value is registered anyway
+            _register_kubeconfig_credentials(config_dict)
+        return self
+
+    def api_client(self) -> k8s_client.ApiClient:
+        """A new client bound to this cluster only (never the process-global default configuration)."""
+        if self.kubeconfig_path:
+            path = Path(self.kubeconfig_path).expanduser()
+            _register_kubeconfig_credentials(_read_yaml_mapping(path.read_text(), str(path)))
+            # persist_config=False: refreshed tokens must not be written back into the user's file.
+            return k8s_config.new_client_from_config(config_file=str(path), context=self.context, persist_config=False)
+        assert self.kubeconfig is not None  # guaranteed by _exactly_one_source
+        config_dict = _read_yaml_mapping(redaction.reveal(self.kubeconfig), "inline kubeconfig")
+        _register_kubeconfig_credentials(config_dict)
+        return k8s_config.new_client_from_config_dict(config_dict, context=self.context, persist_config=False)
+
+
+def _read_yaml_mapping(text: str, source: str) -> dict[str, Any]:
+    """Parse a kubeconfig, failing with a message that names the source but never echoes its content."""
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ValueError(f"{source} is not valid YAML{where}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{source} is not a kubeconfig mapping")
+    return data
+
+
+def _register_kubeconfig_credentials(config_dict: dict[str, Any]) -> None:
+    """Tokens and keys inside a kubeconfig are secrets on their own, whichever way the file was given."""
+    for entry in config_dict.get("users") or []:
+        user = entry.get("user") if isinstance(entry, dict) else None
+        if isinstance(user, dict):
+            for key in _CREDENTIAL_KEYS:
+                value = user.get(key)
+                if isinstance(value, str):
+                    redaction.register(value)
