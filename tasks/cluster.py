@@ -1,0 +1,60 @@
+"""Read-only Kubernetes tasks used by the demo flow and as building blocks for runbooks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from kubernetes import client as k8s_client
+from prefect import task
+
+from blocks import KubernetesCluster
+from tasks.policies import retry_transient
+
+# Per HTTP request; the task-level timeout bounds all retries of the client inside one attempt.
+REQUEST_TIMEOUT_SECONDS = 10
+
+
+def default_kubeconfig_path() -> str:
+    """First file of $KUBECONFIG, else ~/.kube/config: the same default kubectl uses."""
+    env = os.environ.get("KUBECONFIG", "")
+    first = next((p for p in env.split(os.pathsep) if p), "")
+    return first or str(Path.home() / ".kube" / "config")
+
+
+@task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient, timeout_seconds=30)
+def resolve_cluster(cluster_block: str | None, kubeconfig_path: str | None, context: str | None) -> KubernetesCluster:
+    """Load a saved cluster block, or describe a kubeconfig file; loading a block reads the Prefect API."""
+    if cluster_block:
+        block = KubernetesCluster.load(cluster_block)
+        if not isinstance(block, KubernetesCluster):  # also narrows Prefect's sync/async dispatch type
+            raise TypeError(f"block {cluster_block!r} is not a Rollbook Kubernetes Cluster")
+        return block
+    path = kubeconfig_path or default_kubeconfig_path()
+    if not Path(path).expanduser().is_file():
+        raise FileNotFoundError(f"kubeconfig not found: {path} (pass kubeconfig_path or cluster_block)")
+    return KubernetesCluster(kubeconfig_path=path, context=context)
+
+
+@task(retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient, timeout_seconds=60)
+def server_version(cluster: KubernetesCluster) -> str:
+    """The API server's gitVersion: the cheapest call that proves reachability and authentication."""
+    with cluster.api_client() as api:
+        info = k8s_client.VersionApi(api).get_code(_request_timeout=REQUEST_TIMEOUT_SECONDS)
+    return str(info.git_version)
+
+
+@task(retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient, timeout_seconds=120)
+def count_pods(cluster: KubernetesCluster, namespace: str) -> int:
+    """Number of pods in a namespace, read in pages so a large namespace is not one huge response."""
+    total, token = 0, None
+    with cluster.api_client() as api:
+        core = k8s_client.CoreV1Api(api)
+        while True:
+            page = core.list_namespaced_pod(
+                namespace, limit=500, _continue=token, _request_timeout=REQUEST_TIMEOUT_SECONDS
+            )
+            total += len(page.items)
+            token = page.metadata._continue if page.metadata else None
+            if not token:
+                return total
