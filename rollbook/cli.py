@@ -1,0 +1,179 @@
+"""The `rollbook` command line: run the local Prefect server, serve deployments, run a flow once.
+
+Prefect is imported only inside the subcommands, after `_prepare_prefect_env()`: Prefect reads its settings
+from the environment at import time, so PREFECT_HOME and PREFECT_API_URL must be decided first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    from prefect.states import State
+
+from rollbook import redaction
+from rollbook.params import ParamError, parse_assignments, validate_for
+from rollbook.paths import DEFAULT_SERVER_PORT, local_api_url, prefect_home
+from rollbook.server import is_healthy, run_server
+
+USAGE_ERROR = 2
+
+
+def _prepare_prefect_env() -> None:
+    """Point Prefect at rollbook's home and, unless PREFECT_API_URL is set, at a running `rollbook server`.
+
+    Without either, Prefect falls back to a temporary server on the SQLite database in that same home.
+    Does nothing once Prefect is imported (e.g. when `main()` is called from tests), because it would no
+    longer have any effect.
+    """
+    if "prefect" in sys.modules:
+        return
+    home = os.environ.setdefault("PREFECT_HOME", str(prefect_home()))
+    os.makedirs(home, exist_ok=True)  # Prefect creates only the last path component and warns otherwise
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    if not os.environ.get("PREFECT_API_URL") and is_healthy(local_api_url(), timeout=1.0):
+        os.environ["PREFECT_API_URL"] = local_api_url()
+
+
+def _fail(command: str, message: str, code: int = USAGE_ERROR) -> int:
+    print(f"rollbook {command}: {message}", file=sys.stderr)
+    return code
+
+
+def cmd_server(args: argparse.Namespace) -> int:
+    """`rollbook server`."""
+    return run_server(args.port)
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """`rollbook serve`: all deployments in this one process, until interrupted."""
+    _prepare_prefect_env()
+    if not os.environ.get("PREFECT_API_URL") and "prefect" not in sys.modules:
+        return _fail("serve", "no Prefect server: start `rollbook server` or export PREFECT_API_URL")
+    from prefect import serve
+
+    from deployments import all_deployments
+
+    serve(*all_deployments(), limit=args.limit)
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """`rollbook run FLOW`: validate parameters, then run the flow once in this process."""
+    _prepare_prefect_env()
+    from flows import FLOWS
+
+    flow = FLOWS.get(args.flow)
+    if flow is None:
+        return _fail("run", f"unknown flow {args.flow!r}; known flows: {', '.join(sorted(FLOWS))}")
+    try:
+        params = parse_assignments(args.param)
+        validate_for(flow.fn, params)
+    except ParamError as exc:
+        return _fail("run", f"{args.flow}: {exc}")
+    # cast: Prefect's overloads cannot tell a registry entry's return type, and pick the `-> None` one.
+    state = cast("State[Any]", flow(**params, return_state=True))
+    if not state.is_completed():
+        return _fail("run", f"{args.flow} ended {state.name}: {redaction.redact(state.message or '')}", code=1)
+    print(redaction.redact(json.dumps(state.result(), default=str)))
+    return 0
+
+
+def _flow_names() -> str:
+    """Known flows for help text; importing Prefect costs seconds, so only `run --help` pays for it."""
+    _prepare_prefect_env()
+    from flows import FLOWS
+
+    return ", ".join(sorted(FLOWS))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rollbook",
+        description="Kubernetes deploy, rollback and recovery runbooks as Prefect flows.",
+        epilog="Typical session: `rollbook server` in one terminal, `rollbook serve` in another, then trigger "
+        "deployments from the Prefect UI; or `rollbook run FLOW` to run one flow right here.",
+    )
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_server(subparsers)
+    _add_serve(subparsers)
+    _add_run(subparsers)
+    _add_sandbox(subparsers)
+    return parser
+
+
+def _add_server(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "server",
+        help="run the local Prefect server (SQLite, 127.0.0.1)",
+        description=f"Run a Prefect server on 127.0.0.1 in the foreground, with its SQLite database under "
+        f"{prefect_home()} ($XDG_DATA_HOME respected). If a Prefect server already answers on the port, "
+        "reuse it and exit 0. Prints the PREFECT_API_URL to export.",
+    )
+    p.add_argument("--port", type=int, default=DEFAULT_SERVER_PORT, help="TCP port (default %(default)s)")
+    p.set_defaults(func=cmd_server)
+
+
+def _add_serve(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "serve",
+        help="serve every rollbook deployment in this process",
+        description="Register every rollbook deployment with the Prefect server and execute their runs from "
+        "this process until interrupted. Uses PREFECT_API_URL, else a `rollbook server` on the default port.",
+    )
+    p.add_argument("--limit", type=int, default=None, help="maximum concurrent flow runs (default: no limit)")
+    p.set_defaults(func=cmd_serve)
+
+
+class _FlowListHelp(argparse.RawDescriptionHelpFormatter):
+    """Fills in the flow list only when help is actually printed (it needs a Prefect import)."""
+
+    def format_help(self) -> str:
+        return super().format_help().replace("{flows}", _flow_names())
+
+
+def _add_run(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="run one flow once, here and now",
+        formatter_class=_FlowListHelp,
+        description="Run a flow once in this process. Parameters are checked against the flow's signature "
+        "before anything runs.\n\nFlows: {flows}",
+        epilog="VALUE is parsed as JSON when possible, else taken as a string; dotted keys set nested fields.\n"
+        "example: rollbook run hello-cluster --param request.namespace=kube-system\n"
+        "exit codes: 0 completed, 1 flow run failed, 2 unknown flow or invalid parameter",
+    )
+    p.add_argument("flow", metavar="FLOW", help="flow name")
+    p.add_argument(
+        "--param", "-p", action="append", default=[], metavar="KEY=VALUE", help="flow parameter (repeatable)"
+    )
+    p.set_defaults(func=cmd_run)
+
+
+def _add_sandbox(subparsers: Any) -> None:
+    """The `sandbox` command is owned by `sandbox/cli.py`; rollbook works without it."""
+    try:
+        from sandbox import cli as sandbox_cli  # type: ignore[attr-defined, unused-ignore]
+    except ModuleNotFoundError as exc:
+        if exc.name in ("sandbox", "sandbox.cli"):
+            return
+        print(f"rollbook: sandbox commands unavailable: {exc}", file=sys.stderr)
+        return
+    except ImportError as exc:
+        print(f"rollbook: sandbox commands unavailable: {exc}", file=sys.stderr)
+        return
+    sandbox_cli.register(subparsers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help(sys.stderr)
+        return USAGE_ERROR
+    result: int = args.func(args)
+    return result

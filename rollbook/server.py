@@ -1,0 +1,79 @@
+"""Start (or find) the local Prefect server that rollbook's runs and deployments report to."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from types import FrameType
+
+import httpx
+
+from rollbook.paths import LOCAL_HOST, local_api_url, prefect_home
+
+
+def is_healthy(api_url: str, timeout: float = 2.0) -> bool:
+    """True if a Prefect API answers its health check at `api_url` (…/api)."""
+    try:
+        response = httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout)
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+def port_in_use(port: int) -> bool:
+    """True if something accepts TCP connections on the local port (maybe not Prefect)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(1.0)
+        return sock.connect_ex((LOCAL_HOST, port)) == 0
+
+
+def server_env(home: Path, port: int) -> dict[str, str]:
+    """Environment for `prefect server start`: our home, SQLite in it, no telemetry, UI pointing at us."""
+    env = dict(os.environ)
+    env.update(
+        PREFECT_HOME=str(home),
+        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_API_URL=local_api_url(port),
+    )
+    return env
+
+
+def run_server(port: int) -> int:
+    """Run a Prefect server in the foreground until interrupted; reuse one that already answers (exit 0)."""
+    api_url = local_api_url(port)
+    if is_healthy(api_url):
+        print(f"A Prefect server already answers on {api_url}; reusing it.")
+        print(f"export PREFECT_API_URL={api_url}")
+        return 0
+    if port_in_use(port):
+        print(f"rollbook server: port {port} is taken by something that is not a Prefect server", file=sys.stderr)
+        return 1
+    home = prefect_home()
+    home.mkdir(parents=True, exist_ok=True)
+    print(f"Starting Prefect server on {LOCAL_HOST}:{port} (SQLite in {home}); UI at http://{LOCAL_HOST}:{port}")
+    print(f"export PREFECT_API_URL={api_url}", flush=True)
+    cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", LOCAL_HOST, "--port", str(port)]
+    return _run_foreground(cmd, server_env(home, port))
+
+
+def _run_foreground(cmd: list[str], env: dict[str, str]) -> int:
+    """Run a child and pass SIGTERM on, so stopping rollbook never leaves an orphaned server behind."""
+    child = subprocess.Popen(cmd, env=env)
+
+    def forward(signum: int, _frame: FrameType | None) -> None:
+        child.send_signal(signum)
+
+    previous = signal.signal(signal.SIGTERM, forward)
+    try:
+        while True:
+            try:
+                return child.wait()
+            except KeyboardInterrupt:
+                continue  # Ctrl-C reached the child too (same process group); wait for its clean shutdown
+    finally:
+        signal.signal(signal.SIGTERM, previous)
