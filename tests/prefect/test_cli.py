@@ -1,0 +1,105 @@
+"""The `rollbook` CLI: argument errors are one line with exit 2, and real runs reach the Prefect server."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+from kube_fake import FakeApiServer
+from prefect.client.orchestration import get_client
+
+from rollbook.cli import main
+
+ROLLBOOK = shutil.which("rollbook", path=str(Path(sys.executable).parent)) or "rollbook"
+
+
+def _one_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, f"expected exactly one line on stderr, got: {lines}"
+    return lines[0]
+
+
+def test_unknown_flow_exits_2_listing_known_flows(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "no-such-flow"]) == 2
+    line = _one_error_line(capsys.readouterr().err)
+    assert "no-such-flow" in line and "hello-cluster" in line
+
+
+@pytest.mark.parametrize(
+    ("params", "expected"),
+    [
+        (["request.namespace=Not_A_Namespace"], "request.namespace"),
+        (["nonsense=1"], "unknown parameter"),
+        (['request={"cluster_block": "x", "context": "y"}'], "not both"),
+        (["no-equals-sign"], "KEY=VALUE"),
+    ],
+)
+def test_bad_parameter_exits_2_before_running(
+    params: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", "hello-cluster"]
+    for param in params:
+        argv += ["--param", param]
+    runs_before = _flow_run_count()
+    assert main(argv) == 2
+    assert expected in _one_error_line(capsys.readouterr().err)
+    assert _flow_run_count() == runs_before, "validation must happen before a flow run is created"
+
+
+def _flow_run_count() -> int:
+    with get_client(sync_client=True) as client:
+        return len(client.read_flow_runs())
+
+
+def test_run_completes_against_a_cluster(fake_apiserver: FakeApiServer, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["run", "hello-cluster", "-p", f"request.kubeconfig_path={fake_apiserver.kubeconfig_path}"])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert '"version": "v1.36.3-fake"' in out and '"pods": 3' in out
+
+
+def test_failed_run_exits_1(fake_apiserver: FakeApiServer, capsys: pytest.CaptureFixture[str]) -> None:
+    fake_apiserver.failures = [403]  # permanent: the retry policy must not spend retries on it
+    code = main(["run", "hello-cluster", "-p", f"request.kubeconfig_path={fake_apiserver.kubeconfig_path}"])
+    assert code == 1
+    assert "Failed" in capsys.readouterr().err
+    assert fake_apiserver.requests == ["/version/"]  # one attempt only
+
+
+def test_console_script_runs_the_flow(fake_apiserver: FakeApiServer, child_env: dict[str, str]) -> None:
+    """End to end through the installed entry point, in a fresh process that reads PREFECT_API_URL."""
+    result = subprocess.run(
+        [ROLLBOOK, "run", "hello-cluster", "--param", f"request.kubeconfig_path={fake_apiserver.kubeconfig_path}"],
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert '"pods": 3' in result.stdout
+    assert fake_apiserver.token not in result.stdout + result.stderr
+
+
+def test_server_reuses_a_running_server(prefect_api_url: str, child_env: dict[str, str]) -> None:
+    port = urlsplit(prefect_api_url).port
+    assert port is not None
+    result = subprocess.run(
+        [ROLLBOOK, "server", "--port", str(port)], env=child_env, capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert "already" in result.stdout
+    assert f"export PREFECT_API_URL=http://127.0.0.1:{port}/api" in result.stdout
+
+
+def test_help_is_available_for_every_command() -> None:
+    for argv in ([], ["server"], ["serve"], ["run"]):
+        result = subprocess.run(
+            [ROLLBOOK, *argv, "--help"], capture_output=True, text=True, timeout=120, env=dict(os.environ)
+        )
+        assert result.returncode == 0, result.stderr
+        assert "usage: rollbook" in result.stdout
