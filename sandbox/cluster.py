@@ -78,8 +78,8 @@ class Sandbox:
             if spec.name == "kube-apiserver":
                 self._apply_stage_crd(bins)
         self._apply_default_stages(bins)
-        self.set_fault_stage(faults.crashloop_by_label())
-        self.set_fault_stage(faults.node_not_ready())
+        for stage in (faults.crashloop_by_label(), faults.node_not_ready(), faults.pod_ready_again()):
+            self.set_fault_stage(stage)
         created = self.ensure_nodes(nodes)
         _say(f"{created} node(s) created")
         images = SandboxRegistries(self.cfg, bins).publish_demo_images()
@@ -195,8 +195,39 @@ class Sandbox:
             self.clear_fault_stage("rollbook-fault-crashloop-image")
 
     def set_node_not_ready(self, node: str, not_ready: bool = True) -> None:
+        """Take a node's simulated kubelet down (or bring it back): the node reports NotReady and its pods are
+        frozen, so they recover only when the node does."""
         core = client.CoreV1Api(self.api_client())
-        core.patch_node(node, {"metadata": {"labels": {faults.FAULT_LABEL: "NotReady" if not_ready else None}}})
+        if not_ready:
+            self._label_pods_on(core, node, "NotReady")
+            core.patch_node(node, {"metadata": {"labels": {faults.FAULT_LABEL: "NotReady"}}})
+            self._mark_pods_not_ready(core, node)
+            return
+        core.patch_node(node, {"metadata": {"labels": {faults.FAULT_LABEL: None}}})
+        wait_until(lambda: _node_ready(core, node), 60, f"node {node} to report Ready")
+        self._label_pods_on(core, node, None)
+
+    @staticmethod
+    def _mark_pods_not_ready(core: client.CoreV1Api, node: str) -> None:
+        """What the node lifecycle controller does once a node is lost; it does not do it for a node whose
+        kubelet itself reports NotReady, which is how kwok simulates the fault."""
+        now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        condition = {"type": "Ready", "status": "False", "reason": "NodeNotReady", "lastTransitionTime": now}
+        for pod in core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items:
+            core.patch_namespaced_pod_status(
+                pod.metadata.name, pod.metadata.namespace, {"status": {"conditions": [condition]}}
+            )
+
+    @staticmethod
+    def _label_pods_on(core: client.CoreV1Api, node: str, value: str | None) -> None:
+        for pod in core.list_pod_for_all_namespaces(field_selector=f"spec.nodeName={node}").items:
+            patch = {"metadata": {"labels": {faults.NODE_FAULT_LABEL: value}}}
+            core.patch_namespaced_pod(pod.metadata.name, pod.metadata.namespace, patch)
+
+
+def _node_ready(core: client.CoreV1Api, node: str) -> bool:
+    conditions = core.read_node(node).status.conditions or []
+    return any(c.type == "Ready" and c.status == "True" for c in conditions)
 
 
 def _create_node(core: client.CoreV1Api, name: str) -> None:

@@ -121,6 +121,9 @@ def kube_controller_manager(cfg: SandboxConfig, bins: Path, pki: Pki) -> Service
         f"--root-ca-file={pki.ca}",
         f"--service-account-private-key-file={pki.sa_private}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
+        # kwok renews thousands of node leases from one process; on two busy cores a renewal can be late, and
+        # the default grace would then mark healthy nodes NotReady. Simulated faults set NotReady directly.
+        "--node-monitor-grace-period=120s",
         "--profiling=false",
         *UNLIMITED_QPS,
     ]
@@ -169,7 +172,7 @@ def write_kwok_config(cfg: SandboxConfig) -> None:
     options = {
         "podPlayStageParallelism": 16,
         "nodePlayStageParallelism": 8,
-        "nodeLeaseParallelism": 8,
+        "nodeLeaseParallelism": 16,
         "podsOnNodeSyncParallelism": 4,
     }
     doc = {"apiVersion": "config.kwok.x-k8s.io/v1alpha1", "kind": "KwokConfiguration", "options": options}

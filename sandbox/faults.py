@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 FAULT_LABEL = "sandbox.rollbook.dev/fault"
+NODE_FAULT_LABEL = "sandbox.rollbook.dev/node-fault"  # on pods whose node is down: their kubelet is silent
 STAGE_API = ("kwok.x-k8s.io", "v1alpha1", "stages")
 FAULT_WEIGHT = 10000
 
@@ -81,6 +82,25 @@ conditions:
 """
 
 
+_READY_AGAIN_STATUS = """\
+{{ $now := Now }}
+conditions:
+- {type: Initialized, status: "True", lastTransitionTime: {{ $now | Quote }}}
+- {type: Ready, status: "True", lastTransitionTime: {{ $now | Quote }}}
+- {type: ContainersReady, status: "True", lastTransitionTime: {{ $now | Quote }}}
+containerStatuses:
+{{ range .spec.containers }}
+- name: {{ .name | Quote }}
+  image: {{ .image | Quote }}
+  ready: true
+  started: true
+  restartCount: 0
+  state:
+    running: {startedAt: {{ $now | Quote }}}
+{{ end }}
+"""
+
+
 def _stage(
     name: str,
     kind: str,
@@ -89,6 +109,7 @@ def _stage(
     event: tuple[str, str] | None,
     delay_ms: int,
     jitter_ms: int,
+    weight: int = FAULT_WEIGHT,
 ) -> dict[str, Any]:
     nxt: dict[str, Any] = {"statusTemplate": status_template}
     if event:
@@ -100,7 +121,7 @@ def _stage(
         "spec": {
             "resourceRef": {"apiGroup": "v1", "kind": kind},
             "selector": {"matchExpressions": expressions},
-            "weight": FAULT_WEIGHT,
+            "weight": weight,
             "delay": {"durationMilliseconds": delay_ms, "jitterDurationMilliseconds": jitter_ms},
             "next": nxt,
         },
@@ -149,3 +170,19 @@ def node_not_ready() -> dict[str, Any]:
     node-initialize stage report them Ready again. Like the pull fault, it re-fires to outbid node-initialize."""
     expressions = [{"key": f'.metadata.labels["{FAULT_LABEL}"]', "operator": "In", "values": ["NotReady"]}]
     return _stage("rollbook-fault-node-not-ready", "Node", expressions, _NODE_NOT_READY_STATUS, None, 1000, 1000)
+
+
+def pod_ready_again() -> dict[str, Any]:
+    """Running pods that lost readiness (the controller-manager marks a NotReady node's pods not ready) become
+    Ready again once their node is back, as a kubelet's next status sync would make them.
+
+    Pods still on a faulted node carry NODE_FAULT_LABEL and are left alone; fault stages outbid this one.
+    """
+    expressions = [
+        _NOT_DELETING,
+        {"key": ".status.phase", "operator": "In", "values": ["Running"]},
+        {"key": '.status.conditions[]? | select(.type == "Ready") | .status', "operator": "NotIn", "values": ["True"]},
+        {"key": f'.metadata.labels["{FAULT_LABEL}"]', "operator": "DoesNotExist"},
+        {"key": f'.metadata.labels["{NODE_FAULT_LABEL}"]', "operator": "DoesNotExist"},
+    ]
+    return _stage("rollbook-pod-ready-again", "Pod", expressions, _READY_AGAIN_STATUS, None, 1000, 1000, weight=0)

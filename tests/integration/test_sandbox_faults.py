@@ -77,16 +77,22 @@ def test_crashloop_by_image(sandbox: Sandbox, core: client.CoreV1Api, namespace:
         sandbox.set_crashing_images([])
 
 
-def test_node_not_ready_and_back(sandbox: Sandbox, core: client.CoreV1Api) -> None:
+def test_node_not_ready_and_back(sandbox: Sandbox, core: client.CoreV1Api, namespace: str) -> None:
     node = "kwok-node-2"
+    image = SandboxRegistries(sandbox.cfg, sandbox.bins).image("1.0.0")
+    pinned = '{"spec": {"nodeName": "%s"}}' % node
+    sandbox.kubectl("run", "pinned", f"--image={image}", f"--overrides={pinned}", "-n", namespace)
+    sandbox.kubectl("wait", "--for=condition=Ready", "pod/pinned", "--timeout=60s", "-n", namespace)
 
-    def ready() -> str:
+    def node_ready() -> str:
         conditions = core.read_node(node).status.conditions or []
         return next(c.status for c in conditions if c.type == "Ready")
 
     sandbox.set_node_not_ready(node)
     try:
-        wait_until(lambda: ready() == "False", 60, f"{node} to be NotReady")
+        wait_until(lambda: node_ready() == "False", 60, f"{node} to be NotReady")
+        wait_until(lambda: _ready_pods(core, namespace, "run=pinned") == 0, 60, "its pod to be marked not ready")
     finally:
         sandbox.set_node_not_ready(node, not_ready=False)
-    wait_until(lambda: ready() == "True", 60, f"{node} to be Ready again")
+    assert node_ready() == "True"
+    wait_until(lambda: _ready_pods(core, namespace, "run=pinned") == 1, 60, "its pod to be Ready again")
