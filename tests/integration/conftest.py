@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Iterator
@@ -13,7 +14,8 @@ from kubernetes import client
 from sandbox.cluster import Sandbox
 from sandbox.config import SandboxConfig
 
-TEST_BASE_PORT = 24500
+# ROLLBOOK_TEST_SANDBOX_PORT lets two test sessions run side by side (each needs 8 consecutive ports).
+TEST_BASE_PORT = int(os.environ.get("ROLLBOOK_TEST_SANDBOX_PORT", "24500"))
 
 
 @pytest.fixture(scope="session")
