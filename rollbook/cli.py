@@ -157,7 +157,7 @@ def _add_run(subparsers: Any) -> None:
 def _add_sandbox(subparsers: Any) -> None:
     """The `sandbox` command is owned by `sandbox/cli.py`; rollbook works without it."""
     try:
-        from sandbox import cli as sandbox_cli  # type: ignore[attr-defined, unused-ignore]
+        from sandbox import cli as sandbox_cli
     except ModuleNotFoundError as exc:
         if exc.name in ("sandbox", "sandbox.cli"):
             return
