@@ -17,14 +17,18 @@ $(STAMP): pyproject.toml
 
 lint: venv
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 test: venv lint
 	$(BIN)/python -m sandbox.toolchain
 	$(BIN)/pytest
 
+# The main job on the local sandbox: build (cached), start the sandbox (idempotent), run a flow against it.
 demo: venv
-	$(BIN)/rollbook run hello-cluster
+	$(BIN)/python -m sandbox.toolchain
+	$(BIN)/rollbook sandbox up
+	$(BIN)/rollbook run hello-cluster --param request.kubeconfig_path=$$($(BIN)/rollbook sandbox kubeconfig)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

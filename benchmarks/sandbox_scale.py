@@ -31,8 +31,15 @@ def launch(sandbox: Sandbox, apps: client.AppsV1Api, namespace: str, first: int,
     start = time.monotonic()
     before = ready_replicas(apps, namespace)
     for i in range(first, first + pods // PODS_PER_DEPLOYMENT):
-        sandbox.kubectl("create", "deployment", f"load-{i}", f"--image={image}",
-                        f"--replicas={PODS_PER_DEPLOYMENT}", "-n", namespace)
+        sandbox.kubectl(
+            "create",
+            "deployment",
+            f"load-{i}",
+            f"--image={image}",
+            f"--replicas={PODS_PER_DEPLOYMENT}",
+            "-n",
+            namespace,
+        )
     wait_until(lambda: ready_replicas(apps, namespace) >= before + pods, 3600, f"{pods} pods Ready", interval=2)
     return time.monotonic() - start
 

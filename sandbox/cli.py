@@ -8,7 +8,7 @@ import json
 from sandbox.cluster import Sandbox
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sandbox",
         help="a local Kubernetes control plane (etcd, apiserver, controller-manager, scheduler, kwok) and registries",

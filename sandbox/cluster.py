@@ -141,7 +141,7 @@ class Sandbox:
     def _reporting_nodes(core: client.CoreV1Api) -> int:
         """Nodes kwok has taken over (they report a Ready condition, True or deliberately False)."""
         nodes = core.list_node(label_selector="type=kwok", resource_version="0").items
-        return sum(1 for n in nodes if any(c.type == "Ready" for c in n.status.conditions or []))
+        return sum(any(c.type == "Ready" for c in n.status.conditions or []) for n in nodes)
 
     def service_account_kubeconfig(self, namespace: str, name: str, hours: int = 1) -> Path:
         """Mint a real, short-lived token for a ServiceAccount (created if missing) and write a kubeconfig using it,
@@ -164,7 +164,7 @@ class Sandbox:
         group, version, plural = faults.STAGE_API
         name = stage["metadata"]["name"]
         try:
-            current = api.get_cluster_custom_object(group, version, plural, name)
+            current: dict[str, Any] = api.get_cluster_custom_object(group, version, plural, name)  # type: ignore[assignment]
             stage["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
             api.replace_cluster_custom_object(group, version, plural, name, stage)
         except ApiException as exc:

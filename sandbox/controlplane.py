@@ -42,7 +42,9 @@ def write_kubeconfig(cfg: SandboxConfig, pki: Pki, path: Path | None = None, tok
     doc = {
         "apiVersion": "v1",
         "kind": "Config",
-        "clusters": [{"name": "rollbook-sandbox", "cluster": {"server": cfg.api_url, "certificate-authority": str(pki.ca)}}],
+        "clusters": [
+            {"name": "rollbook-sandbox", "cluster": {"server": cfg.api_url, "certificate-authority": str(pki.ca)}}
+        ],
         "users": [{"name": "rollbook-admin", "user": user}],
         "contexts": [
             {"name": "rollbook-sandbox", "context": {"cluster": "rollbook-sandbox", "user": "rollbook-admin"}}

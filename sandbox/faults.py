@@ -15,7 +15,7 @@ NODE_FAULT_LABEL = "sandbox.rollbook.dev/node-fault"  # on pods whose node is do
 STAGE_API = ("kwok.x-k8s.io", "v1alpha1", "stages")
 FAULT_WEIGHT = 10000
 
-_NOT_DELETING = {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"}
+_NOT_DELETING: dict[str, Any] = {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"}
 
 _PULL_BACKOFF_STATUS = """\
 {{ $now := Now }}
@@ -50,7 +50,9 @@ conditions:
 containerStatuses:
 {{ range $c := .spec.containers }}
 {{ $restarts := 0 }}
-{{ range $pod.status.containerStatuses }}{{ if eq .name $c.name }}{{ $restarts = add .restartCount 1 }}{{ end }}{{ end }}
+{{ range $pod.status.containerStatuses }}{{ if eq .name $c.name }}
+{{ $restarts = add .restartCount 1 }}
+{{ end }}{{ end }}
 - name: {{ $c.name | Quote }}
   image: {{ $c.image | Quote }}
   ready: false
@@ -141,18 +143,31 @@ def image_pull_backoff(hosts: list[str]) -> dict[str, Any]:
         {"key": '.spec.containers[].image | split("/") | .[0]', "operator": "In", "values": sorted(hosts)},
     ]
     return _stage(
-        "rollbook-fault-image-pull-backoff", "Pod", expressions, _PULL_BACKOFF_STATUS,
-        ("Failed", "Failed to pull image: registry unreachable"), 1000, 1000,
+        "rollbook-fault-image-pull-backoff",
+        "Pod",
+        expressions,
+        _PULL_BACKOFF_STATUS,
+        ("Failed", "Failed to pull image: registry unreachable"),
+        1000,
+        1000,
     )
 
 
 def crashloop_by_label() -> dict[str, Any]:
     """Pods labelled sandbox.rollbook.dev/fault=CrashLoopBackOff crash forever; the stage re-fires on its own
     output, so restartCount climbs as it does on a real node."""
-    expressions = [_NOT_DELETING, {"key": f'.metadata.labels["{FAULT_LABEL}"]', "operator": "In", "values": ["CrashLoopBackOff"]}]
+    expressions = [
+        _NOT_DELETING,
+        {"key": f'.metadata.labels["{FAULT_LABEL}"]', "operator": "In", "values": ["CrashLoopBackOff"]},
+    ]
     return _stage(
-        "rollbook-fault-crashloop-label", "Pod", expressions, _CRASHLOOP_STATUS,
-        ("BackOff", "Back-off restarting failed container"), 2000, 2000,
+        "rollbook-fault-crashloop-label",
+        "Pod",
+        expressions,
+        _CRASHLOOP_STATUS,
+        ("BackOff", "Back-off restarting failed container"),
+        2000,
+        2000,
     )
 
 
@@ -160,8 +175,13 @@ def crashloop_by_image(images: list[str]) -> dict[str, Any]:
     """Pods running any of `images` (exact references) crash forever."""
     expressions = [_NOT_DELETING, {"key": ".spec.containers[].image", "operator": "In", "values": sorted(images)}]
     return _stage(
-        "rollbook-fault-crashloop-image", "Pod", expressions, _CRASHLOOP_STATUS,
-        ("BackOff", "Back-off restarting failed container"), 2000, 2000,
+        "rollbook-fault-crashloop-image",
+        "Pod",
+        expressions,
+        _CRASHLOOP_STATUS,
+        ("BackOff", "Back-off restarting failed container"),
+        2000,
+        2000,
     )
 
 
@@ -178,7 +198,7 @@ def pod_ready_again() -> dict[str, Any]:
 
     Pods still on a faulted node carry NODE_FAULT_LABEL and are left alone; fault stages outbid this one.
     """
-    expressions = [
+    expressions: list[dict[str, Any]] = [
         _NOT_DELETING,
         {"key": ".status.phase", "operator": "In", "values": ["Running"]},
         {"key": '.status.conditions[]? | select(.type == "Ready") | .status', "operator": "NotIn", "values": ["True"]},

@@ -115,16 +115,32 @@ class SandboxRegistries:
 
     def sign(self, ref: str) -> None:
         """Sign offline: a key pair, no transparency log, no signing config fetched from the network."""
-        run_tool([
-            self.cosign, "sign", "--key", str(self.key_dir / "cosign.key"), "--use-signing-config=false",
-            "--tlog-upload=false", "--allow-http-registry", "--yes", ref,
-        ])
+        run_tool(
+            [
+                self.cosign,
+                "sign",
+                "--key",
+                str(self.key_dir / "cosign.key"),
+                "--use-signing-config=false",
+                "--tlog-upload=false",
+                "--allow-http-registry",
+                "--yes",
+                ref,
+            ]
+        )
 
     def verify(self, ref: str) -> str:
-        return run_tool([
-            self.cosign, "verify", "--key", str(self.public_key), "--insecure-ignore-tlog=true",
-            "--allow-http-registry", ref,
-        ])
+        return run_tool(
+            [
+                self.cosign,
+                "verify",
+                "--key",
+                str(self.public_key),
+                "--insecure-ignore-tlog=true",
+                "--allow-http-registry",
+                ref,
+            ]
+        )
 
 
 def _layer(text: str) -> bytes:

@@ -103,9 +103,7 @@ def _staging_modules(version: str, work: Path) -> list[str]:
     out = _go(["mod", "download", "-json", f"k8s.io/kubernetes@v{version}"], work, "download kubernetes go.mod")
     gomod = Path(json.loads(out)["GoMod"]).read_text()
     return sorted(
-        line.split()[0]
-        for line in gomod.splitlines()
-        if "=> ./staging/" in line and line.strip().startswith("k8s.io/")
+        line.split()[0] for line in gomod.splitlines() if "=> ./staging/" in line and line.strip().startswith("k8s.io/")
     )
 
 
@@ -114,14 +112,24 @@ def build_kubernetes(version: str, work: Path, out: Path) -> None:
     staging_version = "v0." + version.split(".", 1)[1]
     edits = [f"-replace={mod}={mod}@{staging_version}" for mod in _staging_modules(version, work)]
     _go(["mod", "edit", f"-require=k8s.io/kubernetes@v{version}", *edits], work, "write kubernetes go.mod")
-    cmds = [f"k8s.io/kubernetes/cmd/{c}" for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")]
+    cmds = [
+        f"k8s.io/kubernetes/cmd/{c}" for c in ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+    ]
     _go(["get", *(f"{c}@v{version}" for c in cmds)], work, "resolve kubernetes modules")
-    _go(["build", "-trimpath", "-ldflags", _kube_ldflags(version), "-o", str(out) + "/", *cmds], work, "compile kubernetes")
+    _go(
+        ["build", "-trimpath", "-ldflags", _kube_ldflags(version), "-o", str(out) + "/", *cmds],
+        work,
+        "compile kubernetes",
+    )
 
 
 def build_etcd(version: str, work: Path, out: Path) -> None:
     _init_module(work, "etcd-bins")
-    mods = {"etcd": "go.etcd.io/etcd/server/v3", "etcdctl": "go.etcd.io/etcd/etcdctl/v3", "etcdutl": "go.etcd.io/etcd/etcdutl/v3"}
+    mods = {
+        "etcd": "go.etcd.io/etcd/server/v3",
+        "etcdctl": "go.etcd.io/etcd/etcdctl/v3",
+        "etcdutl": "go.etcd.io/etcd/etcdutl/v3",
+    }
     _go(["get", *(f"{m}@v{version}" for m in mods.values())], work, "resolve etcd modules")
     ldflags = f"-s -w -X go.etcd.io/etcd/api/v3/version.GitSHA=v{version}"
     for binary, mod in mods.items():
@@ -129,7 +137,12 @@ def build_etcd(version: str, work: Path, out: Path) -> None:
 
 
 def _go_install(pkg: str, version: str, out: Path, ldflags: str = "-s -w") -> None:
-    _go(["install", "-trimpath", "-ldflags", ldflags, f"{pkg}@v{version}"], out, f"install {pkg}", env={"GOBIN": str(out), "GOFLAGS": ""})
+    _go(
+        ["install", "-trimpath", "-ldflags", ldflags, f"{pkg}@v{version}"],
+        out,
+        f"install {pkg}",
+        env={"GOBIN": str(out), "GOFLAGS": ""},
+    )
 
 
 KWOK_STAGE_FILES = (
@@ -146,7 +159,9 @@ def build_kwok(version: str, work: Path, out: Path) -> None:
     """Besides the binary, keep kwok's own Stage CRD and default lifecycle stages from the same module version."""
     _go_install("sigs.k8s.io/kwok/cmd/kwok", version, out)
     work.mkdir(parents=True, exist_ok=True)
-    info = _go(["mod", "download", "-json", f"sigs.k8s.io/kwok@v{version}"], work, "locate kwok module", env={"GOFLAGS": ""})
+    info = _go(
+        ["mod", "download", "-json", f"sigs.k8s.io/kwok@v{version}"], work, "locate kwok module", env={"GOFLAGS": ""}
+    )
     module_dir = Path(json.loads(info)["Dir"])
     share = out / "kwok-stages"
     share.mkdir()
@@ -155,7 +170,9 @@ def build_kwok(version: str, work: Path, out: Path) -> None:
 
 
 def build_helm(version: str, work: Path, out: Path) -> None:
-    _go_install("helm.sh/helm/v4/cmd/helm", version, out, f"-s -w -X helm.sh/helm/v4/internal/version.version=v{version}")
+    _go_install(
+        "helm.sh/helm/v4/cmd/helm", version, out, f"-s -w -X helm.sh/helm/v4/internal/version.version=v{version}"
+    )
 
 
 def build_cosign(version: str, work: Path, out: Path) -> None:
@@ -169,7 +186,9 @@ def build_crane(version: str, work: Path, out: Path) -> None:
 COMPONENTS: tuple[Component, ...] = (
     Component("etcd", ("etcd", "etcdctl", "etcdutl"), build_etcd),
     Component("kwok", ("kwok", "kwok-stages"), build_kwok),
-    Component("kubernetes", ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"), build_kubernetes),
+    Component(
+        "kubernetes", ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl"), build_kubernetes
+    ),
     Component("helm", ("helm",), build_helm),
     Component("cosign", ("cosign",), build_cosign),
     Component("crane", ("crane",), build_crane),
@@ -178,7 +197,9 @@ COMPONENTS: tuple[Component, ...] = (
 
 def _check_go() -> None:
     if shutil.which("go") is None:
-        raise ToolchainError("step 'find go' failed: no 'go' on PATH; install Go >= 1.26 (the sandbox builds from the Go module proxy)")
+        raise ToolchainError(
+            "step 'find go' failed: no 'go' on PATH; install Go >= 1.26 (the sandbox builds from the Go module proxy)"
+        )
     raw = subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True).stdout.strip()
     parts = raw.removeprefix("go").split(".")
     if tuple(int(p) for p in parts[:2]) < GO_VERSION_FLOOR:

@@ -16,6 +16,14 @@ import pytest
 _TEST_HOME: str | None = None
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--unit",
+        action="store_true",
+        help="run only tests that need no sandbox; sandbox-backed tests are skipped, saying so",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """Runs before test modules import Prefect, which reads these variables at import time."""
     global _TEST_HOME

@@ -20,7 +20,7 @@ TEST_BASE_PORT = int(os.environ.get("ROLLBOOK_TEST_SANDBOX_PORT", "24500"))
 
 @pytest.fixture(scope="session")
 def sandbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
-    if request.config.getoption("--unit", default=False):
+    if request.config.getoption("--unit"):
         pytest.skip("--unit given: integration tests need the sandbox, which is not started for unit-only runs")
     cfg = SandboxConfig(work_dir=tmp_path_factory.mktemp("sandbox"), base_port=TEST_BASE_PORT)
     sb = Sandbox(cfg)

@@ -30,8 +30,11 @@ def test_unreachable_registry_then_mirror(sandbox: Sandbox, core: client.CoreV1A
     sandbox.set_unreachable_registries([sandbox.cfg.registry_host()])
     try:
         sandbox.kubectl("create", "deployment", "web", f"--image={registries.image('1.0.0')}", "--replicas=2", *ns)
-        wait_until(lambda: _container_waiting_reason(core, namespace, "app=web") == {"ImagePullBackOff"}, 60,
-                   "pods to report ImagePullBackOff")
+        wait_until(
+            lambda: _container_waiting_reason(core, namespace, "app=web") == {"ImagePullBackOff"},
+            60,
+            "pods to report ImagePullBackOff",
+        )
         assert _ready_pods(core, namespace, "app=web") == 0
 
         sandbox.kubectl("set", "image", "deployment/web", f"demo-app={registries.image('1.0.0', mirror=True)}", *ns)
@@ -46,8 +49,11 @@ def test_pending_pods_recover_when_registry_returns(sandbox: Sandbox, core: clie
     sandbox.set_unreachable_registries([sandbox.cfg.registry_host()])
     try:
         sandbox.kubectl("run", "one", f"--image={registries.image('1.1.0')}", "-n", namespace)
-        wait_until(lambda: _container_waiting_reason(core, namespace, "run=one") == {"ImagePullBackOff"}, 60,
-                   "ImagePullBackOff")
+        wait_until(
+            lambda: _container_waiting_reason(core, namespace, "run=one") == {"ImagePullBackOff"},
+            60,
+            "ImagePullBackOff",
+        )
     finally:
         sandbox.set_unreachable_registries([])
     sandbox.kubectl("wait", "--for=condition=Ready", "pod/one", "--timeout=60s", "-n", namespace)
@@ -55,8 +61,9 @@ def test_pending_pods_recover_when_registry_returns(sandbox: Sandbox, core: clie
 
 def test_crashloop_restart_count_climbs(sandbox: Sandbox, core: client.CoreV1Api, namespace: str) -> None:
     image = SandboxRegistries(sandbox.cfg, sandbox.bins).image("1.0.0")
-    sandbox.kubectl("run", "crashy", f"--image={image}", f"--labels=run=crashy,{FAULT_LABEL}=CrashLoopBackOff",
-                    "-n", namespace)
+    sandbox.kubectl(
+        "run", "crashy", f"--image={image}", f"--labels=run=crashy,{FAULT_LABEL}=CrashLoopBackOff", "-n", namespace
+    )
 
     def restarts() -> int:
         statuses = core.read_namespaced_pod("crashy", namespace).status.container_statuses or []
@@ -71,8 +78,11 @@ def test_crashloop_by_image(sandbox: Sandbox, core: client.CoreV1Api, namespace:
     sandbox.set_crashing_images([image])
     try:
         sandbox.kubectl("run", "bad", f"--image={image}", "-n", namespace)
-        wait_until(lambda: _container_waiting_reason(core, namespace, "run=bad") == {"CrashLoopBackOff"}, 60,
-                   "CrashLoopBackOff")
+        wait_until(
+            lambda: _container_waiting_reason(core, namespace, "run=bad") == {"CrashLoopBackOff"},
+            60,
+            "CrashLoopBackOff",
+        )
     finally:
         sandbox.set_crashing_images([])
 
@@ -80,7 +90,7 @@ def test_crashloop_by_image(sandbox: Sandbox, core: client.CoreV1Api, namespace:
 def test_node_not_ready_and_back(sandbox: Sandbox, core: client.CoreV1Api, namespace: str) -> None:
     node = "kwok-node-2"
     image = SandboxRegistries(sandbox.cfg, sandbox.bins).image("1.0.0")
-    pinned = '{"spec": {"nodeName": "%s"}}' % node
+    pinned = f'{{"spec": {{"nodeName": "{node}"}}}}'
     sandbox.kubectl("run", "pinned", f"--image={image}", f"--overrides={pinned}", "-n", namespace)
     sandbox.kubectl("wait", "--for=condition=Ready", "pod/pinned", "--timeout=60s", "-n", namespace)
 

@@ -49,8 +49,17 @@ def test_failed_upgrade_rolls_back(
     sandbox.helm("install", "demo", *common, "--set", "image.tag=1.0.0", "--wait", "--timeout=60s")
     crash_label = FAULT_LABEL.replace(".", r"\.")  # helm --set treats dots as nesting
     failed = sandbox.helm(
-        "upgrade", "demo", *common, "--set", "image.tag=1.2.0", "--set", f"podLabels.{crash_label}=CrashLoopBackOff",
-        "--wait", "--timeout=15s", "--rollback-on-failure", check=False,
+        "upgrade",
+        "demo",
+        *common,
+        "--set",
+        "image.tag=1.2.0",
+        "--set",
+        f"podLabels.{crash_label}=CrashLoopBackOff",
+        "--wait",
+        "--timeout=15s",
+        "--rollback-on-failure",
+        check=False,
     )
     assert failed.returncode != 0
     assert "rollback" in failed.stderr.lower() or "rolled back" in failed.stderr.lower()

@@ -17,7 +17,9 @@ def _deployment_image(apps: client.AppsV1Api, namespace: str) -> str:
     return apps.read_namespaced_deployment("web", namespace).spec.template.spec.containers[0].image
 
 
-def test_rollout_history_and_undo(sandbox: Sandbox, apps: client.AppsV1Api, core: client.CoreV1Api, namespace: str) -> None:
+def test_rollout_history_and_undo(
+    sandbox: Sandbox, apps: client.AppsV1Api, core: client.CoreV1Api, namespace: str
+) -> None:
     ns = ["-n", namespace]
     sandbox.kubectl("create", "deployment", "web", f"--image={_image(sandbox, '1.0.0')}", "--replicas=3", *ns)
     sandbox.kubectl("rollout", "status", "deployment/web", "--timeout=60s", *ns)

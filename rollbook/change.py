@@ -1,0 +1,72 @@
+"""Change control shared by every flow that changes a cluster: plan mode, approval gate, audit annotations.
+
+A flow takes `ChangeControls` as part of its parameters, so the Prefect UI shows the same three switches on
+every destructive runbook, and every object a flow changes carries the same annotations saying who asked,
+why, and which flow run did it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from prefect import get_run_logger, pause_flow_run
+from prefect.exceptions import FlowPauseTimeout
+from prefect.input import RunInput
+from prefect.runtime import flow_run
+from pydantic import BaseModel, ConfigDict, Field
+
+ANNOTATION_PREFIX = "rollbook.dev/"
+
+
+class ChangeControls(BaseModel):
+    """Who asks for the change and how carefully to make it."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    reason: str = Field(min_length=3, max_length=500, description="Why this change is made; recorded on every object.")
+    requested_by: str = Field(min_length=1, max_length=100, description="Who asked for it (name or handle).")
+    plan: bool = Field(default=False, description="Dry run: report exactly what would change and change nothing.")
+    require_approval: bool = Field(default=False, description="Pause for a human to approve before changing anything.")
+    approval_timeout_seconds: int = Field(
+        default=3600, ge=10, le=7 * 24 * 3600, description="How long to wait for approval; no answer means no change."
+    )
+    approval_poll_seconds: int = Field(default=10, ge=1, le=60, description="How often the paused run checks.")
+
+
+class Decision(RunInput):
+    """The form an approver fills in when resuming a paused run."""
+
+    approved: bool
+    comment: str = ""
+
+
+def request_approval(controls: ChangeControls, summary_markdown: str) -> Decision:
+    """Pause until someone approves or rejects; a timeout counts as a rejection, so silence never changes a cluster."""
+    if not controls.require_approval:
+        return Decision(approved=True, comment="approval not required")
+    form = Decision.with_initial_data(description=summary_markdown, approved=False)
+    try:
+        decision = pause_flow_run(
+            wait_for_input=form,
+            timeout=controls.approval_timeout_seconds,
+            poll_interval=controls.approval_poll_seconds,
+        )
+    except FlowPauseTimeout:
+        get_run_logger().warning("no approval within %ss: nothing changed", controls.approval_timeout_seconds)
+        return Decision(approved=False, comment=f"timed out after {controls.approval_timeout_seconds}s")
+    get_run_logger().info("approval answered: approved=%s comment=%r", decision.approved, decision.comment)
+    return decision
+
+
+def change_annotations(controls: ChangeControls, action: str, **details: str) -> dict[str, str]:
+    """Annotations for an object this flow run changes; `details` are action-specific (e.g. to-revision)."""
+    values = {
+        "action": action,
+        "reason": controls.reason,
+        "requested-by": controls.requested_by,
+        "flow-run-id": str(flow_run.id or ""),
+        "flow-run-name": str(flow_run.name or ""),
+        "changed-at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **details,
+    }
+    return {ANNOTATION_PREFIX + key: value for key, value in values.items()}
