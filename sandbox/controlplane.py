@@ -22,10 +22,10 @@ FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 UNLIMITED_QPS = ["--kube-api-qps=5000", "--kube-api-burst=10000"]
 
 
-def _https_ok(url: str, pki: Pki, client: str | None = "admin", verify_ca: bool = True) -> bool:
-    """GET url over TLS; the controller-manager and scheduler serve self-signed certificates, hence verify_ca."""
-    ctx = ssl.create_default_context(cafile=str(pki.ca)) if verify_ca else ssl._create_unverified_context()
-    if client:
+def _https_ok(url: str, pki: Pki | None, client: str = "admin", verify_ca: bool = True) -> bool:
+    """GET url over TLS, as `client` (a certificate of `pki`) when a PKI is given."""
+    ctx = ssl.create_default_context(cafile=str(pki.ca)) if pki and verify_ca else ssl._create_unverified_context()
+    if pki:
         ctx.load_cert_chain(str(pki.cert(client)), str(pki.key(client)))
     return httpx.get(url, verify=ctx, timeout=2).status_code == 200
 
@@ -112,40 +112,38 @@ def kube_apiserver(cfg: SandboxConfig, bins: Path, pki: Pki) -> ServiceSpec:
     return ServiceSpec("kube-apiserver", argv, (port,), ready, ready_timeout=120)
 
 
-def kube_controller_manager(cfg: SandboxConfig, bins: Path, pki: Pki) -> ServiceSpec:
-    port = cfg.port("kube-controller-manager")
+def _kube_component(cfg: SandboxConfig, bins: Path, name: str, extra: list[str]) -> ServiceSpec:
+    """kube-controller-manager and kube-scheduler: same connection, same health endpoint, no leader election."""
+    port = cfg.port(name)
     argv = [
-        str(bins / "kube-controller-manager"),
+        str(bins / name),
         f"--kubeconfig={cfg.kubeconfig}",
         "--bind-address=127.0.0.1",
         f"--secure-port={port}",
         "--leader-elect=false",
+        "--profiling=false",
+        *UNLIMITED_QPS,
+        *extra,
+    ]
+    # they serve a self-signed certificate they generate at start-up
+    ready = lambda: _https_ok(f"https://127.0.0.1:{port}/healthz", None, verify_ca=False)  # noqa: E731
+    return ServiceSpec(name, argv, (port,), ready)
+
+
+def kube_controller_manager(cfg: SandboxConfig, bins: Path, pki: Pki) -> ServiceSpec:
+    extra = [
         f"--root-ca-file={pki.ca}",
         f"--service-account-private-key-file={pki.sa_private}",
         f"--service-cluster-ip-range={SERVICE_CIDR}",
         # kwok renews thousands of node leases from one process; on two busy cores a renewal can be late, and
         # the default grace would then mark healthy nodes NotReady. Simulated faults set NotReady directly.
         "--node-monitor-grace-period=120s",
-        "--profiling=false",
-        *UNLIMITED_QPS,
     ]
-    ready = lambda: _https_ok(f"https://127.0.0.1:{port}/healthz", pki, client=None, verify_ca=False)  # noqa: E731
-    return ServiceSpec("kube-controller-manager", argv, (port,), ready)
+    return _kube_component(cfg, bins, "kube-controller-manager", extra)
 
 
 def kube_scheduler(cfg: SandboxConfig, bins: Path, pki: Pki) -> ServiceSpec:
-    port = cfg.port("kube-scheduler")
-    argv = [
-        str(bins / "kube-scheduler"),
-        f"--kubeconfig={cfg.kubeconfig}",
-        "--bind-address=127.0.0.1",
-        f"--secure-port={port}",
-        "--leader-elect=false",
-        "--profiling=false",
-        *UNLIMITED_QPS,
-    ]
-    ready = lambda: _https_ok(f"https://127.0.0.1:{port}/healthz", pki, client=None, verify_ca=False)  # noqa: E731
-    return ServiceSpec("kube-scheduler", argv, (port,), ready)
+    return _kube_component(cfg, bins, "kube-scheduler", [])
 
 
 def kwok(cfg: SandboxConfig, bins: Path, pki: Pki) -> ServiceSpec:

@@ -17,13 +17,19 @@ FAULT_WEIGHT = 10000
 
 _NOT_DELETING: dict[str, Any] = {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"}
 
-_PULL_BACKOFF_STATUS = """\
-{{ $now := Now }}
+# The conditions of a pod whose containers are not ready; `$now` is set by the template that includes it.
+_NOT_READY_CONDITIONS = """\
 conditions:
 - {type: PodScheduled, status: "True", lastTransitionTime: {{ $now | Quote }}}
 - {type: Initialized, status: "True", lastTransitionTime: {{ $now | Quote }}}
 - {type: Ready, status: "False", reason: ContainersNotReady, lastTransitionTime: {{ $now | Quote }}}
 - {type: ContainersReady, status: "False", reason: ContainersNotReady, lastTransitionTime: {{ $now | Quote }}}
+"""
+
+_PULL_BACKOFF_STATUS = (
+    "{{ $now := Now }}\n"
+    + _NOT_READY_CONDITIONS
+    + """\
 containerStatuses:
 {{ range .spec.containers }}
 - name: {{ .name | Quote }}
@@ -39,14 +45,12 @@ containerStatuses:
 phase: Pending
 startTime: {{ $now | Quote }}
 """
+)
 
-_CRASHLOOP_STATUS = """\
-{{ $now := Now }}{{ $pod := . }}
-conditions:
-- {type: PodScheduled, status: "True", lastTransitionTime: {{ $now | Quote }}}
-- {type: Initialized, status: "True", lastTransitionTime: {{ $now | Quote }}}
-- {type: Ready, status: "False", reason: ContainersNotReady, lastTransitionTime: {{ $now | Quote }}}
-- {type: ContainersReady, status: "False", reason: ContainersNotReady, lastTransitionTime: {{ $now | Quote }}}
+_CRASHLOOP_STATUS = (
+    "{{ $now := Now }}{{ $pod := . }}\n"
+    + _NOT_READY_CONDITIONS
+    + """\
 containerStatuses:
 {{ range $c := .spec.containers }}
 {{ $restarts := 0 }}
@@ -68,6 +72,7 @@ containerStatuses:
 phase: Running
 startTime: {{ $now | Quote }}
 """
+)
 
 _NODE_NOT_READY_STATUS = """\
 {{ $now := Now }}
