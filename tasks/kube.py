@@ -1,0 +1,280 @@
+"""Deployment, ReplicaSet and Pod tasks on the official `kubernetes` client, reading objects as plain JSON.
+
+Objects are read with `_preload_content=False` and returned as dicts: a rollback copies a ReplicaSet's pod
+template back field for field, and the client's models would silently drop fields they do not know.
+Every task re-reads the state it needs, so a retry after a lost response is safe.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from typing import Any
+
+from kubernetes import client as k8s_client
+from kubernetes import watch as k8s_watch
+from kubernetes.client.exceptions import ApiException
+from prefect import get_run_logger, task
+
+from blocks import KubernetesCluster
+from rollbook import revisions
+from rollbook.revisions import JSON
+from tasks.cluster import REQUEST_TIMEOUT_SECONDS
+from tasks.policies import retry_transient
+
+PAGE_SIZE = 250
+
+
+class ObjectNotFound(ValueError):
+    """A named namespace or object does not exist (permanent: never retried)."""
+
+
+class ConcurrentChange(ValueError):
+    """The object changed between reading and writing it; nothing was written (permanent for this run)."""
+
+
+def _body(response: Any) -> JSON:
+    data = json.loads(response.data)
+    if not isinstance(data, dict):
+        raise TypeError("the API server answered with something other than an object")
+    return data
+
+
+def _not_found(api: k8s_client.ApiClient, namespace: str, what: str) -> ObjectNotFound:
+    """404 on a namespaced object: say whether the namespace or the object is missing."""
+    try:
+        k8s_client.CoreV1Api(api).read_namespace(namespace, _request_timeout=REQUEST_TIMEOUT_SECONDS)
+    except ApiException as exc:
+        if exc.status == 404:
+            return ObjectNotFound(f"namespace {namespace!r} not found")
+        # 403: we may not read namespaces; the object is what we were asked about
+    return ObjectNotFound(f"{what} not found in namespace {namespace!r}")
+
+
+def _read_deployment(api: k8s_client.ApiClient, namespace: str, name: str) -> JSON:
+    try:
+        resp = k8s_client.AppsV1Api(api).read_namespaced_deployment(
+            name, namespace, _preload_content=False, _request_timeout=REQUEST_TIMEOUT_SECONDS
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            raise _not_found(api, namespace, f"deployment {name!r}") from None
+        raise
+    return _body(resp)
+
+
+def _list_all(list_fn: Any, namespace: str, selector: str) -> list[JSON]:
+    """Every item of a namespaced list, fetched in pages of PAGE_SIZE (limit/continue)."""
+    items: list[JSON] = []
+    token: str | None = None
+    while True:
+        page = _body(
+            list_fn(
+                namespace,
+                label_selector=selector,
+                limit=PAGE_SIZE,
+                _continue=token,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+        )
+        items.extend(page.get("items") or [])
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return items
+
+
+def _owned_replica_sets(api: k8s_client.ApiClient, deployment: JSON) -> list[JSON]:
+    namespace = revisions.meta(deployment)["namespace"]
+    selector = revisions.label_selector_string((deployment.get("spec") or {}).get("selector"))
+    uid = revisions.meta(deployment)["uid"]
+    found = _list_all(k8s_client.AppsV1Api(api).list_namespaced_replica_set, namespace, selector)
+    return [rs for rs in found if revisions.is_controlled_by(rs, uid)]
+
+
+@task(timeout_seconds=60, retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient)
+def read_deployment(cluster: KubernetesCluster, namespace: str, name: str) -> JSON:
+    """The Deployment as the API server stores it."""
+    with cluster.api_client() as api:
+        return _read_deployment(api, namespace, name)
+
+
+@task(timeout_seconds=120, retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient)
+def read_deployment_and_replica_sets(cluster: KubernetesCluster, namespace: str, name: str) -> tuple[JSON, list[JSON]]:
+    """The Deployment and the ReplicaSets it controls (by controller ownerReference uid), read together."""
+    with cluster.api_client() as api:
+        deployment = _read_deployment(api, namespace, name)
+        return deployment, _owned_replica_sets(api, deployment)
+
+
+@task(timeout_seconds=120, retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient)
+def list_replica_sets(cluster: KubernetesCluster, deployment: JSON) -> list[JSON]:
+    """ReplicaSets controlled by the Deployment, found through its selector and filtered by owner uid."""
+    with cluster.api_client() as api:
+        return _owned_replica_sets(api, deployment)
+
+
+@task(timeout_seconds=60, retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient)
+def patch_deployment_rollback(
+    cluster: KubernetesCluster,
+    namespace: str,
+    name: str,
+    template: JSON,
+    annotations: dict[str, str],
+    resource_version: str,
+    flow_run_marker: tuple[str, str],
+) -> JSON:
+    """Replace the Deployment's pod template and metadata annotations in one JSON patch, only if it still has
+    `resource_version`. A retry after a lost response finds our own write (the `flow_run_marker` annotation
+    key/value and the target template) and returns it instead of failing on the moved resourceVersion."""
+    ops = revisions.rollback_patch(template, annotations, resource_version)
+    with cluster.api_client() as api:
+        apps = k8s_client.AppsV1Api(api)
+        try:
+            resp = apps.patch_namespaced_deployment(
+                name,
+                namespace,
+                ops,
+                _content_type="application/json-patch+json",
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+            return _body(resp)
+        except ApiException as exc:
+            if exc.status == 404:
+                raise _not_found(api, namespace, f"deployment {name!r}") from None
+            if exc.status != 409:
+                raise
+        current = _read_deployment(api, namespace, name)
+        key, value = flow_run_marker
+        mine = revisions.annotations_of(current).get(key) == value
+        if mine and revisions.equal_ignore_hash(current["spec"]["template"], template):
+            return current
+        raise ConcurrentChange(
+            f"deployment {name!r} in namespace {namespace!r} changed after it was read "
+            f"(resourceVersion {resource_version} -> {revisions.meta(current).get('resourceVersion')}); nothing written"
+        )
+
+
+@task(timeout_seconds=60, retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient)
+def mark_rollout_complete(cluster: KubernetesCluster, namespace: str, replica_set: str, uid: str) -> None:
+    """Record on a ReplicaSet that a flow saw its rollout complete (the last-known-good evidence).
+
+    A merge patch of one metadata annotation: it changes no pod template, so it starts no rollout."""
+    now = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    marker = revisions.completion_marker({"metadata": {"uid": uid}}, now)
+    body = {"metadata": {"uid": uid, "annotations": {revisions.ROLLOUT_COMPLETE_ANNOTATION: marker}}}
+    with cluster.api_client() as api:
+        try:
+            k8s_client.AppsV1Api(api).patch_namespaced_replica_set(
+                replica_set,
+                namespace,
+                body,
+                _content_type="application/merge-patch+json",
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT_SECONDS,
+            )
+        except ApiException as exc:
+            if exc.status in (404, 409, 422):  # gone or replaced by a namesake: nothing to mark
+                raise ObjectNotFound(
+                    f"replicaset {replica_set!r} (uid {uid}) not found in namespace {namespace!r}"
+                ) from None
+            raise
+
+
+@task(timeout_seconds=120, retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient)
+def pod_problems(
+    cluster: KubernetesCluster, namespace: str, selector: str, owner_uids: list[str]
+) -> dict[str, list[str]]:
+    """Pods matching `selector` owned by one of `owner_uids` (ReplicaSets), each with its problems
+    (waiting reasons, Unschedulable); a pod with no problem maps to an empty list."""
+    with cluster.api_client() as api:
+        pods = _list_all(k8s_client.CoreV1Api(api).list_namespaced_pod, namespace, selector)
+    owners = set(owner_uids)
+    result: dict[str, list[str]] = {}
+    for pod in pods:
+        if any(revisions.is_controlled_by(pod, uid) for uid in owners):
+            result[str(revisions.meta(pod).get("name"))] = revisions.pod_problems(pod)
+    return result
+
+
+@task(timeout_seconds=120, retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient)
+def deployment_pod_problems(cluster: KubernetesCluster, namespace: str, name: str) -> dict[str, list[str]]:
+    """Problems of every pod of a Deployment (all its ReplicaSets)."""
+    with cluster.api_client() as api:
+        deployment = _read_deployment(api, namespace, name)
+        owners = {revisions.meta(rs)["uid"] for rs in _owned_replica_sets(api, deployment)}
+        selector = revisions.label_selector_string((deployment.get("spec") or {}).get("selector"))
+        pods = _list_all(k8s_client.CoreV1Api(api).list_namespaced_pod, namespace, selector)
+    return {
+        str(revisions.meta(p).get("name")): revisions.pod_problems(p)
+        for p in pods
+        if any(revisions.is_controlled_by(p, uid) for uid in owners)
+    }
+
+
+def _watch_until(
+    apps: k8s_client.AppsV1Api, namespace: str, name: str, resource_version: str, seconds: float
+) -> JSON | None:
+    """Watch the one Deployment from `resource_version` until its rollout is done or failed; None on expiry."""
+    watcher = k8s_watch.Watch()
+    try:
+        for event in watcher.stream(
+            apps.list_namespaced_deployment,
+            namespace,
+            field_selector=f"metadata.name={name}",
+            resource_version=resource_version,
+            timeout_seconds=max(1, int(seconds)),
+            allow_watch_bookmarks=False,
+            _request_timeout=seconds + REQUEST_TIMEOUT_SECONDS,
+        ):
+            obj = event.get("raw_object")  # the server's JSON; the model copy in "object" is not used
+            if event.get("type") == "ERROR" or not isinstance(obj, dict):
+                return None  # e.g. 410 Gone: the caller re-reads and watches again
+            if event.get("type") == "DELETED":
+                raise ObjectNotFound(f"deployment {name!r} was deleted from namespace {namespace!r} during the rollout")
+            state = revisions.rollout_state(obj)
+            if state.done or state.failed:
+                return obj
+    finally:
+        watcher.stop()
+    return None
+
+
+# The flow narrows timeout_seconds with .with_options() to the wait bound plus a margin.
+@task(timeout_seconds=3 * 3600, retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient)
+def wait_for_rollout(cluster: KubernetesCluster, namespace: str, name: str, timeout_seconds: float) -> dict[str, Any]:
+    """Wait, like `kubectl rollout status`, until the Deployment's rollout completes, fails (progress deadline
+    exceeded) or `timeout_seconds` pass. Returns {"done", "failed", "timed_out", "message", "seconds"}; it does
+    not raise on a failed rollout so the flow can gather the pods' reasons. Watches instead of polling, so
+    completion is seen as soon as the controller reports it. Safe to retry: it starts from a fresh read."""
+    log = get_run_logger()
+    start = time.monotonic()
+    deadline = start + timeout_seconds
+    with cluster.api_client() as api:
+        apps = k8s_client.AppsV1Api(api)
+        while True:
+            deployment = _read_deployment(api, namespace, name)
+            state = revisions.rollout_state(deployment)
+            remaining = deadline - time.monotonic()
+            if state.done or state.failed or remaining <= 0:
+                break
+            log.info("rollout of %r: %s", name, state.message)
+            try:
+                seen = _watch_until(apps, namespace, name, revisions.meta(deployment)["resourceVersion"], remaining)
+            except ApiException as exc:
+                if exc.status not in (410, 500, 503, 504):
+                    raise
+                seen = None
+            if seen is not None:
+                state = revisions.rollout_state(seen)
+                break
+            time.sleep(0.2)  # the watch ended early (expired, 410 Gone): re-read without spinning
+    return {
+        "done": state.done,
+        "failed": state.failed,
+        "timed_out": not (state.done or state.failed),
+        "message": state.message,
+        "seconds": round(time.monotonic() - start, 2),
+    }
