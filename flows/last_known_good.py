@@ -1,0 +1,93 @@
+"""The last known good revision of a Deployment: the newest one with evidence of a complete rollout.
+
+Criterion (see `rollbook.revisions.known_good_evidence`), newest revision first:
+1. the live revision, if `kubectl rollout status` would call its rollout complete right now;
+2. a revision whose ReplicaSet carries rollbook's uid-bound "rollout complete" marker, written when a rollbook
+   flow saw that rollout complete (undo does this after every successful wait);
+3. an older ReplicaSet that is fully available right now (e.g. the old side of a stuck rollout).
+A ReplicaSet scaled to zero with no marker keeps no trace of having been available, so it never counts:
+Kubernetes does not record past availability. With `verify_images`, a candidate also needs every image of
+its pod template to verify with the given cosign public key; candidates that fail are skipped.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Self
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_table_artifact
+from pydantic import Field, model_validator
+
+from blocks import KubernetesCluster
+from flows._deployment_target import DeploymentTarget, artifact_key
+from rollbook import revisions
+from rollbook.revisions import JSON
+from tasks.cluster import resolve_cluster
+from tasks.kube import read_deployment_and_replica_sets
+from tasks.signing import verify_image
+
+
+class NoKnownGoodRevision(ValueError):
+    """No revision has evidence of a complete rollout (with verified images, if asked)."""
+
+
+def pick_last_known_good(
+    deployment: JSON, replica_sets: list[JSON], verify_images: bool, public_key: str | None
+) -> tuple[JSON, list[dict[str, Any]]]:
+    """The newest known-good ReplicaSet and the record of every candidate looked at (flow-level helper: it only
+    calls tasks). Raises NoKnownGoodRevision naming the Deployment if none qualifies."""
+    checked: list[dict[str, Any]] = []
+    for rs, evidence in revisions.last_known_good_candidates(deployment, replica_sets):
+        template = (rs.get("spec") or {}).get("template") or {}
+        row: dict[str, Any] = {"revision": revisions.revision_of(rs), "evidence": evidence, "images": ""}
+        checked.append(row)
+        images = revisions.template_images(template)
+        row["images"] = ", ".join(images)
+        if verify_images:
+            assert public_key is not None  # enforced by the request models
+            results = [verify_image(image, public_key) for image in images]
+            failed = [str(r["image"]) for r in results if not r["verified"]]
+            row["signatures"] = "verified" if not failed else "NOT verified: " + ", ".join(failed)
+            if failed:
+                continue
+        row["chosen"] = True
+        return rs, checked
+    name, namespace = revisions.meta(deployment).get("name"), revisions.meta(deployment).get("namespace")
+    why = " with verified images" if verify_images else ""
+    raise NoKnownGoodRevision(
+        f"no known good revision{why} for deployment {name!r} in namespace {namespace!r}: no revision is live and "
+        "rolled out, recorded complete by rollbook, or fully available now"
+    )
+
+
+class LastKnownGoodRequest(DeploymentTarget):
+    verify_images: bool = Field(default=False, description="Also require every image to verify with cosign.")
+    cosign_public_key: str | None = Field(default=None, description="Path of the cosign public key (verify_images).")
+
+    @model_validator(mode="after")
+    def _key_with_verify(self) -> Self:
+        if self.verify_images and not self.cosign_public_key:
+            raise ValueError("verify_images needs cosign_public_key")
+        return self
+
+
+@flow(name="last-known-good")
+def last_known_good(request: LastKnownGoodRequest) -> dict[str, Any]:
+    """Report the newest revision of a Deployment known to have rolled out completely (read-only)."""
+    cluster: KubernetesCluster = resolve_cluster(request.cluster_block, request.kubeconfig_path, request.context)
+    namespace = request.namespace or cluster.namespace
+    deployment, replica_sets = read_deployment_and_replica_sets(cluster, namespace, request.deployment)
+    chosen, checked = pick_last_known_good(deployment, replica_sets, request.verify_images, request.cosign_public_key)
+    create_table_artifact(
+        checked, key=artifact_key("last-known-good", namespace, request.deployment), description="Candidates checked"
+    )
+    revision = revisions.revision_of(chosen)
+    get_run_logger().info("last known good revision of %r: %d", request.deployment, revision)
+    return {
+        "namespace": namespace,
+        "deployment": request.deployment,
+        "revision": revision,
+        "replica_set": revisions.meta(chosen).get("name"),
+        "images": revisions.template_images((chosen.get("spec") or {}).get("template") or {}),
+        "candidates": checked,
+    }
