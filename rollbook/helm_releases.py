@@ -1,0 +1,256 @@
+"""Pure logic about Helm releases: which revision to roll back to, and what a change would alter.
+
+Nothing here runs helm or talks to a cluster, so every rule can be unit-tested on plain data; the tasks in
+`tasks/helm.py` fetch the data and the flows combine both.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict
+
+# A revision whose manifests were once fully applied and reported healthy by helm.
+GOOD_STATUSES = frozenset({"deployed", "superseded"})
+# Another helm operation is running (or died half-way): nothing may be started on top of it.
+PENDING_STATUSES = frozenset({"pending-install", "pending-upgrade", "pending-rollback", "uninstalling"})
+
+# Value paths whose contents must never reach a report, a log or an approval form.
+_SENSITIVE_KEY = re.compile(r"(password|passwd|secret|token|api[-_]?key|credential|private[-_]?key)", re.IGNORECASE)
+MASK = "***"
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
+
+
+class RevisionInfo(BaseModel):
+    """One line of `helm history`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    revision: int
+    status: str
+    chart: str = ""
+    app_version: str = ""
+    description: str = ""
+    updated: dt.datetime | None = None
+    rollback_revision: int | None = None  # set by helm on revisions created by a rollback
+
+
+class RollbackRefused(ValueError):
+    """The request cannot be honoured as asked; nothing was changed."""
+
+
+def latest(history: Iterable[RevisionInfo]) -> RevisionInfo:
+    """The live revision: the newest one, whatever its status (helm status reports the same one)."""
+    revisions = list(history)
+    if not revisions:
+        raise RollbackRefused("the release has no revisions")
+    return max(revisions, key=lambda r: r.revision)
+
+
+def previous_good(history: Iterable[RevisionInfo]) -> RevisionInfo | None:
+    """The newest revision before the live one that once ran successfully; failed/pending ones are skipped."""
+    revisions = sorted(history, key=lambda r: r.revision)
+    if not revisions:
+        return None
+    live = revisions[-1].revision
+    for candidate in reversed(revisions):
+        if candidate.revision < live and candidate.status in GOOD_STATUSES:
+            return candidate
+    return None
+
+
+def choose_rollback_target(history: Iterable[RevisionInfo], requested: int | None) -> RevisionInfo:
+    """The revision to roll back to, or RollbackRefused saying why there is none.
+
+    With `requested` None this is the previous good revision (not blindly live-1). An explicit revision must
+    exist, must not be the live one, and must have run successfully once.
+    """
+    revisions = sorted(history, key=lambda r: r.revision)
+    live = latest(revisions)
+    if live.status in PENDING_STATUSES:
+        raise RollbackRefused(
+            f"revision {live.revision} is {live.status}: another helm operation is in progress or was interrupted"
+        )
+    if requested is None:
+        target = previous_good(revisions)
+        if target is None:
+            statuses = ", ".join(f"{r.revision}={r.status}" for r in revisions)
+            raise RollbackRefused(
+                f"no deployed or superseded revision before live revision {live.revision} ({statuses})"
+            )
+        return target
+    if requested < 1:
+        raise RollbackRefused(f"revision must be >= 1, got {requested}")
+    by_number = {r.revision: r for r in revisions}
+    if requested not in by_number:
+        known = ", ".join(str(r.revision) for r in revisions)
+        raise RollbackRefused(f"revision {requested} is not in the release history (known: {known})")
+    if requested == live.revision:
+        raise RollbackRefused(f"revision {requested} is the live revision; rolling back to it would change nothing")
+    target = by_number[requested]
+    if target.status not in GOOD_STATUSES:
+        raise RollbackRefused(f"revision {requested} is {target.status}, not a revision that ever ran successfully")
+    return target
+
+
+def set_path(values: dict[str, Any], dotted: str, value: Any) -> None:
+    """`set_path(v, "image.tag", "1.1.0")` like helm's --set, but on a dict (no escaping rules to get wrong)."""
+    parts = [p for p in dotted.split(".") if p]
+    if not parts:
+        raise ValueError(f"empty value path {dotted!r}")
+    node = values
+    for part in parts[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[parts[-1]] = value
+
+
+def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Helm's merge of values files: maps merge key by key, anything else is replaced."""
+    merged: dict[str, Any] = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"image": {"tag": "1"}} -> {"image.tag": "1"}; lists stay whole (a list is one value to helm)."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping) and value:
+            flat.update(flatten(value, path))
+        else:
+            flat[path] = value
+    return flat
+
+
+def _shown(path: str, value: Any) -> Any:
+    return MASK if value is not None and _SENSITIVE_KEY.search(path) else value
+
+
+class ValueChange(BaseModel):
+    path: str
+    before: Any = None
+    after: Any = None
+    change: str  # added | removed | changed
+
+
+def values_changes(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[ValueChange]:
+    """Leaf-level differences between two sets of values, secrets masked."""
+    old, new = flatten(before), flatten(after)
+    changes = []
+    for path in sorted(set(old) | set(new)):
+        if path not in new:
+            changes.append(ValueChange(path=path, before=_shown(path, old[path]), change="removed"))
+        elif path not in old:
+            changes.append(ValueChange(path=path, after=_shown(path, new[path]), change="added"))
+        elif old[path] != new[path]:
+            changes.append(
+                ValueChange(path=path, before=_shown(path, old[path]), after=_shown(path, new[path]), change="changed")
+            )
+    return changes
+
+
+def parse_manifest(manifest: str) -> list[dict[str, Any]]:
+    """The objects of a rendered manifest (empty documents dropped)."""
+    return [doc for doc in yaml.safe_load_all(manifest or "") if isinstance(doc, dict)]
+
+
+def _resource_id(doc: Mapping[str, Any]) -> str:
+    meta = doc.get("metadata") or {}
+    return f"{doc.get('kind', '?')}/{meta.get('name', '?')}"
+
+
+def workload_images(docs: Iterable[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """'Deployment/web' -> its container images (init containers included), from rendered manifests."""
+    images: dict[str, list[str]] = {}
+    for doc in docs:
+        if doc.get("kind") not in WORKLOAD_KINDS:
+            continue
+        pod_spec = (((doc.get("spec") or {}).get("template") or {}).get("spec")) or {}
+        containers = [*(pod_spec.get("initContainers") or []), *(pod_spec.get("containers") or [])]
+        images[_resource_id(doc)] = [str(c.get("image", "")) for c in containers]
+    return images
+
+
+class ImageChange(BaseModel):
+    workload: str
+    before: list[str]
+    after: list[str]
+
+
+def image_changes(before: Iterable[Mapping[str, Any]], after: Iterable[Mapping[str, Any]]) -> list[ImageChange]:
+    old, new = workload_images(before), workload_images(after)
+    return [
+        ImageChange(workload=w, before=old.get(w, []), after=new.get(w, []))
+        for w in sorted(set(old) | set(new))
+        if old.get(w, []) != new.get(w, [])
+    ]
+
+
+def manifest_changes(
+    before: Iterable[Mapping[str, Any]], after: Iterable[Mapping[str, Any]], max_lines: int = 200
+) -> list[str]:
+    """Unified diff lines of the objects that differ; Secret contents are never shown, only that they change."""
+    old = {_resource_id(d): d for d in before}
+    new = {_resource_id(d): d for d in after}
+    lines: list[str] = []
+    for rid in sorted(set(old) | set(new)):
+        a, b = old.get(rid), new.get(rid)
+        if a == b:
+            continue
+        if rid.startswith("Secret/"):
+            lines.append(f"~ {rid}: {'added' if a is None else 'removed' if b is None else 'changed'} (content hidden)")
+            continue
+        a_text = yaml.safe_dump(a, sort_keys=True).splitlines() if a is not None else []
+        b_text = yaml.safe_dump(b, sort_keys=True).splitlines() if b is not None else []
+        lines.extend(difflib.unified_diff(a_text, b_text, f"{rid} (live)", f"{rid} (new)", lineterm="", n=2))
+    if len(lines) > max_lines:
+        lines = [*lines[:max_lines], f"... {len(lines) - max_lines} more diff line(s) not shown"]
+    return lines
+
+
+def history_table(history: Iterable[RevisionInfo]) -> str:
+    """Markdown table of a release history, newest last, as `helm history` prints it."""
+    rows = ["| revision | status | chart | app version | updated | description |", "|---|---|---|---|---|---|"]
+    for r in sorted(history, key=lambda r: r.revision):
+        updated = r.updated.strftime("%Y-%m-%d %H:%M:%S") if r.updated else ""
+        description = r.description.replace("|", "\\|").replace("\n", " ")[:120]
+        rows.append(f"| {r.revision} | {r.status} | {r.chart} | {r.app_version} | {updated} | {description} |")
+    return "\n".join(rows)
+
+
+def changes_markdown(values: list[ValueChange], images: list[ImageChange], manifest: list[str] | None = None) -> str:
+    """The 'what would change' part of plans and approval forms."""
+    parts = []
+    if images:
+        parts.append("**Images**\n")
+        parts.extend(f"- `{c.workload}`: {', '.join(c.before) or '-'} → {', '.join(c.after) or '-'}" for c in images)
+    else:
+        parts.append("**Images**: unchanged")
+    if values:
+        parts.append("\n**Values**\n")
+        parts.extend(f"- `{c.path}` ({c.change}): `{c.before!r}` → `{c.after!r}`" for c in values)
+    else:
+        parts.append("\n**Values**: unchanged")
+    if manifest:
+        parts.append("\n**Manifest diff**\n\n```diff\n" + "\n".join(manifest) + "\n```")
+    return "\n".join(parts)
+
+
+def artifact_key(*parts: str) -> str:
+    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
+    key = "-".join(re.sub(r"[^a-z0-9]+", "-", p.lower()).strip("-") for p in parts if p)
+    return key[:100].strip("-") or "helm"
