@@ -207,7 +207,7 @@ def _parse_time(value: Any) -> dt.datetime | None:
     # helm prints nanoseconds; Python parses at most microseconds.
     head, dot, tail = text.partition(".")
     if dot:
-        digits = "".join(ch for ch in tail if ch.isdigit())
+        digits = tail[: len(tail) - len(tail.lstrip("0123456789"))]
         zone = tail[len(digits) :]
         text = f"{head}.{digits[:6]}{zone}"
     try:

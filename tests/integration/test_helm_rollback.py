@@ -21,10 +21,11 @@ from helm_helpers import (
 from kubernetes import client
 from pydantic import ValidationError
 
+from blocks import KubernetesCluster
 from flows.helm_rollback import HelmRollbackRequest, helm_rollback
 from rollbook.helm_releases import RollbackRefused
 from sandbox.cluster import Sandbox
-from tasks.helm import ReleaseNotFound
+from tasks.helm import ReleaseChanged, ReleaseNotFound, rollback_release
 
 
 @pytest.fixture
@@ -113,3 +114,28 @@ def test_rejected_approval_changes_nothing(
     assert out["result"]["approved"] is False and out["result"]["changed"] is False
     assert history(sandbox, namespace) == with_failed_revision
     assert image(apps, namespace) == f"{repo(sandbox)}:1.2.0"
+
+
+def test_approval_timeout_changes_nothing(
+    sandbox: Sandbox, namespace: str, with_failed_revision: list[tuple[int, str]]
+) -> None:
+    controls = CONTROLS.model_copy(
+        update={"require_approval": True, "approval_poll_seconds": 1, "approval_timeout_seconds": 10}
+    )
+    result = helm_rollback(HelmRollbackRequest(**target_fields(sandbox, namespace)), controls)
+    assert result["approved"] is False and "timed out" in result["comment"]
+    assert history(sandbox, namespace) == with_failed_revision
+
+
+def test_rollback_task_is_safe_to_repeat(
+    sandbox: Sandbox, namespace: str, with_failed_revision: list[tuple[int, str]]
+) -> None:
+    """A retried attempt finds its own earlier rollback and stops; a stale plan is refused."""
+    cluster = KubernetesCluster(kubeconfig_path=str(sandbox.cfg.kubeconfig))
+    helm = str(sandbox.bins / "helm")
+    first = rollback_release(cluster, namespace, "demo", 2, 4, 60, helm)
+    again = rollback_release(cluster, namespace, "demo", 2, 4, 60, helm)
+    assert first.revision == again.revision == 5 and again.status == "deployed"
+    with pytest.raises(ReleaseChanged, match="live revision is 5 .*expected 4"):
+        rollback_release(cluster, namespace, "demo", 1, 4, 60, helm)
+    assert len(history(sandbox, namespace)) == 5
