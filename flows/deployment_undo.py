@@ -202,16 +202,20 @@ def deployment_undo(request: UndoRequest, controls: ChangeControls) -> dict[str,
     waiter = wait_for_rollout_task.with_options(timeout_seconds=wait_seconds + 60)
     status = waiter(cluster, namespace, name, float(wait_seconds))
     result["rollout"] = status
-    after, after_sets = read_deployment_and_replica_sets(cluster, namespace, name)
-    result["revision_after"] = revisions.revision_of(after)
-    live = revisions.live_replica_set(after, after_sets)
+    result["revision_after"] = status["revision"]
     if status["done"]:
-        if live is not None:
-            mark_rollout_complete(cluster, namespace, revisions.meta(live)["name"], revisions.meta(live)["uid"])
+        # The controller rolled the target ReplicaSet's template out: record that on it (last-known-good evidence).
+        marked = mark_rollout_complete(
+            cluster, namespace, revisions.meta(target)["name"], revisions.meta(target)["uid"], return_state=True
+        )
+        if marked.is_failed():  # only evidence for later last-known-good choices: the rollback itself succeeded
+            log.warning("could not record rollout completion on %s: %s", revisions.meta(target)["name"], marked.message)
         result["outcome"] = f"rolled back to revision {plan['to_revision']} and rolled out in {status['seconds']}s"
         create_markdown_artifact(plan_markdown(plan, "Rolled back") + f"\n{result['outcome']}\n", key=key)
         return result
 
+    after, after_sets = read_deployment_and_replica_sets(cluster, namespace, name)
+    live = revisions.live_replica_set(after, after_sets)
     owners = [revisions.meta(live)["uid"]] if live is not None else []
     selector = revisions.label_selector_string((after.get("spec") or {}).get("selector"))
     problems = pod_problems(cluster, namespace, selector, owners) if owners else {}

@@ -247,11 +247,13 @@ def _watch_until(
 def wait_for_rollout(cluster: KubernetesCluster, namespace: str, name: str, timeout_seconds: float) -> dict[str, Any]:
     """Wait, like `kubectl rollout status`, until the Deployment's rollout completes, fails (progress deadline
     exceeded) or `timeout_seconds` pass. Returns {"done", "failed", "timed_out", "message", "seconds"}; it does
-    not raise on a failed rollout so the flow can gather the pods' reasons. Watches instead of polling, so
+    not raise on a failed rollout so the flow can gather the pods' reasons. "revision" is the Deployment's
+    revision annotation as last seen. Watches instead of polling, so
     completion is seen as soon as the controller reports it. Safe to retry: it starts from a fresh read."""
     log = get_run_logger()
     start = time.monotonic()
     deadline = start + timeout_seconds
+    seen: JSON | None = None
     with cluster.api_client() as api:
         apps = k8s_client.AppsV1Api(api)
         while True:
@@ -272,6 +274,7 @@ def wait_for_rollout(cluster: KubernetesCluster, namespace: str, name: str, time
                 break
             time.sleep(0.2)  # the watch ended early (expired, 410 Gone): re-read without spinning
     return {
+        "revision": revisions.revision_of(seen if seen is not None else deployment),
         "done": state.done,
         "failed": state.failed,
         "timed_out": not (state.done or state.failed),
