@@ -16,6 +16,7 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId, FlowR
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.flow_runs import resume_flow_run
 
+from blocks import KubernetesCluster
 from flows.deployment_undo import RolloutFailed, UndoRequest, deployment_undo
 from flows.rollout_history import HistoryRequest, rollout_history
 from rollbook import revisions
@@ -23,12 +24,13 @@ from rollbook.change import ChangeControls
 from sandbox.cluster import Sandbox
 from sandbox.registry import SandboxRegistries
 from sandbox.services import wait_until
+from tasks.kube import deployment_pod_problems
 
 CONTROLS = ChangeControls(reason="integration test rollback", requested_by="pytest")
 
 
-def _image(sandbox: Sandbox, version: str) -> str:
-    return SandboxRegistries(sandbox.cfg, sandbox.bins).image(version, mirror=False)
+def _image(sandbox: Sandbox, version: str, mirror: bool = False) -> str:
+    return SandboxRegistries(sandbox.cfg, sandbox.bins).image(version, mirror=mirror)
 
 
 def _request(sandbox: Sandbox, namespace: str, name: str = "web", **kw: Any) -> UndoRequest:
@@ -92,8 +94,11 @@ def _build_history(sandbox: Sandbox, namespaces: tuple[str, str], seed: int) -> 
         _create(sandbox, ns, _image(sandbox, "1.0.0"), replicas=2)
     _both(sandbox, namespaces, "patch", "deployment/web", "-p", '{"spec": {"revisionHistoryLimit": 4}}')
     for step in range(rng.randint(5, 7)):
-        op = rng.choice(["image", "env", "env", "scale", "image"])
-        if op == "image":
+        op = rng.choice(["image", "env", "env", "scale", "image", "pod-annotation"])
+        if op == "pod-annotation":  # a template annotation is a template change: it makes a revision too
+            patch = f'{{"spec": {{"template": {{"metadata": {{"annotations": {{"note": "step-{step}"}}}}}}}}}}'
+            args = ("patch", "deployment/web", "-p", patch)
+        elif op == "image":
             args = ("set", "image", "deployment/web", f"demo-app={_image(sandbox, rng.choice(versions))}")
         elif op == "env":
             args = ("set", "env", "deployment/web", f"STEP={step}", f"MODE={rng.choice(['a', 'b'])}")
@@ -122,7 +127,7 @@ def _flow_undo(sandbox: Sandbox, namespace: str, to_revision: int | None) -> str
     return "changed" if result["changed"] else "skipped"
 
 
-@pytest.mark.parametrize("seed", [1, 7])
+@pytest.mark.parametrize("seed", [1, 7, 12])
 def test_undo_matches_kubectl(sandbox: Sandbox, apps: client.AppsV1Api, twin: tuple[str, str], seed: int) -> None:
     ours, theirs = twin
     _build_history(sandbox, twin, seed)
@@ -183,12 +188,35 @@ def test_undo_to_unpullable_revision_fails_then_recovers(
         assert "'web'" in str(failure.value)
         assert _read(apps, namespace)["spec"]["template"]["spec"]["containers"][0]["image"] == bad
 
+        cluster = KubernetesCluster(kubeconfig_path=str(sandbox.cfg.kubeconfig))
+        problems = deployment_pod_problems.fn(cluster, namespace, "web")
+        assert any("ImagePullBackOff" in p for pod in problems.values() for p in pod), problems
+
         result = deployment_undo(_request(sandbox, namespace, wait_timeout_seconds=90), CONTROLS)
         assert result["changed"] and result["rollout"]["done"]
         live = _read(apps, namespace)
         assert live["spec"]["template"]["spec"]["containers"][0]["image"] == good
         assert live["metadata"]["annotations"]["rollbook.dev/rolled-back-to-revision"] == "3"
         assert live["metadata"]["annotations"]["rollbook.dev/action"] == "rollback"
+    finally:
+        sandbox.set_unreachable_registries([])
+
+
+def test_progress_deadline_fails_the_wait_without_a_timeout(
+    sandbox: Sandbox, apps: client.AppsV1Api, namespace: str
+) -> None:
+    """No wait timeout given: the bound comes from progressDeadlineSeconds, and the controller's verdict ends it."""
+    _create(sandbox, namespace, _image(sandbox, "1.0.0", mirror=True))
+    sandbox.kubectl("patch", "deployment/web", "-p", '{"spec": {"progressDeadlineSeconds": 8}}', "-n", namespace)
+    sandbox.set_unreachable_registries([sandbox.cfg.registry_host()])
+    try:
+        sandbox.kubectl("set", "image", "deployment/web", f"demo-app={_image(sandbox, '1.1.0')}", "-n", namespace)
+        sandbox.kubectl("rollout", "undo", "deployment/web", "-n", namespace)
+        _status(sandbox, namespace)
+        started = time.monotonic()
+        with pytest.raises(RolloutFailed, match="exceeded its progress deadline.*ImagePullBackOff"):
+            deployment_undo(_request(sandbox, namespace, to_revision=2), CONTROLS)
+        assert time.monotonic() - started < 8 + 30 + 15  # well before the derived bound expires
     finally:
         sandbox.set_unreachable_registries([])
 
