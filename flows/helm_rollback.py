@@ -24,6 +24,7 @@ from rollbook.helm_releases import (
 from tasks.cluster import resolve_cluster
 from tasks.helm import (
     HelmError,
+    HelmOperationFailed,
     annotate_release_deployments,
     release_history,
     release_pods_ready,
@@ -105,6 +106,13 @@ def helm_rollback(request: HelmRollbackRequest, controls: ChangeControls) -> dic
         after = rollback_release(cluster, ns, name, target.revision, live.revision, request.timeout_seconds, helm)
     except HelmError as exc:
         create_markdown_artifact(f"# Rollback FAILED\n\n```\n{exc}\n```\n\n" + plan_md, key=key)
+        if isinstance(exc, HelmOperationFailed):  # helm applied the old manifests, then its wait failed
+            failed = change_annotations(
+                controls,
+                ACTION,
+                **{"rolled-back-to-revision": str(target.revision), "release": name, "rollback-result": "failed"},
+            )
+            annotate_release_deployments(cluster, ns, name, failed, return_state=True)  # best effort
         raise
     annotations = change_annotations(
         controls, ACTION, **{"rolled-back-to-revision": str(target.revision), "release": name}

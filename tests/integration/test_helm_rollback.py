@@ -25,7 +25,7 @@ from blocks import KubernetesCluster
 from flows.helm_rollback import HelmRollbackRequest, helm_rollback
 from rollbook.helm_releases import RollbackRefused
 from sandbox.cluster import Sandbox
-from tasks.helm import ReleaseChanged, ReleaseNotFound, rollback_release
+from tasks.helm import HelmOperationFailed, ReleaseChanged, ReleaseNotFound, rollback_release
 
 
 @pytest.fixture
@@ -139,3 +139,23 @@ def test_rollback_task_is_safe_to_repeat(
     with pytest.raises(ReleaseChanged, match="live revision is 5 .*expected 4"):
         rollback_release(cluster, namespace, "demo", 1, 4, 60, helm)
     assert len(history(sandbox, namespace)) == 5
+
+
+def test_rollback_whose_wait_fails_is_reported_and_audited(
+    sandbox: Sandbox, apps: client.AppsV1Api, namespace: str, demo_chart: Path
+) -> None:
+    """Revision 1 was 'deployed' without --wait although its pods crash; rolling back to it must fail loudly."""
+    sandbox.helm(
+        "install", "demo", str(demo_chart), "-n", namespace, "--set", f"image.repository={repo(sandbox)}",
+        "--set", "image.tag=1.0.0", "--set", CRASH_SET,
+    )  # fmt: skip
+    assert helm_deploy(sandbox, demo_chart, namespace, "1.1.0", "--set", "podLabels=null")
+    assert history(sandbox, namespace) == [(1, "superseded"), (2, "deployed")]
+
+    with pytest.raises(HelmOperationFailed, match="release 'demo' in namespace .*revision 1.*rollback failed"):
+        helm_rollback(HelmRollbackRequest(**target_fields(sandbox, namespace, timeout_seconds=10)), CONTROLS)
+
+    assert history(sandbox, namespace)[-1] == (3, "failed")
+    annotations = apps.read_namespaced_deployment(DEPLOYMENT, namespace).metadata.annotations
+    assert annotations["rollbook.dev/rollback-result"] == "failed"
+    assert annotations["rollbook.dev/rolled-back-to-revision"] == "1"
