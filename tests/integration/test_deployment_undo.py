@@ -54,7 +54,7 @@ def _comparable(deployment: dict[str, Any]) -> dict[str, Any]:
     """What must be identical after our undo and kubectl's: template, annotations (minus rollbook.dev/*)."""
     annotations = {k: v for k, v in revisions.annotations_of(deployment).items() if not k.startswith("rollbook.dev/")}
     return {
-        "template": revisions.template_without_hash(deployment["spec"]["template"]),
+        "template": deployment["spec"]["template"],  # raw: a leaked pod-template-hash label must show
         "annotations": annotations,
         "paused": bool(deployment["spec"].get("paused")),
     }
@@ -107,6 +107,8 @@ def _build_history(sandbox: Sandbox, namespaces: tuple[str, str], seed: int) -> 
         _both(sandbox, namespaces, *args)
         if op != "scale":
             _both(sandbox, namespaces, "annotate", "deployment/web", f"kubernetes.io/change-cause=step {step}: {op}")
+        # an annotation only the ReplicaSets created from now on will carry: undo must drop it like kubectl does
+        _both(sandbox, namespaces, "annotate", "deployment/web", f"example.com/since-step-{step}=yes")
         for ns in namespaces:
             _status(sandbox, ns)
 
