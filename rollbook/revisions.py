@@ -202,7 +202,10 @@ def rollback_target(deployment: JSON, replica_sets: list[JSON], to_revision: int
     latest: tuple[int, JSON | None] = (-1, None)
     previous: tuple[int, JSON | None] = (-1, None)
     for rs in ordered:
-        rev = revision_of(rs)
+        try:
+            rev = revision_of(rs)
+        except ValueError:
+            continue  # kubectl skips a ReplicaSet whose revision annotation does not parse
         if to_revision:
             if rev == to_revision:
                 return rs

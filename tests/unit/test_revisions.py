@@ -80,6 +80,11 @@ def test_previous_when_live_template_has_no_replica_set_yet() -> None:
     assert r.rollback_target(deployment("app:9"), HISTORY, None)["metadata"]["name"] == "web-b"
 
 
+def test_unparsable_revisions_are_skipped() -> None:
+    junk = rs("web-j", None, "app:j", "2026-01-01T00:00:04Z", annotations={r.REVISION_ANNOTATION: "x"})
+    assert r.rollback_target(deployment("app:3"), [*HISTORY, junk], None)["metadata"]["name"] == "web-b"
+
+
 def test_explicit_revision_and_missing_ones() -> None:
     assert r.rollback_target(deployment("app:3"), HISTORY, 1)["metadata"]["name"] == "web-a"
     with pytest.raises(r.RevisionNotFound, match="revision 7 .*'web'"):
