@@ -24,11 +24,15 @@ test: venv lint
 	$(BIN)/python -m sandbox.toolchain
 	$(BIN)/pytest
 
-# The main job on the local sandbox: build (cached), start the sandbox (idempotent), run a flow against it.
+# The main job on the local sandbox: build (cached), start the sandbox (idempotent), then rehearse a rollback
+# on it: deploy the demo app v1.0.0, upgrade to v1.1.0, roll back with the helm-rollback runbook, verify.
 demo: venv
 	$(BIN)/python -m sandbox.toolchain
 	$(BIN)/rollbook sandbox up
-	$(BIN)/rollbook run hello-cluster --param request.kubeconfig_path=$$($(BIN)/rollbook sandbox kubeconfig)
+	eval "$$($(BIN)/rollbook sandbox env)" && $(BIN)/rollbook run rollback-rehearsal \
+	  --param request.kubeconfig_path="$$KUBECONFIG" \
+	  --param request.helm_executable="$$ROLLBOOK_SANDBOX_BIN/helm" \
+	  --param request.image_repository="$$ROLLBOOK_SANDBOX_REGISTRY/rollbook/demo-app"
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -15,7 +15,7 @@ from pathlib import Path
 from kubernetes import client
 
 from sandbox.cluster import Sandbox
-from sandbox.config import SandboxConfig
+from sandbox.config import SandboxConfig, free_base_port
 from sandbox.registry import SandboxRegistries
 from sandbox.services import wait_until
 
@@ -61,7 +61,7 @@ def main() -> None:
     parser.add_argument("--baseline-pods", type=int, default=1000)
     args = parser.parse_args()
 
-    sandbox = Sandbox(SandboxConfig(Path(tempfile.mkdtemp(prefix="rollbook-scale-")), base_port=24700))
+    sandbox = Sandbox(SandboxConfig(Path(tempfile.mkdtemp(prefix="rollbook-scale-")), base_port=free_base_port(24700)))
     try:
         start = time.monotonic()
         sandbox.up(nodes=3)

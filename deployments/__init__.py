@@ -8,7 +8,7 @@ from prefect import Flow
 from prefect.deployments.runner import RunnerDeployment
 from prefect.types.entrypoint import EntrypointType
 
-from flows import hello_cluster
+from flows import atomic_upgrade, hello_cluster, helm_rollback, rollback_rehearsal
 
 
 def all_deployments() -> list[RunnerDeployment]:
@@ -23,6 +23,24 @@ def all_deployments() -> list[RunnerDeployment]:
             "hello-cluster",
             description="Check that a cluster answers: version and pod count.",
             tags=["demo"],
+        ),
+        _deployment(
+            helm_rollback,
+            "helm-rollback",
+            description="Roll a Helm release back to its previous good revision (or a chosen one), then verify.",
+            tags=["rollback", "helm"],
+        ),
+        _deployment(
+            atomic_upgrade,
+            "helm-atomic-upgrade",
+            description="Upgrade a Helm release; on failure helm rolls back and the run says why.",
+            tags=["deploy", "helm"],
+        ),
+        _deployment(
+            rollback_rehearsal,
+            "rollback-rehearsal",
+            description="Drill: deploy v1, upgrade to v2, roll back, verify, in a scratch namespace.",
+            tags=["drill", "helm"],
         ),
     ]
 

@@ -8,10 +8,16 @@ from typing import Any
 from prefect import Flow
 
 import rollbook  # noqa: F401  (installs log redaction)
+from flows.atomic_upgrade import atomic_upgrade
 from flows.demo import HelloRequest, hello_cluster
+from flows.helm_rollback import helm_rollback
+from flows.rollback_rehearsal import rollback_rehearsal
 
 FLOWS: dict[str, Flow[..., Any]] = {
     "hello-cluster": hello_cluster,
+    "helm-rollback": helm_rollback,
+    "helm-atomic-upgrade": atomic_upgrade,
+    "rollback-rehearsal": rollback_rehearsal,
 }
 
-__all__ = ["FLOWS", "HelloRequest", "hello_cluster"]
+__all__ = ["FLOWS", "HelloRequest", "atomic_upgrade", "hello_cluster", "helm_rollback", "rollback_rehearsal"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 
 from sandbox.cluster import Sandbox
 
@@ -30,6 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.add_parser("kubeconfig", help="print the admin kubeconfig path (export KUBECONFIG=$(...))").set_defaults(
         func=_kubeconfig
     )
+
+    sub.add_parser(
+        "env", help='print shell exports (KUBECONFIG, registries, tool directory): eval "$(rollbook sandbox env)"'
+    ).set_defaults(func=_env)
 
     fault = sub.add_parser("fault", help="switch simulated failures on or off")
     fsub = fault.add_subparsers(dest="fault", required=True, metavar="FAULT")
@@ -88,4 +93,17 @@ def _status(args: argparse.Namespace) -> int:
 
 def _kubeconfig(args: argparse.Namespace) -> int:
     print(Sandbox().cfg.kubeconfig)
+    return 0
+
+
+def _env(args: argparse.Namespace) -> int:
+    sandbox = Sandbox()
+    exports = {
+        "KUBECONFIG": sandbox.cfg.kubeconfig,
+        "ROLLBOOK_SANDBOX_REGISTRY": sandbox.cfg.registry_host(),
+        "ROLLBOOK_SANDBOX_MIRROR": sandbox.cfg.registry_host(mirror=True),
+        "ROLLBOOK_SANDBOX_BIN": sandbox.bins,
+    }
+    for name, value in exports.items():
+        print(f"export {name}={shlex.quote(str(value))}")
     return 0

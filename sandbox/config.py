@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from sandbox.services import port_open
+
 PORT_OFFSETS = {
     "etcd": 0,
     "etcd-peer": 1,
@@ -51,5 +53,17 @@ class SandboxConfig:
     def api_url(self) -> str:
         return f"https://127.0.0.1:{self.port('kube-apiserver')}"
 
+    def ports_free(self) -> bool:
+        return not any(port_open(self.port(name)) for name in PORT_OFFSETS)
+
     def registry_host(self, mirror: bool = False) -> str:
         return f"127.0.0.1:{self.port('registry-mirror' if mirror else 'registry')}"
+
+
+def free_base_port(start: int, attempts: int = 20, step: int = 20) -> int:
+    """The first base port from `start` whose whole port block is free, so a second sandbox (a parallel test
+    session, a benchmark) never collides with one already running."""
+    for base in range(start, start + attempts * step, step):
+        if SandboxConfig(Path("."), base).ports_free():
+            return base
+    raise RuntimeError(f"no free block of {len(PORT_OFFSETS)} ports from {start} in {attempts} tries")

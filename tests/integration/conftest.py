@@ -12,17 +12,18 @@ import pytest
 from kubernetes import client
 
 from sandbox.cluster import Sandbox
-from sandbox.config import SandboxConfig
+from sandbox.config import SandboxConfig, free_base_port
 
-# ROLLBOOK_TEST_SANDBOX_PORT lets two test sessions run side by side (each needs 8 consecutive ports).
-TEST_BASE_PORT = int(os.environ.get("ROLLBOOK_TEST_SANDBOX_PORT", "24500"))
+# The test sandbox takes the first free port block from here (ROLLBOOK_TEST_SANDBOX_PORT moves the start),
+# so test sessions can run beside a demo sandbox and beside each other.
+TEST_PORT_START = int(os.environ.get("ROLLBOOK_TEST_SANDBOX_PORT", "24500"))
 
 
 @pytest.fixture(scope="session")
 def sandbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     if request.config.getoption("--unit"):
         pytest.skip("--unit given: integration tests need the sandbox, which is not started for unit-only runs")
-    cfg = SandboxConfig(work_dir=tmp_path_factory.mktemp("sandbox"), base_port=TEST_BASE_PORT)
+    cfg = SandboxConfig(work_dir=tmp_path_factory.mktemp("sandbox"), base_port=free_base_port(TEST_PORT_START))
     sb = Sandbox(cfg)
     try:
         sb.up(nodes=3)

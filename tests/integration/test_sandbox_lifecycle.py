@@ -9,7 +9,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
 from sandbox.cluster import Sandbox
-from sandbox.config import SandboxConfig
+from sandbox.config import SandboxConfig, free_base_port
 from sandbox.services import port_open
 
 
@@ -22,7 +22,9 @@ def test_up_twice_keeps_processes(sandbox: Sandbox) -> None:
 
 
 def test_down_stops_exactly_its_processes_and_frees_ports(tmp_path: Path, sandbox: Sandbox) -> None:
-    other = Sandbox(SandboxConfig(tmp_path / "other", base_port=24600), bins=sandbox.bins)
+    other = Sandbox(
+        SandboxConfig(tmp_path / "other", base_port=free_base_port(sandbox.cfg.base_port + 20)), bins=sandbox.bins
+    )
     other.up(nodes=1)
     ports = [p for s in other.status() for p in s.ports]
     assert all(port_open(p) for p in ports)
