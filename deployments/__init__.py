@@ -8,7 +8,15 @@ from prefect import Flow
 from prefect.deployments.runner import RunnerDeployment
 from prefect.types.entrypoint import EntrypointType
 
-from flows import atomic_upgrade, hello_cluster, helm_rollback, rollback_rehearsal
+from flows import (
+    atomic_upgrade,
+    deployment_undo,
+    hello_cluster,
+    helm_rollback,
+    last_known_good,
+    rollback_rehearsal,
+    rollout_history,
+)
 
 
 def all_deployments() -> list[RunnerDeployment]:
@@ -23,6 +31,24 @@ def all_deployments() -> list[RunnerDeployment]:
             "hello-cluster",
             description="Check that a cluster answers: version and pod count.",
             tags=["demo"],
+        ),
+        _deployment(
+            rollout_history,
+            "rollout-history",
+            description="Revisions of a Deployment: change-cause, images, created, which one is live.",
+            tags=["rollback", "read-only"],
+        ),
+        _deployment(
+            deployment_undo,
+            "deployment-undo",
+            description="Undo a Deployment to its previous, a chosen or the last known good revision.",
+            tags=["rollback"],
+        ),
+        _deployment(
+            last_known_good,
+            "last-known-good",
+            description="The newest Deployment revision known to have rolled out (optionally with verified images).",
+            tags=["rollback", "read-only"],
         ),
         _deployment(
             helm_rollback,

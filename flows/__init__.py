@@ -10,14 +10,30 @@ from prefect import Flow
 import rollbook  # noqa: F401  (installs log redaction)
 from flows.atomic_upgrade import atomic_upgrade
 from flows.demo import HelloRequest, hello_cluster
+from flows.deployment_undo import deployment_undo
 from flows.helm_rollback import helm_rollback
+from flows.last_known_good import last_known_good
 from flows.rollback_rehearsal import rollback_rehearsal
+from flows.rollout_history import rollout_history
 
 FLOWS: dict[str, Flow[..., Any]] = {
     "hello-cluster": hello_cluster,
+    "rollout-history": rollout_history,
+    "deployment-undo": deployment_undo,
+    "last-known-good": last_known_good,
     "helm-rollback": helm_rollback,
     "helm-atomic-upgrade": atomic_upgrade,
     "rollback-rehearsal": rollback_rehearsal,
 }
 
-__all__ = ["FLOWS", "HelloRequest", "atomic_upgrade", "hello_cluster", "helm_rollback", "rollback_rehearsal"]
+__all__ = [
+    "FLOWS",
+    "HelloRequest",
+    "atomic_upgrade",
+    "deployment_undo",
+    "hello_cluster",
+    "helm_rollback",
+    "last_known_good",
+    "rollback_rehearsal",
+    "rollout_history",
+]
