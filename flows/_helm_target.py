@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Self
+from pydantic import Field
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
-
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-# Helm's own rule for release names (lowercase DNS subdomain, at most 53 characters).
-RELEASE_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+from flows._cluster_source import DNS_LABEL, RELEASE_NAME, ClusterSource
 
 
-class HelmReleaseTarget(BaseModel):
+class HelmReleaseTarget(ClusterSource):
     """One Helm release on one cluster. The cluster comes from a saved block or a kubeconfig file, as in the demo."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    cluster_block: str | None = Field(default=None, description="Name of a saved 'Rollbook Kubernetes Cluster' block.")
-    kubeconfig_path: str | None = Field(
-        default=None, description="Kubeconfig file to use instead of a block; default $KUBECONFIG or ~/.kube/config."
-    )
-    context: str | None = Field(default=None, description="Kubeconfig context (only with a kubeconfig file).")
     namespace: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL, description="Namespace of the release.")
     release: str = Field(min_length=1, max_length=53, pattern=RELEASE_NAME, description="Helm release name.")
     timeout_seconds: int = Field(
@@ -29,9 +18,3 @@ class HelmReleaseTarget(BaseModel):
     helm_executable: str = Field(
         default="helm", min_length=1, description="helm v4 binary: a name on PATH or an absolute path."
     )
-
-    @model_validator(mode="after")
-    def _one_source(self) -> Self:
-        if self.cluster_block and (self.kubeconfig_path or self.context):
-            raise ValueError("give cluster_block or kubeconfig_path/context, not both")
-        return self

@@ -11,10 +11,10 @@ from prefect.runtime import flow_run
 from pydantic import Field, JsonValue
 
 from flows._helm_target import HelmReleaseTarget
+from rollbook.artifacts import artifact_key
 from rollbook.change import ChangeControls, change_annotations, request_approval
 from rollbook.helm_releases import (
     RevisionInfo,
-    artifact_key,
     changes_markdown,
     deep_merge,
     history_table,

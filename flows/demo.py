@@ -2,36 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Self
-
 from prefect import flow, get_run_logger
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field
 
+from flows._cluster_source import DNS_LABEL, ClusterSource
 from tasks.cluster import count_pods, resolve_cluster, server_version
 
 
-class HelloRequest(BaseModel):
+class HelloRequest(ClusterSource):
     """Which cluster to greet. Frozen because a default instance is shared between calls."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    cluster_block: str | None = Field(default=None, description="Name of a saved 'Rollbook Kubernetes Cluster' block.")
-    kubeconfig_path: str | None = Field(
-        default=None, description="Kubeconfig file to use instead of a block; default $KUBECONFIG or ~/.kube/config."
-    )
-    context: str | None = Field(default=None, description="Kubeconfig context (only with a kubeconfig file).")
     namespace: str | None = Field(
         default=None,
         max_length=63,
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        pattern=DNS_LABEL,
         description="Namespace whose pods are counted; default: the block's namespace, else 'default'.",
     )
-
-    @model_validator(mode="after")
-    def _one_source(self) -> Self:
-        if self.cluster_block and (self.kubeconfig_path or self.context):
-            raise ValueError("give cluster_block or kubeconfig_path/context, not both")
-        return self
 
 
 @flow(name="hello-cluster", log_prints=True)

@@ -20,9 +20,10 @@ from prefect.runtime import flow_run
 from pydantic import Field, model_validator
 
 from blocks import KubernetesCluster
-from flows._deployment_target import DeploymentTarget, artifact_key
+from flows._deployment_target import DeploymentTarget
 from flows.last_known_good import pick_last_known_good
 from rollbook import revisions
+from rollbook.artifacts import artifact_key
 from rollbook.change import ANNOTATION_PREFIX, ChangeControls, change_annotations, request_approval
 from rollbook.revisions import JSON
 from tasks.cluster import resolve_cluster

@@ -9,11 +9,11 @@ from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
 from flows._helm_target import HelmReleaseTarget
+from rollbook.artifacts import artifact_key
 from rollbook.change import ChangeControls, change_annotations, request_approval
 from rollbook.helm_releases import (
     RevisionInfo,
     RollbackRefused,
-    artifact_key,
     changes_markdown,
     choose_rollback_target,
     history_table,

@@ -19,8 +19,9 @@ from prefect.artifacts import create_table_artifact
 from pydantic import Field, model_validator
 
 from blocks import KubernetesCluster
-from flows._deployment_target import DeploymentTarget, artifact_key
+from flows._deployment_target import DeploymentTarget
 from rollbook import revisions
+from rollbook.artifacts import artifact_key
 from rollbook.revisions import JSON
 from tasks.cluster import resolve_cluster
 from tasks.kube import read_deployment_and_replica_sets

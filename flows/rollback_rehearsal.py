@@ -15,14 +15,14 @@ from typing import Any, Self
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, Field, JsonValue, model_validator
 
 from blocks import KubernetesCluster
-from flows._helm_target import DNS_LABEL, RELEASE_NAME
+from flows._cluster_source import DNS_LABEL, RELEASE_NAME, ClusterSource
 from flows.atomic_upgrade import AtomicUpgradeRequest, atomic_upgrade
 from flows.helm_rollback import HelmRollbackRequest, helm_rollback
+from rollbook.artifacts import artifact_key
 from rollbook.change import ChangeControls
-from rollbook.helm_releases import artifact_key
 from tasks.cluster import resolve_cluster
 from tasks.helm import release_pods_ready, release_status
 from tasks.scratch_namespace import delete_scratch_namespace, ensure_scratch_namespace
@@ -31,16 +31,9 @@ PURPOSE = "rollback-rehearsal"
 DEMO_CHART = Path(__file__).resolve().parents[1] / "charts" / "demo-app"
 
 
-class RollbackRehearsalRequest(BaseModel):
+class RollbackRehearsalRequest(ClusterSource):
     """Where to rehearse, with which chart and which two versions."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    cluster_block: str | None = Field(default=None, description="Name of a saved 'Rollbook Kubernetes Cluster' block.")
-    kubeconfig_path: str | None = Field(
-        default=None, description="Kubeconfig file to use instead of a block; default $KUBECONFIG or ~/.kube/config."
-    )
-    context: str | None = Field(default=None, description="Kubeconfig context (only with a kubeconfig file).")
     namespace: str = Field(
         default="rollbook-rehearsal",
         max_length=63,

@@ -9,8 +9,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from pydantic import Field
 
-from flows._deployment_target import DeploymentTarget, artifact_key
+from flows._deployment_target import DeploymentTarget
 from rollbook import revisions
+from rollbook.artifacts import artifact_key
 from tasks.cluster import resolve_cluster
 from tasks.kube import read_deployment_and_replica_sets
 

@@ -248,9 +248,3 @@ def changes_markdown(values: list[ValueChange], images: list[ImageChange], manif
     if manifest:
         parts.append("\n**Manifest diff**\n\n```diff\n" + "\n".join(manifest) + "\n```")
     return "\n".join(parts)
-
-
-def artifact_key(*parts: str) -> str:
-    """Prefect artifact keys allow lowercase letters, digits and dashes only."""
-    key = "-".join(re.sub(r"[^a-z0-9]+", "-", p.lower()).strip("-") for p in parts if p)
-    return key[:100].strip("-") or "helm"

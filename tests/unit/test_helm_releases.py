@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
+from rollbook.artifacts import artifact_key
 from rollbook.helm_releases import (
     MASK,
     RevisionInfo,
     RollbackRefused,
-    artifact_key,
     choose_rollback_target,
     deep_merge,
     image_changes,
