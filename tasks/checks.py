@@ -1,0 +1,663 @@
+"""The pre-deploy checklist's checks: read-only tasks, each returning a `CheckResult`.
+
+A check answers for itself: what it found is a pass/warn/fail with a reason and evidence; only trouble that
+may heal (API server unreachable, throttled) is raised and retried, and the flow records a check that still
+raises as `error`. Everything listed from the API is read page by page (limit/continue) as raw JSON, and only
+the few fields a check needs are kept from each page, so a 2,000-node cluster is never held in memory at once.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client as k8s_client
+from kubernetes.client.exceptions import ApiException
+from kubernetes.utils.quantity import parse_quantity
+from prefect import task
+from pydantic import BaseModel
+
+from blocks import KubernetesCluster
+from rollbook import revisions
+from rollbook.helm_releases import parse_manifest
+from tasks.checks_model import CheckResult, Status, one_line
+from tasks.cluster import REQUEST_TIMEOUT_SECONDS
+from tasks.helm import NAMESPACE_ANNOTATION, RELEASE_ANNOTATION, _helm_argv, _kubeconfig_file
+from tasks.policies import retry_transient
+from tasks.scanners import SCANNERS, ScannerUnavailable, severity_rank
+from tasks.signing import SignatureError, verify_image
+
+PAGE_SIZE = 500
+NAMES_SHOWN = 20  # bad nodes/pods named in evidence; the count is always complete
+HELM_TIMEOUT_SECONDS = 120
+JSON = dict[str, Any]
+
+_RETRY: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [1, 3], "retry_condition_fn": retry_transient}
+
+
+# ---------------------------------------------------------------- paging
+
+
+def pages(list_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Iterator[list[JSON]]:
+    """Items of a list call, one page (PAGE_SIZE) at a time, as JSON dicts; the caller keeps what it needs."""
+    token: str | None = None
+    while True:
+        resp = list_fn(
+            *args,
+            limit=PAGE_SIZE,
+            _continue=token,
+            _preload_content=False,
+            _request_timeout=max(REQUEST_TIMEOUT_SECONDS, 30),
+            **kwargs,
+        )
+        body = json.loads(resp.data)
+        yield body.get("items") or []
+        token = (body.get("metadata") or {}).get("continue")
+        if not token:
+            return
+
+
+def _named(names: list[str]) -> str:
+    shown = ", ".join(names[:NAMES_SHOWN])
+    return shown + (f" (+{len(names) - NAMES_SHOWN} more)" if len(names) > NAMES_SHOWN else "")
+
+
+# ---------------------------------------------------------------- cluster health
+
+
+class NodeFacts(BaseModel):
+    name: str
+    ready: bool
+    cordoned: bool
+    cpu_m: int  # allocatable CPU, millicores
+    memory: int  # allocatable memory, bytes
+    pods: int
+
+
+def node_facts(node: JSON) -> NodeFacts:
+    status = node.get("status") or {}
+    alloc = status.get("allocatable") or {}
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    return NodeFacts(
+        name=str((node.get("metadata") or {}).get("name")),
+        ready=ready,
+        cordoned=bool((node.get("spec") or {}).get("unschedulable")),
+        cpu_m=int(parse_quantity(alloc.get("cpu", "0")) * 1000),
+        memory=int(parse_quantity(alloc.get("memory", "0"))),
+        pods=int(parse_quantity(alloc.get("pods", "0"))),
+    )
+
+
+def iter_nodes(api: k8s_client.ApiClient) -> Iterator[NodeFacts]:
+    for page in pages(k8s_client.CoreV1Api(api).list_node):
+        for node in page:
+            yield node_facts(node)
+
+
+def readyz(api: k8s_client.ApiClient) -> tuple[bool, list[str]]:
+    """The API server's /readyz?verbose: (ready, the checks that are not ok)."""
+    method, url, headers, body, post = api.param_serialize(
+        method="GET",
+        resource_path="/readyz",
+        query_params=[("verbose", "true")],
+        header_params={"Accept": "text/plain"},
+        auth_settings=["BearerToken"],
+    )
+    resp = api.call_api(method, url, headers, body, post, _request_timeout=REQUEST_TIMEOUT_SECONDS)
+    resp.read()
+    status = int(resp.status)
+    if status in (401, 403):
+        raise PermissionError(f"/readyz answered {status}: not allowed to read the API server's readiness")
+    if status >= 500 and not resp.data:
+        raise ApiException(status=status, reason="readyz unavailable")
+    text = (resp.data or b"").decode("utf-8", "replace")
+    failing = [line.strip() for line in text.splitlines() if line.startswith("[-]")]
+    return status == 200 and not failing, failing
+
+
+@task(timeout_seconds=300, **_RETRY)
+def check_cluster_health(cluster: KubernetesCluster) -> CheckResult:
+    """NotReady and cordoned nodes by name, and the API server's /readyz checks."""
+    started = time.monotonic()
+    not_ready: list[str] = []
+    cordoned: list[str] = []
+    total = 0
+    with cluster.api_client() as api:
+        api_ready, failing = readyz(api)
+        for node in iter_nodes(api):
+            total += 1
+            if not node.ready:
+                not_ready.append(node.name)
+            if node.cordoned:
+                cordoned.append(node.name)
+    problems = []
+    if not api_ready:
+        problems.append(f"API server not ready ({', '.join(failing) or 'readyz failed'})")
+    if not_ready:
+        problems.append(f"{len(not_ready)} node(s) NotReady: {_named(not_ready)}")
+    if cordoned:
+        problems.append(f"{len(cordoned)} node(s) cordoned (SchedulingDisabled): {_named(cordoned)}")
+    if total == 0:
+        problems.append("the cluster has no nodes")
+    evidence = {
+        "nodes": total,
+        "not_ready": not_ready[:NAMES_SHOWN],
+        "not_ready_count": len(not_ready),
+        "cordoned": cordoned[:NAMES_SHOWN],
+        "cordoned_count": len(cordoned),
+        "readyz_failing": failing,
+    }
+    status = Status.FAIL if problems else Status.PASS
+    reason = "; ".join(problems) if problems else f"API server ready; all {total} nodes Ready and schedulable"
+    return CheckResult(
+        check="cluster-health",
+        status=status,
+        reason=one_line(reason),
+        evidence=evidence,
+        seconds=time.monotonic() - started,
+    )
+
+
+# ---------------------------------------------------------------- current release
+
+
+_BAD_WAITING = (
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "CreateContainerConfigError",
+    "InvalidImageName",
+)
+
+
+def pod_issue(pod: JSON) -> str:
+    """Why a pod of the current release is not healthy ('' if it is Running and Ready, or Succeeded)."""
+    status = pod.get("status") or {}
+    phase = status.get("phase") or ""
+    problems = revisions.pod_problems(pod)
+    if problems:
+        return "; ".join(problems)
+    if phase == "Succeeded":
+        return ""
+    if phase != "Running":
+        return f"phase {phase or 'unknown'}"
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    return "" if ready else "not Ready"
+
+
+_WORKLOAD_LISTERS = (
+    ("Deployment", "list_namespaced_deployment"),
+    ("StatefulSet", "list_namespaced_stateful_set"),
+    ("DaemonSet", "list_namespaced_daemon_set"),
+)
+
+
+@task(timeout_seconds=300, **_RETRY)
+def check_current_release(cluster: KubernetesCluster, namespace: str, release: str) -> CheckResult:
+    """The release's live pods: all Running and Ready, none in CrashLoopBackOff or ImagePullBackOff."""
+    started = time.monotonic()
+    bad: dict[str, str] = {}
+    healthy = 0
+    workloads: list[str] = []
+    with cluster.api_client() as api:
+        apps = k8s_client.AppsV1Api(api)
+        core = k8s_client.CoreV1Api(api)
+        selectors: list[str] = []
+        try:
+            for kind, lister in _WORKLOAD_LISTERS:
+                for page in pages(getattr(apps, lister), namespace):
+                    for obj in page:
+                        notes = revisions.annotations_of(obj)
+                        if notes.get(RELEASE_ANNOTATION) == release and (
+                            notes.get(NAMESPACE_ANNOTATION, namespace) == namespace
+                        ):
+                            workloads.append(f"{kind}/{revisions.meta(obj).get('name')}")
+                            selectors.append(revisions.label_selector_string((obj.get("spec") or {}).get("selector")))
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+        seen: set[str] = set()
+        for selector in selectors:
+            for page in pages(core.list_namespaced_pod, namespace, label_selector=selector):
+                for pod in page:
+                    name = str(revisions.meta(pod).get("name"))
+                    if name in seen or revisions.meta(pod).get("deletionTimestamp"):
+                        continue
+                    seen.add(name)
+                    issue = pod_issue(pod)
+                    if issue:
+                        bad[name] = issue
+                    else:
+                        healthy += 1
+    evidence = {"workloads": workloads, "healthy_pods": healthy, "bad_pods": dict(list(bad.items())[:NAMES_SHOWN])}
+    if not workloads:
+        reason = f"no live workload of release {release!r} in {namespace!r} (first install)"
+        return CheckResult(
+            check="current-release", status=Status.PASS, reason=reason, evidence=evidence,
+            seconds=time.monotonic() - started,
+        )  # fmt: skip
+    if bad:
+        first = "; ".join(f"{pod}: {issue}" for pod, issue in list(bad.items())[:3])
+        reason = f"{len(bad)} of {len(bad) + healthy} pod(s) unhealthy: {first}"
+        status = Status.FAIL
+    else:
+        reason = f"all {healthy} pod(s) of {', '.join(workloads)} Running and Ready"
+        status = Status.PASS
+    return CheckResult(
+        check="current-release", status=status, reason=one_line(reason), evidence=evidence,
+        seconds=time.monotonic() - started,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- image signature
+
+
+@task(timeout_seconds=600, **_RETRY)
+def check_image_signature(images: list[str], public_key_path: str | None, public_key_pem: str | None) -> CheckResult:
+    """cosign verify (key-based, no transparency log) of every image; unsigned or tampered images fail."""
+    started = time.monotonic()
+    if not images:
+        return CheckResult(check="image-signature", status=Status.ERROR, reason="no image to verify")
+    if not public_key_path and not public_key_pem:
+        return CheckResult(
+            check="image-signature",
+            status=Status.ERROR,
+            reason="no cosign public key: give cosign_public_key or a registry block with one",
+        )
+    with tempfile.TemporaryDirectory(prefix="rollbook-cosign-") as tmp:
+        key = public_key_path
+        if not key:
+            key = str(Path(tmp) / "cosign.pub")
+            Path(key).write_text(str(public_key_pem))
+        try:
+            answers = [verify_image.fn(image, key) for image in images]
+        except SignatureError as exc:
+            return CheckResult(check="image-signature", status=Status.ERROR, reason=one_line(str(exc)))
+    failed = [a for a in answers if not a["verified"]]
+    evidence = {
+        "verified": [a["image"] for a in answers if a["verified"]],
+        "failed": {a["image"]: a["detail"] for a in failed},
+    }
+    if failed:
+        first = failed[0]
+        reason = f"{len(failed)} of {len(answers)} image(s) failed verification: {first['image']}: {first['detail']}"
+        status = Status.FAIL
+    else:
+        reason = f"all {len(answers)} image(s) signed with the given key"
+        status = Status.PASS
+    return CheckResult(
+        check="image-signature", status=status, reason=one_line(reason), evidence=evidence,
+        seconds=time.monotonic() - started,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- vulnerabilities
+
+
+@task(timeout_seconds=1800, retries=0)
+def check_vulnerabilities(
+    images: list[str], scanner: str, threshold: str, unavailable_status: str, executable: str | None = None
+) -> CheckResult:
+    """Scan every image; fail when a finding is at or above `threshold`. A scan that cannot run answers
+    `unavailable_status` (the policy's choice: warn or fail) and says why."""
+    started = time.monotonic()
+    tool = SCANNERS[scanner](executable) if executable else SCANNERS[scanner]()
+    above: dict[str, list[str]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for image in images:
+        try:
+            report = tool.scan(image)
+        except ScannerUnavailable as exc:
+            return CheckResult(
+                check="vulnerabilities",
+                status=Status(unavailable_status),
+                reason=one_line(f"scan not possible: {exc}"),
+                evidence={"scanner": scanner, "unavailable": str(exc), "scanned": list(counts)},
+                seconds=time.monotonic() - started,
+            )
+        counts[image] = report.counts()
+        hits = report.at_or_above(threshold)
+        if hits:
+            above[image] = [f"{f.id} {f.severity} {f.package}@{f.version}" for f in hits][:NAMES_SHOWN]
+    return vulnerability_result(above, counts, threshold, time.monotonic() - started)
+
+
+def vulnerability_result(
+    above: dict[str, list[str]], counts: dict[str, dict[str, int]], threshold: str, seconds: float = 0.0
+) -> CheckResult:
+    evidence = {"threshold": threshold, "counts": counts, "at_or_above_threshold": above}
+    if above:
+        image, hits = next(iter(above.items()))
+        n = sum(len(v) for v in above.values())
+        reason = f"{n} finding(s) at or above {threshold} in {len(above)} image(s); {image}: {', '.join(hits[:3])}"
+        return CheckResult(
+            check="vulnerabilities", status=Status.FAIL, reason=one_line(reason), evidence=evidence, seconds=seconds
+        )
+    reason = f"no finding at or above {threshold} in {len(counts)} image(s)"
+    return CheckResult(check="vulnerabilities", status=Status.PASS, reason=reason, evidence=evidence, seconds=seconds)
+
+
+# ---------------------------------------------------------------- chart
+
+
+class Rendered(BaseModel):
+    """`helm template` output, or why the chart did not render (lint and template stderr)."""
+
+    ok: bool
+    manifests: list[JSON] = []
+    error: str = ""
+
+
+def _run_helm(argv: list[str], values: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    try:
+        return subprocess.run(
+            argv, input=json.dumps(values), capture_output=True, text=True, timeout=HELM_TIMEOUT_SECONDS
+        )
+    except subprocess.TimeoutExpired:
+        raise TimeoutError(f"helm {argv[1]} did not answer in {HELM_TIMEOUT_SECONDS}s") from None
+
+
+def _helm_error(proc: subprocess.CompletedProcess[str]) -> str:
+    lines = [ln for ln in (proc.stderr + "\n" + proc.stdout).splitlines() if "error" in ln.lower()]
+    return one_line(" ".join(lines) or proc.stderr or proc.stdout or f"exit {proc.returncode}", 500)
+
+
+@task(timeout_seconds=300, **_RETRY)
+def render_chart(
+    cluster: KubernetesCluster, namespace: str, release: str, chart: str, values: dict[str, Any], helm: str
+) -> Rendered:
+    """`helm template` of the release (values on stdin); a chart that does not render is an answer, not an error."""
+    with _kubeconfig_file(cluster) as kubeconfig:
+        argv = _helm_argv(cluster, helm, kubeconfig, "template", release, chart, "--namespace", namespace, "-f", "-")
+        proc = _run_helm(argv, values)
+    if proc.returncode != 0:
+        return Rendered(ok=False, error=f"helm template: {_helm_error(proc)}")
+    return Rendered(ok=True, manifests=parse_manifest(proc.stdout))
+
+
+def server_dry_run(api: k8s_client.ApiClient, namespace: str, manifests: list[JSON]) -> list[str]:
+    """Server-side apply of every manifest with dryRun=All; the API server's objections, one per object."""
+    from kubernetes.dynamic import DynamicClient
+    from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
+
+    dyn = DynamicClient(api)
+    errors: list[str] = []
+    for obj in manifests:
+        kind, name = obj.get("kind", "?"), (obj.get("metadata") or {}).get("name", "?")
+        try:
+            resource = dyn.resources.get(api_version=obj.get("apiVersion"), kind=kind)
+        except ResourceNotFoundError:
+            errors.append(f"{kind}/{name}: the cluster does not serve {obj.get('apiVersion')} {kind}")
+            continue
+        ns = namespace if resource.namespaced else None
+        body = dict(obj)
+        if ns:
+            body["metadata"] = {**(obj.get("metadata") or {}), "namespace": ns}
+        try:
+            resource.server_side_apply(
+                body=body,
+                name=name,
+                namespace=ns,
+                field_manager="rollbook-checklist",
+                dry_run="All",
+                force_conflicts=True,
+            )
+        except DynamicApiError as exc:
+            if exc.status >= 500 or exc.status in (408, 429):
+                raise
+            try:
+                message = json.loads(exc.body or "").get("message", exc.summary())
+            except (TypeError, ValueError):
+                message = exc.summary()
+            errors.append(f"{kind}/{name}: {message}")
+    return errors
+
+
+@task(timeout_seconds=600, **_RETRY)
+def check_chart(
+    cluster: KubernetesCluster,
+    namespace: str,
+    chart: str,
+    values: dict[str, Any],
+    rendered: Rendered,
+    helm: str,
+) -> CheckResult:
+    """helm lint, helm template (already done: `rendered`), and a server-side dry-run apply of the result."""
+    started = time.monotonic()
+    steps: dict[str, str] = {}
+    with _kubeconfig_file(cluster) as kubeconfig:
+        lint = _run_helm(
+            _helm_argv(cluster, helm, kubeconfig, "lint", chart, "--namespace", namespace, "-f", "-"), values
+        )
+    steps["lint"] = "ok" if lint.returncode == 0 else _helm_error(lint)
+    steps["template"] = "ok" if rendered.ok else rendered.error
+    errors: list[str] = []
+    if rendered.ok:
+        with cluster.api_client() as api:
+            errors = server_dry_run(api, namespace, rendered.manifests)
+        steps["server-dry-run"] = "ok" if not errors else f"{len(errors)} object(s) rejected"
+    evidence = {"steps": steps, "objects": len(rendered.manifests), "rejected": errors[:NAMES_SHOWN]}
+    problems = []
+    if lint.returncode != 0:
+        problems.append(f"helm lint: {steps['lint']}")
+    if not rendered.ok:
+        problems.append(rendered.error)
+    if errors:
+        problems.append(f"server-side dry run rejected {errors[0]}")
+    status = Status.FAIL if problems else Status.PASS
+    reason = (
+        "; ".join(problems)
+        if problems
+        else (f"lint, template and server-side dry run of {len(rendered.manifests)} object(s) passed")
+    )
+    return CheckResult(
+        check="chart", status=status, reason=one_line(reason, 500), evidence=evidence,
+        seconds=time.monotonic() - started,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- capacity
+
+
+class Need(BaseModel):
+    """One workload's request: `replicas` pods, each asking for cpu_m millicores and `memory` bytes."""
+
+    workload: str
+    replicas: int
+    cpu_m: int
+    memory: int
+
+
+def pod_request(pod_spec: JSON) -> tuple[int, int]:
+    """The scheduler's view of a pod's request: sum of containers, or the largest init container if larger,
+    plus the pod overhead. (cpu millicores, memory bytes)."""
+
+    def req(c: JSON, key: str) -> Decimal:
+        return parse_quantity(((c.get("resources") or {}).get("requests") or {}).get(key, "0"))
+
+    out = []
+    for key in ("cpu", "memory"):
+        main = sum((req(c, key) for c in pod_spec.get("containers") or []), Decimal(0))
+        init = max((req(c, key) for c in pod_spec.get("initContainers") or []), default=Decimal(0))
+        overhead = parse_quantity((pod_spec.get("overhead") or {}).get(key, "0"))
+        out.append(max(main, init) + overhead)
+    return int(out[0] * 1000), int(out[1])
+
+
+def release_needs(manifests: list[JSON]) -> list[Need]:
+    """What the rendered chart's workloads ask for (Deployments, StatefulSets, ReplicaSets, Jobs; DaemonSets
+    are per node and left out)."""
+    needs = []
+    for obj in manifests:
+        kind = obj.get("kind")
+        if kind not in ("Deployment", "StatefulSet", "ReplicaSet", "Job"):
+            continue
+        spec = obj.get("spec") or {}
+        replicas = spec.get("parallelism", 1) if kind == "Job" else spec.get("replicas", 1)
+        pod_spec = (spec.get("template") or {}).get("spec") or {}
+        cpu, mem = pod_request(pod_spec)
+        needs.append(
+            Need(
+                workload=f"{kind}/{(obj.get('metadata') or {}).get('name')}",
+                replicas=int(replicas or 0),
+                cpu_m=cpu,
+                memory=mem,
+            )
+        )
+    return needs
+
+
+def fmt_memory(n: int) -> str:
+    for unit, size in (("Gi", 1 << 30), ("Mi", 1 << 20), ("Ki", 1 << 10)):
+        if abs(n) >= size:
+            return f"{n / size:.1f}{unit}"
+    return f"{n}B"
+
+
+def capacity_result(free: list[tuple[str, int, int]], needs: list[Need], seconds: float = 0.0) -> CheckResult:
+    """Compare free room per schedulable node [(node, cpu_m, memory)] with what the release needs.
+
+    Fails when the total is short (naming the resource and by how much) or when the pods do not fit node by
+    node (room spread over many nodes is not room for one pod)."""
+    total_cpu = sum(max(c, 0) for _, c, _ in free)
+    total_mem = sum(max(m, 0) for _, _, m in free)
+    need_cpu = sum(n.replicas * n.cpu_m for n in needs)
+    need_mem = sum(n.replicas * n.memory for n in needs)
+    evidence: dict[str, Any] = {
+        "schedulable_nodes": len(free),
+        "free_cpu_m": total_cpu,
+        "free_memory": fmt_memory(total_mem),
+        "need_cpu_m": need_cpu,
+        "need_memory": fmt_memory(need_mem),
+        "needs": [n.model_dump() for n in needs],
+    }
+    short = []
+    if need_cpu > total_cpu:
+        short.append(f"CPU short by {need_cpu - total_cpu}m (need {need_cpu}m, free {total_cpu}m)")
+    if need_mem > total_mem:
+        short.append(
+            f"memory short by {fmt_memory(need_mem - total_mem)} "
+            f"(need {fmt_memory(need_mem)}, free {fmt_memory(total_mem)})"
+        )
+    if not short:
+        # first-fit, biggest pods first: can every replica be placed on some node?
+        room = [[c, m] for _, c, m in free]
+        pods = sorted(
+            ((n.workload, n.cpu_m, n.memory) for n in needs for _ in range(n.replicas)), key=lambda p: (-p[2], -p[1])
+        )
+        unplaced: dict[str, int] = {}
+        for workload, cpu, mem in pods:
+            slot = next((r for r in room if r[0] >= cpu and r[1] >= mem), None)
+            if slot is None:
+                unplaced[workload] = unplaced.get(workload, 0) + 1
+            else:
+                slot[0] -= cpu
+                slot[1] -= mem
+        if unplaced:
+            evidence["unplaced"] = unplaced
+            short.append(
+                "enough room in total but not on any single node for "
+                + ", ".join(f"{k}: {v} pod(s)" for k, v in unplaced.items())
+            )
+    if short:
+        return CheckResult(
+            check="capacity", status=Status.FAIL, reason=one_line("; ".join(short)), evidence=evidence, seconds=seconds
+        )
+    reason = (
+        f"needs {need_cpu}m CPU and {fmt_memory(need_mem)} memory; {len(free)} schedulable node(s) have "
+        f"{total_cpu}m and {fmt_memory(total_mem)} free"
+    )
+    return CheckResult(check="capacity", status=Status.PASS, reason=reason, evidence=evidence, seconds=seconds)
+
+
+@task(timeout_seconds=600, **_RETRY)
+def check_capacity(cluster: KubernetesCluster, needs: list[Need]) -> CheckResult:
+    """Allocatable minus requested on every Ready, schedulable node, against what the release needs."""
+    started = time.monotonic()
+    with cluster.api_client() as api:
+        room: dict[str, list[int]] = {
+            n.name: [n.cpu_m, n.memory] for n in iter_nodes(api) if n.ready and not n.cordoned
+        }
+        core = k8s_client.CoreV1Api(api)
+        for page in pages(
+            core.list_pod_for_all_namespaces, field_selector="status.phase!=Succeeded,status.phase!=Failed"
+        ):
+            for pod in page:
+                spec = pod.get("spec") or {}
+                slot = room.get(spec.get("nodeName") or "")
+                if slot is not None:
+                    cpu, mem = pod_request(spec)
+                    slot[0] -= cpu
+                    slot[1] -= mem
+    free = [(name, c, m) for name, (c, m) in room.items()]
+    return capacity_result(free, needs, time.monotonic() - started)
+
+
+# ---------------------------------------------------------------- database migration
+
+
+MigrationChecker = Callable[[dict[str, Any]], CheckResult]
+# The DB-migration work registers its checker here: name -> fn(settings) returning a CheckResult.
+MIGRATION_CHECKERS: dict[str, MigrationChecker] = {}
+
+
+@task(timeout_seconds=300, **_RETRY)
+def check_db_migration(checker: str | None, settings: dict[str, Any]) -> CheckResult:
+    """No migration running and the schema at the expected revision, via a pluggable checker."""
+    if not checker:
+        return CheckResult(
+            check="db-migration",
+            status=Status.WARN,
+            reason="not configured: no database migration checker given, migration status was not checked",
+            evidence={"available_checkers": sorted(MIGRATION_CHECKERS)},
+        )
+    fn = MIGRATION_CHECKERS.get(checker)
+    if fn is None:
+        return CheckResult(
+            check="db-migration",
+            status=Status.ERROR,
+            reason=f"unknown migration checker {checker!r} (known: {', '.join(sorted(MIGRATION_CHECKERS)) or 'none'})",
+        )
+    return fn(settings)
+
+
+def images_in(manifests: list[JSON]) -> list[str]:
+    """Every container image the rendered chart runs, in order of first appearance."""
+    found: list[str] = []
+    for obj in manifests:
+        spec = obj.get("spec") or {}
+        pod = ((spec.get("template") or {}).get("spec")) or (spec if obj.get("kind") == "Pod" else {})
+        if obj.get("kind") == "CronJob":
+            pod = ((((spec.get("jobTemplate") or {}).get("spec") or {}).get("template") or {}).get("spec")) or {}
+        for c in [*(pod.get("initContainers") or []), *(pod.get("containers") or [])]:
+            if c.get("image") and c["image"] not in found:
+                found.append(c["image"])
+    return found
+
+
+def load_values(text: str) -> dict[str, Any]:
+    """A values document (YAML or JSON) as a mapping, with an error naming the line when it is malformed."""
+    try:
+        data = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ValueError(f"values are not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"values must be a mapping of keys, got {type(data).__name__}")
+    return data
+
+
+def severity_ok(value: str) -> str:
+    if severity_rank(value) < 0:
+        raise ValueError("severity threshold must be one of negligible, low, medium, high, critical")
+    return value.lower()

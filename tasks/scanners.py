@@ -1,0 +1,142 @@
+"""Vulnerability scanners behind one small interface; grype first.
+
+A scanner turns an image reference into a `ScanReport`, or says it could not scan (`ScannerUnavailable`:
+no binary, no or stale vulnerability database, image unreachable). The checklist's policy, not the scanner,
+decides what an unavailable scan counts as.
+
+grype's JSON report (`grype IMAGE -o json`), the fields read here (see tests/data/grype/ for samples):
+- `matches[]`: one per (vulnerability, package) pair:
+  - `vulnerability`: `id` (CVE-/GHSA-...), `severity` (Negligible, Low, Medium, High, Critical, Unknown),
+    `fix.state` (fixed, not-fixed, wont-fix, unknown) and `fix.versions[]`;
+  - `artifact`: the package, `name`, `version`, `type` (deb, apk, python, go-module...);
+- `source.target.userInput`: what was scanned; `descriptor.name`/`version`: grype itself;
+  `descriptor.db`: the vulnerability database the scan used (its build time, schema).
+grype refuses to scan with a database older than its `db.max-allowed-built-age` (5 days by default), and cannot
+download one offline; both come back as a non-zero exit with a message naming the database.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from typing import Any, Protocol
+
+from pydantic import BaseModel, Field
+
+SEVERITIES = ("negligible", "low", "medium", "high", "critical")
+SCAN_TIMEOUT_SECONDS = 600
+
+
+class ScannerUnavailable(RuntimeError):
+    """The scanner could not produce a report (binary, database or image not available)."""
+
+
+class Finding(BaseModel):
+    id: str
+    severity: str
+    package: str
+    version: str
+    fixed_in: list[str] = Field(default_factory=list)
+
+
+class ScanReport(BaseModel):
+    image: str
+    scanner: str
+    findings: list[Finding]
+    database: dict[str, Any] = Field(default_factory=dict)
+
+    def at_or_above(self, threshold: str) -> list[Finding]:
+        """Findings whose severity is `threshold` or worse; Unknown severities are never counted as above."""
+        floor = severity_rank(threshold)
+        return [f for f in self.findings if severity_rank(f.severity) >= floor]
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for f in self.findings:
+            key = f.severity.lower()
+            out[key] = out.get(key, 0) + 1
+        return out
+
+
+def severity_rank(severity: str) -> int:
+    """0 (negligible) .. 4 (critical); -1 for Unknown or anything unrecognised."""
+    try:
+        return SEVERITIES.index(severity.strip().lower())
+    except ValueError:
+        return -1
+
+
+class Scanner(Protocol):
+    name: str
+
+    def scan(self, image: str) -> ScanReport: ...
+
+
+def parse_grype(report: dict[str, Any], image: str = "") -> ScanReport:
+    """A grype JSON report as a ScanReport; duplicate (id, package, version) matches are counted once."""
+    if not isinstance(report, dict) or not isinstance(report.get("matches"), list):
+        raise ValueError("not a grype JSON report: no 'matches' list")
+    seen: set[tuple[str, str, str]] = set()
+    findings: list[Finding] = []
+    for match in report["matches"]:
+        vuln = match.get("vulnerability") or {}
+        artifact = match.get("artifact") or {}
+        key = (str(vuln.get("id", "?")), str(artifact.get("name", "?")), str(artifact.get("version", "")))
+        if key in seen:
+            continue
+        seen.add(key)
+        fix = vuln.get("fix") or {}
+        findings.append(
+            Finding(
+                id=key[0],
+                severity=str(vuln.get("severity") or "Unknown"),
+                package=key[1],
+                version=key[2],
+                fixed_in=[str(v) for v in fix.get("versions") or []],
+            )
+        )
+    target = ((report.get("source") or {}).get("target") or {}) if isinstance(report.get("source"), dict) else {}
+    descriptor = report.get("descriptor") or {}
+    return ScanReport(
+        image=image or str(target.get("userInput") or ""),
+        scanner=f"{descriptor.get('name', 'grype')} {descriptor.get('version', '')}".strip(),
+        findings=findings,
+        database=descriptor.get("db") or {},
+    )
+
+
+class GrypeScanner:
+    """Runs the grype binary ($ROLLBOOK_GRYPE, else grype on PATH) and parses its JSON report."""
+
+    name = "grype"
+
+    def __init__(self, executable: str | None = None, timeout_seconds: int = SCAN_TIMEOUT_SECONDS) -> None:
+        self.executable = executable or os.environ.get("ROLLBOOK_GRYPE") or "grype"
+        self.timeout_seconds = timeout_seconds
+
+    def scan(self, image: str) -> ScanReport:
+        binary = shutil.which(self.executable)
+        if binary is None:
+            raise ScannerUnavailable(f"grype not found ({self.executable!r}): install it or set ROLLBOOK_GRYPE")
+        # registry: scans the image from the registry without a container runtime
+        argv = [binary, f"registry:{image}", "-o", "json", "--quiet"]
+        try:
+            proc = subprocess.run(
+                argv, capture_output=True, text=True, timeout=self.timeout_seconds, stdin=subprocess.DEVNULL
+            )
+        except subprocess.TimeoutExpired:
+            raise ScannerUnavailable(f"grype did not finish scanning {image} in {self.timeout_seconds}s") from None
+        if proc.returncode != 0:
+            err = " ".join(proc.stderr.split())[-300:]
+            if "db" in err.lower() or "database" in err.lower():
+                raise ScannerUnavailable(f"grype vulnerability database not available: {err}")
+            raise ScannerUnavailable(f"grype could not scan {image}: {err}")
+        try:
+            return parse_grype(json.loads(proc.stdout), image)
+        except (json.JSONDecodeError, ValueError) as exc:
+            raise ScannerUnavailable(f"grype answered with an unreadable report: {exc}") from None
+
+
+SCANNERS: dict[str, type[GrypeScanner]] = {"grype": GrypeScanner}

@@ -1,0 +1,129 @@
+"""The pre-deploy checklist on the sandbox: a healthy release passes, each failure mode fails with its reason,
+and bad input is refused before anything runs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helm_helpers import CRASH_SET, RELEASE, helm_deploy, repo
+from pydantic import ValidationError
+
+from flows.predeploy_checklist import ChecklistFailed, ChecklistRequest, predeploy_checklist
+from sandbox.cluster import Sandbox
+from sandbox.registry import SandboxRegistries
+from tasks.checks_model import CheckPolicy, Verdict
+
+ALL_WARN = CheckPolicy(required=[], warn_only=[])  # every result reported, the flow returns the verdict
+
+
+def request(sandbox: Sandbox, namespace: str, chart: Path, **extra: Any) -> ChecklistRequest:
+    values = extra.pop("values", {})
+    fields: dict[str, Any] = {
+        "kubeconfig_path": str(sandbox.cfg.kubeconfig),
+        "namespace": namespace,
+        "release": RELEASE,
+        "chart": str(chart),
+        "values": {"image": {"repository": repo(sandbox), "tag": "1.1.0"}, **values},
+        "cosign_public_key": str(SandboxRegistries(sandbox.cfg, sandbox.bins).public_key),
+        "helm_executable": str(sandbox.bins / "helm"),
+        "scanner_executable": "/nonexistent/grype",
+        **extra,
+    }
+    return ChecklistRequest(**fields)
+
+
+def by_check(verdict: Verdict) -> dict[str, Any]:
+    return {r.check: r for r in verdict.results}
+
+
+@pytest.fixture
+def live(sandbox: Sandbox, namespace: str, demo_chart: Path) -> str:
+    assert helm_deploy(sandbox, demo_chart, namespace, "1.0.0")
+    return namespace
+
+
+def test_healthy_release_passes(sandbox: Sandbox, live: str, demo_chart: Path) -> None:
+    verdict = predeploy_checklist(request(sandbox, live, demo_chart))
+    checks = by_check(verdict)
+    assert verdict.ready, verdict.summary
+    for name in ("cluster-health", "current-release", "image-signature", "chart", "capacity"):
+        assert checks[name].status == "pass", (name, checks[name].reason)
+    assert "Running and Ready" in checks["current-release"].reason
+    assert checks["capacity"].evidence["need_memory"] == "32.0Mi"  # 2 replicas × 16Mi from the rendered chart
+    # no grype here: the scan says so and the default policy makes it a warning
+    assert checks["vulnerabilities"].status == "warn" and "grype not found" in checks["vulnerabilities"].reason
+    assert checks["db-migration"].status == "warn" and checks["db-migration"].reason.startswith("not configured")
+    assert "warnings: vulnerabilities, db-migration" in verdict.summary
+
+
+def test_unsigned_image_and_crashlooping_pod_fail(sandbox: Sandbox, namespace: str, demo_chart: Path) -> None:
+    assert not helm_deploy(sandbox, demo_chart, namespace, "1.0.0", "--set", CRASH_SET, wait="6s")
+    unsigned = SandboxRegistries(sandbox.cfg, sandbox.bins).push("unsigned-checklist", "not signed\n")
+    tag = unsigned.rsplit(":", 1)[1]
+    req = request(sandbox, namespace, demo_chart, values={"image": {"repository": repo(sandbox), "tag": tag}})
+    with pytest.raises(ChecklistFailed, match="image-signature") as failed:
+        predeploy_checklist(req)
+    assert "current-release" in str(failed.value)
+    checks = by_check(predeploy_checklist(req.model_copy(update={"policy": ALL_WARN})))
+    assert checks["image-signature"].status == "fail"
+    assert unsigned in checks["image-signature"].reason
+    assert checks["current-release"].status == "fail"
+    assert "CrashLoopBackOff" in checks["current-release"].reason
+
+
+def test_cordoned_and_not_ready_nodes_are_named(sandbox: Sandbox, live: str, demo_chart: Path) -> None:
+    sandbox.kubectl("cordon", "kwok-node-1")
+    sandbox.set_node_not_ready("kwok-node-2")
+    try:
+        with pytest.raises(ChecklistFailed, match="cluster-health"):
+            predeploy_checklist(request(sandbox, live, demo_chart))
+        verdict = predeploy_checklist(request(sandbox, live, demo_chart, policy=ALL_WARN))
+    finally:
+        sandbox.kubectl("uncordon", "kwok-node-1")
+        sandbox.set_node_not_ready("kwok-node-2", not_ready=False)
+    health = by_check(verdict)["cluster-health"]
+    assert health.status == "fail"
+    assert "NotReady: kwok-node-2" in health.reason
+    assert "cordoned (SchedulingDisabled): kwok-node-1" in health.reason
+    # neither node counts as room for the release
+    assert by_check(verdict)["capacity"].evidence["schedulable_nodes"] == 1
+
+
+def test_server_side_dry_run_and_memory_shortage(sandbox: Sandbox, live: str, demo_chart: Path) -> None:
+    # an invalid label value passes helm lint and helm template; only the API server rejects it
+    bad_label = {"podLabels": {"team": "not a valid label!"}}
+    verdict = predeploy_checklist(request(sandbox, live, demo_chart, values=bad_label, policy=ALL_WARN))
+    chart = by_check(verdict)["chart"]
+    assert chart.status == "fail"
+    assert chart.evidence["steps"]["lint"] == "ok" and chart.evidence["steps"]["template"] == "ok"
+    assert "server-side dry run rejected Deployment/" in chart.reason and "not a valid label!" in chart.reason
+
+    huge = {"resources": {"requests": {"cpu": "10m", "memory": "300Gi"}, "limits": {"memory": "300Gi"}}}
+    with pytest.raises(ChecklistFailed, match="capacity"):
+        predeploy_checklist(request(sandbox, live, demo_chart, values=huge))
+    capacity = by_check(predeploy_checklist(request(sandbox, live, demo_chart, values=huge, policy=ALL_WARN)))
+    assert capacity["capacity"].status == "fail"
+    assert capacity["capacity"].reason.startswith("memory short by")
+    assert capacity["chart"].status == "pass"
+
+
+def test_bad_input_is_refused_and_nothing_changes(sandbox: Sandbox, live: str, demo_chart: Path) -> None:
+    before = json.loads(sandbox.helm("history", RELEASE, "-n", live, "-o", "json").stdout)
+    with pytest.raises(ValidationError, match="chart not found"):
+        request(sandbox, live, demo_chart / "missing")
+    with pytest.raises(ValidationError, match="not valid YAML at line 3"):
+        request(sandbox, live, demo_chart, values_yaml="replicas: 2\nimage: [unclosed\n")
+    with pytest.raises(ValidationError, match="not a valid image reference"):
+        request(sandbox, live, demo_chart, images=["Registry.local/UPPER case:tag"])
+    with pytest.raises(ValidationError, match="severity threshold"):
+        request(sandbox, live, demo_chart, severity_threshold="extreme")
+    # a value the chart's schema refuses: the chart check fails, and the dry runs change nothing
+    verdict = predeploy_checklist(request(sandbox, live, demo_chart, values={"replicas": "two"}, policy=ALL_WARN))
+    chart = by_check(verdict)["chart"]
+    assert chart.status == "fail" and "replicas" in chart.reason
+    assert by_check(verdict)["capacity"].status == "error"
+    after = json.loads(sandbox.helm("history", RELEASE, "-n", live, "-o", "json").stdout)
+    assert after == before
