@@ -20,6 +20,7 @@ from kubernetes.client.exceptions import ApiException
 
 from sandbox import controlplane, faults, toolchain
 from sandbox.config import SandboxConfig
+from sandbox.observability import prometheus_binary, prometheus_config, prometheus_service, traffic_simulator_service
 from sandbox.pki import Pki
 from sandbox.registry import SandboxRegistries, registry_service
 from sandbox.services import ServiceSpec, ServiceStatus, Supervisor, wait_until
@@ -59,6 +60,8 @@ class Sandbox:
             controlplane.kube_controller_manager(cfg, b, pki),
             controlplane.kube_scheduler(cfg, b, pki),
             controlplane.kwok(cfg, b, pki),
+            traffic_simulator_service(cfg),
+            prometheus_service(cfg),
             registry_service(cfg, b, mirror=False),
             registry_service(cfg, b, mirror=True),
         ]
@@ -72,6 +75,8 @@ class Sandbox:
         self.pki.ensure()
         controlplane.write_kubeconfig(self.cfg, self.pki)
         controlplane.write_kwok_config(self.cfg)
+        prometheus_binary()  # fail before starting anything when Prometheus is not installed
+        prometheus_config(self.cfg)
         for spec in self.services():
             _say(f"starting {spec.name}")
             self.supervisor.start(spec)

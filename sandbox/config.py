@@ -21,6 +21,8 @@ PORT_OFFSETS = {
     "kwok": 5,
     "registry": 6,
     "registry-mirror": 7,
+    "prometheus": 8,
+    "traffic-simulator": 9,
 }
 DEFAULT_BASE_PORT = 24300
 

@@ -1,0 +1,113 @@
+"""Traffic routing and metrics on the sandbox: the nginx canary router, the traffic simulator, real Prometheus."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from kubernetes import client
+
+from sandbox.cluster import Sandbox
+from sandbox.observability import prometheus_url
+from sandbox.registry import DEMO_REPOSITORY
+from tasks.metrics import MetricCheck, PrometheusProvider, Target, evaluate
+from tasks.traffic import CANARY_WEIGHT, NginxCanaryRouter, RouterError
+
+
+def deploy(sandbox: Sandbox, chart: Path, namespace: str, release: str, tag: str, *extra: str) -> None:
+    sandbox.helm(
+        "upgrade", release, str(chart), "--install", "-n", namespace, "--wait", "--timeout=60s",
+        "--set", f"image.repository={sandbox.cfg.registry_host()}/{DEMO_REPOSITORY}", "--set", f"image.tag={tag}",
+        "--set", "replicas=1", *extra,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def stable_and_canary(sandbox: Sandbox, demo_chart: Path, namespace: str) -> NginxCanaryRouter:
+    deploy(sandbox, demo_chart, namespace, "app", "1.1.0")
+    deploy(sandbox, demo_chart, namespace, "app-next", "1.2.0", "--set", "ingress.enabled=false")
+    return NginxCanaryRouter(namespace=namespace, stable_ingress="app-demo-app", canary_service="app-next-demo-app")
+
+
+def test_nginx_router_reads_weight_from_the_cluster(
+    sandbox: Sandbox, stable_and_canary: NginxCanaryRouter, namespace: str
+) -> None:
+    router = stable_and_canary
+    net = client.NetworkingV1Api(sandbox.api_client())
+    with sandbox.api_client() as api:
+        assert router.read_weight(api) == 0  # no canary Ingress yet
+        assert router.ensure(api) == 0
+        canary = net.read_namespaced_ingress(router.canary_name, namespace)
+        assert canary.spec.rules[0].host == "demo.local"
+        assert canary.spec.rules[0].http.paths[0].backend.service.name == "app-next-demo-app"
+        assert router.set_weight(api, 25) == 25
+        # a second router object (a new process after a crash) sees the cluster's weight, not its own memory
+        fresh = NginxCanaryRouter.model_validate(router.model_dump())
+        assert fresh.read_weight(api) == 25
+        assert fresh.ensure(api) == 25  # ensure keeps the weight it finds
+        # someone else changes the weight: the router reports what the cluster serves
+        net.patch_namespaced_ingress(
+            router.canary_name, namespace, {"metadata": {"annotations": {CANARY_WEIGHT: "40"}}}
+        )
+        assert router.read_weight(api) == 40
+        for bad in (-1, 101):
+            with pytest.raises(RouterError, match="0 to 100"):
+                router.set_weight(api, bad)
+        assert router.read_weight(api) == 40
+        assert router.reset(api) == 0
+        assert router.remove(api) is True
+        assert router.remove(api) is False
+        assert router.read_weight(api) == 0
+        missing = NginxCanaryRouter(namespace=namespace, stable_ingress="nope", canary_service="x")
+        with pytest.raises(RouterError, match="not found"):
+            missing.ensure(api)
+
+
+def _wait_value(prom: PrometheusProvider, query: str, ok: object, timeout: float = 40) -> float:
+    deadline = time.monotonic() + timeout
+    value = None
+    while time.monotonic() < deadline:
+        value = prom.query_scalar(query)
+        if value is not None and value == value and ok(value):  # type: ignore[operator]
+            return value
+        time.sleep(1)
+    raise AssertionError(f"{query} stayed at {value}")
+
+
+def test_simulator_splits_by_live_weight_and_prometheus_sees_versions(
+    sandbox: Sandbox, stable_and_canary: NginxCanaryRouter, namespace: str
+) -> None:
+    router = stable_and_canary
+    with sandbox.api_client() as api:
+        router.ensure(api)
+        router.set_weight(api, 50)
+    sim = f"http://127.0.0.1:{sandbox.cfg.port('traffic-simulator')}"
+    with httpx.Client(base_url=prometheus_url(sandbox.cfg), timeout=5) as http:
+        prom = PrometheusProvider(http)
+        weight_q = f'rollbook_sim_canary_weight{{namespace="{namespace}",ingress="app-demo-app"}}'
+        _wait_value(prom, weight_q, lambda v: v == 50)
+        assert httpx.get(f"{sim}/weights").json()[f"{namespace}/app-demo-app"] == 50
+        time.sleep(6)  # a few scrapes of traffic at 50%
+        checks = [
+            MetricCheck(name="request-success-rate", min=99, window="10s"),
+            MetricCheck(name="request-duration", max=500, window="10s"),
+            MetricCheck(
+                name="requests-per-second",
+                query="sum(rate(rollbook_sim_requests_total{ {{ selector }} }[{{ window }}]))",
+                min=5,
+                window="10s",
+            ),
+        ]
+        stable = evaluate(prom, checks, Target(namespace=namespace, service="app-demo-app", version="1.1.0"))
+        canary = evaluate(prom, checks, Target(namespace=namespace, service="app-next-demo-app", version="1.2.0"))
+        assert [r.passed for r in stable] == [True, True, True], stable
+        assert canary[0].passed is False and canary[0].value is not None and 60 < canary[0].value < 95, canary
+        assert canary[1].passed and canary[2].passed, canary
+        # reset: the canary stops receiving traffic, so its rate over a short window falls to zero
+        with sandbox.api_client() as api:
+            router.reset(api)
+        _wait_value(prom, weight_q, lambda v: v == 0)
+        rps = f'sum(rate(rollbook_sim_requests_total{{namespace="{namespace}",service="app-next-demo-app"}}[3s]))'
+        _wait_value(prom, rps, lambda v: v == 0, timeout=20)
