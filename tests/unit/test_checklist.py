@@ -1,0 +1,290 @@
+"""Unit tests of the pre-deploy checklist's logic: verdict, policy, waivers, report, capacity, parsing, grype."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import stat
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from flows.predeploy_checklist import ChecklistRequest
+from tasks.checks import (
+    Need,
+    capacity_result,
+    check_db_migration,
+    check_vulnerabilities,
+    images_in,
+    load_values,
+    node_facts,
+    pod_issue,
+    pod_request,
+    release_needs,
+)
+from tasks.checks_model import CheckPolicy, CheckResult, Status, Waiver, decide, markdown, table_rows
+from tasks.scanners import GrypeScanner, ScannerUnavailable, parse_grype, severity_rank
+
+GRYPE = Path(__file__).resolve().parents[1] / "data" / "grype"
+NOW = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.UTC)
+GI = 1 << 30
+MI = 1 << 20
+
+
+def result(check: str, status: Status, reason: str = "because") -> CheckResult:
+    return CheckResult(check=check, status=status, reason=reason)
+
+
+# ---------------------------------------------------------------- verdict, policy, waivers
+
+
+def test_required_failure_blocks_and_warn_only_failure_warns() -> None:
+    verdict = decide(
+        [result("chart", Status.FAIL), result("db-migration", Status.FAIL), result("capacity", Status.PASS)],
+        CheckPolicy(),
+        [],
+        NOW,
+    )
+    assert not verdict.ready
+    assert verdict.summary == "NOT READY: required check(s) failed: chart"
+    assert [r.outcome for r in verdict.rows] == ["blocking", "warning", "ok"]
+
+
+def test_error_of_a_required_check_blocks_like_a_failure() -> None:
+    verdict = decide([result("cluster-health", Status.ERROR, "API server unreachable")], CheckPolicy(), [], NOW)
+    assert not verdict.ready and verdict.rows[0].outcome == "blocking"
+
+
+def test_active_waiver_accepts_a_failure_and_is_reported() -> None:
+    waiver = Waiver(
+        check="capacity", reason="scale-up approved", expires=NOW + dt.timedelta(hours=2), approved_by="ops"
+    )
+    verdict = decide([result("capacity", Status.FAIL, "memory short by 1.0Gi")], CheckPolicy(), [waiver], NOW)
+    assert verdict.ready
+    assert verdict.summary == "READY to deploy (waived: capacity)"
+    assert verdict.rows[0].outcome == "waived" and "by ops until" in verdict.rows[0].waiver
+    md = markdown(verdict, "prod/shop")
+    assert "### Waivers" in md and "`capacity` active" in md and "scale-up approved" in md
+    assert table_rows(verdict)[0]["waiver"].startswith("waived by ops")
+
+
+def test_expired_waiver_is_ignored_and_shown_as_expired() -> None:
+    waiver = Waiver(check="chart", reason="known lint noise", expires=NOW - dt.timedelta(seconds=1))
+    verdict = decide([result("chart", Status.FAIL)], CheckPolicy(), [waiver], NOW)
+    assert not verdict.ready
+    assert "EXPIRED" in verdict.rows[0].waiver
+    assert "expired (ignored)" in markdown(verdict, "x")
+
+
+def test_naive_expiry_is_read_as_utc() -> None:
+    waiver = Waiver(check="chart", reason="until noon", expires=dt.datetime(2026, 11, 27, 12, 0))
+    assert waiver.active(NOW)
+
+
+def test_skipped_and_warn_results_do_not_block() -> None:
+    policy = CheckPolicy(skip=["vulnerabilities"])
+    verdict = decide(
+        [result("vulnerabilities", Status.FAIL), result("db-migration", Status.WARN, "not configured")], policy, [], NOW
+    )
+    assert verdict.ready
+    assert [r.outcome for r in verdict.rows] == ["skipped", "warning"]
+    assert verdict.summary == "READY to deploy (warnings: db-migration)"
+
+
+def test_markdown_table_escapes_pipes() -> None:
+    verdict = decide([result("chart", Status.FAIL, "a | b")], CheckPolicy(), [], NOW)
+    assert "a \\| b" in markdown(verdict, "ns/app")
+
+
+def test_waiver_needs_a_known_check_and_a_reason() -> None:
+    with pytest.raises(ValidationError):
+        Waiver(check="nonsense", reason="x" * 5, expires=NOW)  # type: ignore[arg-type]
+    with pytest.raises(ValidationError):
+        Waiver(check="chart", reason="", expires=NOW)
+
+
+# ---------------------------------------------------------------- capacity
+
+
+def test_capacity_names_the_short_resource_and_by_how_much() -> None:
+    needs = [Need(workload="Deployment/api", replicas=3, cpu_m=500, memory=2 * GI)]
+    short = capacity_result([("n1", 4000, 2 * GI), ("n2", 4000, 3 * GI)], needs)
+    assert short.status == Status.FAIL
+    assert short.reason == "memory short by 1.0Gi (need 6.0Gi, free 5.0Gi)"
+    cpu = capacity_result([("n1", 1000, 64 * GI)], needs)
+    assert cpu.reason.startswith("CPU short by 500m (need 1500m, free 1000m)")
+
+
+def test_capacity_room_spread_over_nodes_is_not_room_for_one_pod() -> None:
+    needs = [Need(workload="Deployment/db", replicas=1, cpu_m=100, memory=4 * GI)]
+    result = capacity_result([("n1", 1000, 3 * GI), ("n2", 1000, 3 * GI)], needs)
+    assert result.status == Status.FAIL
+    assert "not on any single node for Deployment/db: 1 pod(s)" in result.reason
+
+
+def test_capacity_passes_with_room_and_ignores_overcommitted_nodes() -> None:
+    needs = [Need(workload="Deployment/api", replicas=2, cpu_m=100, memory=128 * MI)]
+    result = capacity_result([("full", -500, -GI), ("n2", 1000, GI)], needs)
+    assert result.status == Status.PASS
+    assert result.evidence["free_cpu_m"] == 1000
+
+
+def test_pod_request_counts_init_containers_and_overhead_like_the_scheduler() -> None:
+    spec = {
+        "containers": [
+            {"resources": {"requests": {"cpu": "250m", "memory": "64Mi"}}},
+            {"resources": {"requests": {"cpu": "0.25", "memory": "64Mi"}}},
+        ],
+        "initContainers": [{"resources": {"requests": {"cpu": "1", "memory": "32Mi"}}}],
+        "overhead": {"memory": "10Mi"},
+    }
+    assert pod_request(spec) == (1000, 138 * MI)
+
+
+def test_release_needs_from_rendered_manifests() -> None:
+    manifests: list[dict[str, Any]] = [
+        {"kind": "Service", "metadata": {"name": "web"}},
+        {
+            "kind": "Deployment",
+            "metadata": {"name": "web"},
+            "spec": {
+                "replicas": 3,
+                "template": {
+                    "spec": {
+                        "initContainers": [{"name": "migrate", "image": "reg/migrate:1"}],
+                        "containers": [
+                            {"name": "web", "image": "reg/web:1", "resources": {"requests": {"memory": "1Gi"}}}
+                        ],
+                    }
+                },
+            },
+        },
+        {"kind": "DaemonSet", "metadata": {"name": "agent"}, "spec": {"template": {"spec": {"containers": []}}}},
+    ]
+    assert release_needs(manifests) == [Need(workload="Deployment/web", replicas=3, cpu_m=0, memory=GI)]
+    assert images_in(manifests) == ["reg/migrate:1", "reg/web:1"]
+
+
+def test_node_facts_keep_only_what_the_checks_need() -> None:
+    node = {
+        "metadata": {"name": "n1", "labels": {"a": "b"}},
+        "spec": {"unschedulable": True},
+        "status": {
+            "allocatable": {"cpu": "31500m", "memory": "125Gi", "pods": "110"},
+            "conditions": [{"type": "Ready", "status": "False"}],
+        },
+    }
+    facts = node_facts(node)
+    assert (facts.name, facts.ready, facts.cordoned, facts.cpu_m, facts.memory) == ("n1", False, True, 31500, 125 * GI)
+
+
+def test_pod_issue_names_crash_loops_and_unready_pods() -> None:
+    crashing = {
+        "status": {
+            "phase": "Running",
+            "containerStatuses": [{"name": "app", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}],
+        }
+    }
+    assert pod_issue(crashing) == "app: CrashLoopBackOff"
+    unready = {"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "False"}]}}
+    assert pod_issue(unready) == "not Ready"
+    assert pod_issue({"status": {"phase": "Pending"}}) == "phase Pending"
+    assert pod_issue({"status": {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}}) == ""
+
+
+# ---------------------------------------------------------------- input
+
+
+def test_values_errors_name_the_line() -> None:
+    with pytest.raises(ValueError, match="at line 2, column 4"):
+        load_values("a: 1\nb: : 2\n")
+    with pytest.raises(ValueError, match="must be a mapping"):
+        load_values("- 1\n- 2\n")
+    assert load_values("") == {}
+
+
+def test_request_refuses_bad_input(tmp_path: Path) -> None:
+    base = {"kubeconfig_path": "/k", "namespace": "prod", "release": "shop", "chart": str(tmp_path)}
+    assert ChecklistRequest(**base, images=["reg.example:5000/shop/api:1.2@sha256:" + "a" * 64]).images
+    with pytest.raises(ValidationError, match="chart not found"):
+        ChecklistRequest(**{**base, "chart": str(tmp_path / "nope")})
+    with pytest.raises(ValidationError, match="not a valid image reference: 'shop api'"):
+        ChecklistRequest(**base, images=["shop api"])
+    with pytest.raises(ValidationError, match="not valid YAML"):
+        ChecklistRequest(**base, values_yaml="a: [")
+    with pytest.raises(ValidationError, match="registry_block or cosign_public_key"):
+        ChecklistRequest(**base, registry_block="r", cosign_public_key="/k.pub")
+    merged = ChecklistRequest(**base, values_yaml="image: {tag: '1', repository: r}", values={"image": {"tag": "2"}})
+    assert merged.merged_values() == {"image": {"tag": "2", "repository": "r"}}
+    assert ChecklistRequest(**{**base, "chart": "oci://reg/charts/shop"}).chart.startswith("oci://")
+
+
+def test_db_migration_not_configured_is_said_clearly() -> None:
+    answer = check_db_migration.fn(None, {})
+    assert answer.status == Status.WARN and answer.reason.startswith("not configured")
+    assert check_db_migration.fn("flyway", {}).status == Status.ERROR
+
+
+# ---------------------------------------------------------------- grype
+
+
+def test_grype_report_parsing_and_thresholds() -> None:
+    report = parse_grype(json.loads((GRYPE / "debian12-critical.json").read_text()))
+    assert report.image == "registry.example.com/shop/api:1.4.2"
+    assert report.scanner == "grype 0.79.6" and report.database["schemaVersion"] == 5
+    assert report.counts() == {"critical": 1, "high": 1, "negligible": 1}
+    assert [f.id for f in report.at_or_above("critical")] == ["CVE-2023-38545"]
+    assert [f.id for f in report.at_or_above("high")] == ["CVE-2023-38545", "CVE-2023-4911"]
+    assert report.findings[0].fixed_in == ["7.88.1-10+deb12u4"] and report.findings[0].package == "libcurl4"
+    assert len(report.at_or_above("negligible")) == 3
+
+
+def test_grype_duplicates_are_counted_once_and_unknown_never_crosses_a_threshold() -> None:
+    report = parse_grype(json.loads((GRYPE / "alpine-clean.json").read_text()))
+    assert report.counts() == {"low": 1, "unknown": 1}
+    assert report.at_or_above("medium") == []
+    assert [f.id for f in report.at_or_above("low")] == ["CVE-2024-9143"]
+    assert report.database["status"]["schemaVersion"] == "v6.0.2"
+    assert parse_grype(json.loads((GRYPE / "empty.json").read_text())).findings == []
+    assert severity_rank("Unknown") == -1 and severity_rank("CRITICAL") == 4
+
+
+def test_not_a_grype_report() -> None:
+    with pytest.raises(ValueError, match="not a grype JSON report"):
+        parse_grype({"results": []})
+
+
+def _fake_grype(tmp_path: Path, body: str) -> str:
+    script = tmp_path / "grype"
+    script.write_text("#!/bin/sh\n" + body)
+    script.chmod(script.stat().st_mode | stat.S_IXUSR)
+    return str(script)
+
+
+def test_grype_missing_or_without_database_is_unavailable(tmp_path: Path) -> None:
+    with pytest.raises(ScannerUnavailable, match="grype not found"):
+        GrypeScanner(str(tmp_path / "absent")).scan("reg/app:1")
+    no_db = _fake_grype(tmp_path, 'echo "failed to load vulnerability db: db is too old" >&2\nexit 1\n')
+    with pytest.raises(ScannerUnavailable, match="database not available"):
+        GrypeScanner(no_db).scan("reg/app:1")
+
+
+def test_vulnerability_check_with_a_fake_grype(tmp_path: Path) -> None:
+    sample = GRYPE / "debian12-critical.json"
+    grype = _fake_grype(tmp_path, f'cat "{sample}"\n')
+    failed = check_vulnerabilities.fn(["reg/api:1"], "grype", "critical", "warn", grype)
+    assert failed.status == Status.FAIL
+    assert failed.reason.startswith("1 finding(s) at or above critical in 1 image(s); reg/api:1: CVE-2023-38545")
+    assert failed.evidence["counts"] == {"reg/api:1": {"critical": 1, "high": 1, "negligible": 1}}
+    (tmp_path / "clean").mkdir()
+    clean = _fake_grype(tmp_path / "clean", f'cat "{GRYPE / "alpine-clean.json"}"\n')
+    assert check_vulnerabilities.fn(["reg/web:2"], "grype", "high", "warn", clean).status == Status.PASS
+
+
+@pytest.mark.parametrize("policy", ["warn", "fail"])
+def test_unavailable_scanner_answers_what_the_policy_says(tmp_path: Path, policy: str) -> None:
+    answer = check_vulnerabilities.fn(["reg/api:1"], "grype", "critical", policy, str(tmp_path / "absent"))
+    assert answer.status == Status(policy)
+    assert "scan not possible: grype not found" in answer.reason
