@@ -18,7 +18,6 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import PrefectFuture
 from pydantic import Field, field_validator, model_validator
 
-from blocks import ContainerRegistry
 from flows._cluster_source import DNS_LABEL, RELEASE_NAME, ClusterSource
 from rollbook.artifacts import artifact_key
 from tasks.checks import (
@@ -33,6 +32,7 @@ from tasks.checks import (
     check_vulnerabilities,
     images_in,
     load_values,
+    registry_public_key,
     release_needs,
     render_chart,
     severity_ok,
@@ -166,14 +166,15 @@ def predeploy_checklist(request: ChecklistRequest) -> Verdict:
             else None
         ),
     }
-    rendered: Rendered = render_chart(
-        cluster, request.namespace, request.release, request.chart, values, request.helm_executable
-    )
+    try:
+        rendered: Rendered = render_chart(
+            cluster, request.namespace, request.release, request.chart, values, request.helm_executable
+        )
+    except Exception as exc:  # noqa: BLE001 - e.g. no helm binary: the chart check reports it
+        rendered = Rendered(ok=False, error=one_line(f"helm template: {type(exc).__name__}: {exc}"))
     images = request.images or images_in(rendered.manifests)
-    key_path, key_pem = request.cosign_public_key, None
-    if request.registry_block:
-        block = ContainerRegistry.load(request.registry_block)
-        key_pem = getattr(block, "cosign_public_key", None)
+    key_pem = registry_public_key(request.registry_block) if request.registry_block else None
+    key_path = request.cosign_public_key
     if wanted("image-signature"):
         futures["image-signature"] = check_image_signature.submit(images, key_path, key_pem)
     if wanted("vulnerabilities"):

@@ -259,6 +259,17 @@ def check_current_release(cluster: KubernetesCluster, namespace: str, release: s
 # ---------------------------------------------------------------- image signature
 
 
+@task(timeout_seconds=30, **_RETRY)
+def registry_public_key(block_name: str) -> str | None:
+    """The cosign public key (PEM) saved on a 'Rollbook Container Registry' block; None if it has none."""
+    from blocks import ContainerRegistry
+
+    block = ContainerRegistry.load(block_name)
+    if not isinstance(block, ContainerRegistry):
+        raise TypeError(f"block {block_name!r} is not a Rollbook Container Registry")
+    return block.cosign_public_key
+
+
 @task(timeout_seconds=600, **_RETRY)
 def check_image_signature(images: list[str], public_key_path: str | None, public_key_pem: str | None) -> CheckResult:
     """cosign verify (key-based, no transparency log) of every image; unsigned or tampered images fail."""

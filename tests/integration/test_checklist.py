@@ -127,3 +127,23 @@ def test_bad_input_is_refused_and_nothing_changes(sandbox: Sandbox, live: str, d
     assert by_check(verdict)["capacity"].status == "error"
     after = json.loads(sandbox.helm("history", RELEASE, "-n", live, "-o", "json").stdout)
     assert after == before
+
+
+def test_signature_key_from_a_registry_block_and_a_wrong_key(sandbox: Sandbox, tmp_path: Path) -> None:
+    from blocks import ContainerRegistry
+    from sandbox.registry import run_tool
+    from tasks.checks import check_image_signature, registry_public_key
+
+    registries = SandboxRegistries(sandbox.cfg, sandbox.bins)
+    pem = registries.public_key.read_text()
+    ContainerRegistry(url=sandbox.cfg.registry_host(), cosign_public_key=pem, insecure=True).save(
+        "checklist-registry", overwrite=True
+    )
+    key = registry_public_key.fn("checklist-registry")
+    signed = [registries.image("1.0.0"), registries.image("1.1.0", mirror=True)]
+    assert check_image_signature.fn(signed, None, key).status == "pass"
+
+    run_tool([registries.cosign, "generate-key-pair", "--output-key-prefix", "other"], cwd=tmp_path)
+    wrong = check_image_signature.fn(signed[:1], str(tmp_path / "other.pub"), None)
+    assert wrong.status == "fail" and signed[0] in wrong.reason
+    assert check_image_signature.fn(signed, None, None).status == "error"
