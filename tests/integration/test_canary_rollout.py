@@ -1,0 +1,197 @@
+"""The canary-rollout flow on the sandbox: simulated traffic, real Prometheus, real Prefect server approvals."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helm_helpers import resume, run_in_thread, wait_paused
+from kubernetes import client
+from pydantic import ValidationError
+
+from flows.canary_rollout import CanaryRequest, RolloutFailed, canary_rollout
+from rollbook.change import ChangeControls
+from sandbox.cluster import Sandbox
+from sandbox.observability import prometheus_url
+from sandbox.registry import DEMO_REPOSITORY
+from tasks.metrics import MetricsUnavailable
+from tasks.progressive import RoutingNotFound
+from tasks.traffic import NginxCanaryRouter
+
+CONTROLS = ChangeControls(reason="integration test of the canary runbook", requested_by="pytest")
+PROFILE = "podAnnotations.sandbox\\.rollbook\\.dev/profile"
+
+
+def deploy(sandbox: Sandbox, chart: Path, namespace: str, release: str, tag: str, *extra: str) -> None:
+    sandbox.helm(
+        "upgrade", release, str(chart), "--install", "-n", namespace, "--wait", "--timeout=60s",
+        "--set", f"image.repository={sandbox.cfg.registry_host()}/{DEMO_REPOSITORY}", "--set", f"image.tag={tag}",
+        "--set", "replicas=1", *extra,
+    )  # fmt: skip
+
+
+def request(sandbox: Sandbox, demo_chart: Path, namespace: str, **extra: Any) -> CanaryRequest:
+    analysis = {
+        "interval_seconds": 4,
+        "iterations": 1,
+        "threshold": 1,
+        "step_weights": [25, 50, 100],
+        "metrics": [
+            {"name": "request-success-rate", "min": 99, "window": "5s"},
+            {"name": "request-duration", "max": 500, "window": "5s"},
+        ],
+        **extra.pop("analysis", {}),
+    }
+    fields = {
+        "kubeconfig_path": str(sandbox.cfg.kubeconfig),
+        "namespace": namespace,
+        "stable_release": "web",
+        "canary_release": "web-next",
+        "chart": str(demo_chart),
+        "helm_executable": str(sandbox.bins / "helm"),
+        "prometheus_url": prometheus_url(sandbox.cfg),
+        "analysis": analysis,
+        "approval_timeout_seconds": 60,
+        **extra,
+    }
+    return CanaryRequest.model_validate(fields)
+
+
+@pytest.fixture
+def releases(sandbox: Sandbox, demo_chart: Path, namespace: str) -> NginxCanaryRouter:
+    deploy(sandbox, demo_chart, namespace, "web", "1.0.0")
+    return NginxCanaryRouter(namespace=namespace, stable_ingress="web-demo-app", canary_service="web-next-demo-app")
+
+
+def weight(sandbox: Sandbox, router: NginxCanaryRouter) -> int:
+    with sandbox.api_client() as api:
+        return router.read_weight(api)
+
+
+def approve_next(action: str = "approve") -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+
+    run = wait_paused()
+    resume(run.id, {"action": action, "reason": f"pytest says {action}"})
+    with get_client(sync_client=True) as prefect:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and prefect.read_flow_run(run.id).state.type == StateType.PAUSED:
+            time.sleep(0.3)
+
+
+def test_healthy_canary_is_promoted_after_two_approvals(
+    sandbox: Sandbox, demo_chart: Path, namespace: str, releases: NginxCanaryRouter, apps: client.AppsV1Api
+) -> None:
+    deploy(sandbox, demo_chart, namespace, "web-next", "1.1.0", "--set", "ingress.enabled=false")
+    req = request(sandbox, demo_chart, namespace)
+    thread, out = run_in_thread(lambda: canary_rollout(request=req, controls=CONTROLS))
+    approve_next()  # before 100%
+    assert weight(sandbox, releases) == 100 or thread.is_alive()
+    approve_next()  # before promotion
+    thread.join(120)
+    assert "error" not in out, out.get("error")
+    result = out["result"]
+    assert result["outcome"] == "promoted" and result["version"] == "1.1.0"
+    assert [s["weight"] for s in result["evidence"]["steps"]] == [25, 50, 100]
+    assert [a["action"] for a in result["evidence"]["approvals"]] == ["approve", "approve"]
+    image = apps.read_namespaced_deployment("web-demo-app", namespace).spec.template.spec.containers[0].image
+    assert image.endswith(":1.1.0")
+    net = client.NetworkingV1Api(sandbox.api_client())
+    assert [i.metadata.name for i in net.list_namespaced_ingress(namespace).items] == ["web-demo-app"]
+
+
+def test_errors_from_50_roll_back_at_50_and_never_reach_75(
+    sandbox: Sandbox, demo_chart: Path, namespace: str, releases: NginxCanaryRouter
+) -> None:
+    deploy(sandbox, demo_chart, namespace, "web-next", "1.1.0", "--set", "ingress.enabled=false",
+           "--set", f"{PROFILE}=errors-from-50")  # fmt: skip
+    req = request(sandbox, demo_chart, namespace, analysis={"step_weights": [25, 50, 75, 100]})
+    with pytest.raises(RolloutFailed) as failed:
+        canary_rollout(request=req, controls=CONTROLS)
+    message = str(failed.value)
+    assert "failed analyses at 50%" in message
+    assert "| 25% | 1 | request-success-rate |" in message and "| 75%" not in message
+    assert weight(sandbox, releases) == 0
+
+
+def test_slow_canary_fails_latency_and_rejection_reverts(
+    sandbox: Sandbox, demo_chart: Path, namespace: str, releases: NginxCanaryRouter
+) -> None:
+    deploy(sandbox, demo_chart, namespace, "web-next", "1.1.0", "--set", "ingress.enabled=false",
+           "--set", f"{PROFILE}=slow")  # fmt: skip
+    req = request(sandbox, demo_chart, namespace, analysis={"step_weights": [50, 100]})
+    with pytest.raises(RolloutFailed, match="failed analyses at 50%") as failed:
+        canary_rollout(request=req, controls=CONTROLS)
+    assert "request-duration" in str(failed.value) and "above max 500" in str(failed.value)
+    assert weight(sandbox, releases) == 0
+
+    # a healthy version whose last step is rejected goes back to stable
+    deploy(sandbox, demo_chart, namespace, "web-next", "1.1.0", "--set", "ingress.enabled=false",
+           "--set", f"{PROFILE}=healthy")  # fmt: skip
+    req = request(sandbox, demo_chart, namespace, analysis={"step_weights": [30, 100]})
+    thread, out = run_in_thread(lambda: canary_rollout(request=req, controls=CONTROLS))
+    approve_next("reject")
+    thread.join(60)
+    assert isinstance(out.get("error"), RolloutFailed) and "rejected" in str(out["error"])
+    assert weight(sandbox, releases) == 0
+
+
+def test_restart_continues_from_the_cluster_weight_and_timeout_holds(
+    sandbox: Sandbox, demo_chart: Path, namespace: str, releases: NginxCanaryRouter
+) -> None:
+    deploy(sandbox, demo_chart, namespace, "web-next", "1.1.0", "--set", "ingress.enabled=false")
+    with sandbox.api_client() as api:  # what a run killed right after its 50% shift leaves behind
+        releases.ensure(api)
+        releases.set_weight(api, 50)
+    req = request(
+        sandbox,
+        demo_chart,
+        namespace,
+        analysis={"step_weights": [25, 50, 75]},
+        approval_timeout_seconds=5,
+        on_approval_timeout="hold",
+        promote=False,
+    )
+    result = canary_rollout(request=req, controls=CONTROLS)
+    assert result["steps"] == [50, 75]  # 25 is not shifted again; 50 is analysed again before going on
+    assert result["outcome"] == "held" and result["weight"] == 50  # the gate before 75% timed out: keep 50
+    assert weight(sandbox, releases) == 50
+
+
+def test_bad_input_and_plan_change_nothing(
+    sandbox: Sandbox, demo_chart: Path, namespace: str, releases: NginxCanaryRouter
+) -> None:
+    deploy(sandbox, demo_chart, namespace, "web-next", "1.1.0", "--set", "ingress.enabled=false")
+    for steps, match in (([50, 25], "strictly increasing"), ([10, 101], "from 1 to 100"), ([0, 50], "from 1 to 100")):
+        with pytest.raises(ValidationError, match=match):
+            request(sandbox, demo_chart, namespace, analysis={"step_weights": steps})
+    with pytest.raises(RoutingNotFound, match="release 'nope'"):
+        canary_rollout(request=request(sandbox, demo_chart, namespace, canary_release="nope"), controls=CONTROLS)
+    with pytest.raises(MetricsUnavailable, match="unreachable"):
+        canary_rollout(
+            request=request(sandbox, demo_chart, namespace, prometheus_url="http://127.0.0.1:9"), controls=CONTROLS
+        )
+    hook = {"name": "smoke", "type": "pre-rollout", "url": "http://127.0.0.1:9/smoke", "timeout_seconds": 2}
+    with pytest.raises(RolloutFailed, match="pre-rollout webhook failed"):
+        canary_rollout(
+            request=request(sandbox, demo_chart, namespace, analysis={"webhooks": [hook]}), controls=CONTROLS
+        )
+    # a second rollout of the same application is refused while the first holds the lock
+    from prefect.concurrency.sync import concurrency
+
+    from flows.canary_rollout import RolloutBusy, _lock_free
+
+    lock = f"rollout-{namespace}-web"
+    assert _lock_free(lock)
+    with concurrency(lock, occupy=1, strict=True):
+        with pytest.raises(RolloutBusy, match="another progressive rollout of 'web'"):
+            canary_rollout(request=request(sandbox, demo_chart, namespace), controls=CONTROLS)
+    plan = canary_rollout(
+        request=request(sandbox, demo_chart, namespace), controls=CONTROLS.model_copy(update={"plan": True})
+    )
+    assert plan["outcome"] == "planned" and plan["steps"] == [25, 50, 100]
+    net = client.NetworkingV1Api(sandbox.api_client())
+    assert [i.metadata.name for i in net.list_namespaced_ingress(namespace).items] == ["web-demo-app"]
