@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv lint test demo clean
+.PHONY: venv lint test demo clean system-deps
 
 venv: $(STAMP)
 	@:
@@ -15,18 +15,23 @@ $(STAMP): pyproject.toml
 	@$(BIN)/python -m pip install -e '.[dev]' > $(VENV)/install.log 2>&1 || { cat $(VENV)/install.log; exit 1; }
 	@touch $(STAMP)
 
+# Programs the sandbox runs that come from Debian rather than the Go module proxy (installed once, as root).
+system-deps:
+	@command -v prometheus >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: venv lint
+test: venv lint system-deps
 	$(BIN)/python -m sandbox.toolchain
 	$(BIN)/pytest
 
 # The main job on the local sandbox: build (cached), start the sandbox (idempotent), then rehearse a rollback
 # on it: deploy the demo app v1.0.0, upgrade to v1.1.0, roll back with the helm-rollback runbook, verify.
-demo: venv
+demo: venv system-deps
 	$(BIN)/python -m sandbox.toolchain
 	$(BIN)/rollbook sandbox up
 	eval "$$($(BIN)/rollbook sandbox env)" && $(BIN)/rollbook run rollback-rehearsal \
