@@ -68,3 +68,40 @@ def _routing(api: k8s_client.ApiClient, namespace: str, release: str) -> Release
 def release_routing(cluster: KubernetesCluster, namespace: str, release: str) -> ReleaseRouting:
     with cluster.api_client() as api:
         return _routing(api, namespace, release)
+
+
+@task(retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient, timeout_seconds=60)
+def label_release_deployments(
+    cluster: KubernetesCluster, namespace: str, release: str, labels: dict[str, str]
+) -> list[str]:
+    """Merge `labels` into the metadata of the release's Deployments (not the pod template: no rollout)."""
+    names = []
+    with cluster.api_client() as api:
+        apps = k8s_client.AppsV1Api(api)
+        opts: dict[str, Any] = {"label_selector": f"{INSTANCE}={release}", "_preload_content": False}
+        for dep in _items(apps.list_namespaced_deployment(namespace, **opts)):
+            name = dep["metadata"]["name"]
+            apps.patch_namespaced_deployment(
+                name, namespace, {"metadata": {"labels": labels}}, _request_timeout=REQUEST_TIMEOUT_SECONDS
+            )
+            names.append(name)
+    return names
+
+
+@task(retries=1, retry_delay_seconds=5, timeout_seconds=660)
+def uninstall_release(
+    cluster: KubernetesCluster, namespace: str, release: str, helm: str = "helm", timeout_seconds: int = 300
+) -> bool:
+    """`helm uninstall --wait`; False if the release was already gone (a retry after success is harmless)."""
+    import pyhelm3
+
+    from tasks.helm import _run_pyhelm3
+
+    async def work(client: pyhelm3.Client, command: pyhelm3.Command) -> bool:
+        try:
+            await command.uninstall(release, namespace=namespace, wait=True, timeout=f"{timeout_seconds}s")
+        except pyhelm3.errors.ReleaseNotFoundError:
+            return False
+        return True
+
+    return _run_pyhelm3(cluster, helm, timeout_seconds + 30, work)
