@@ -41,7 +41,16 @@ from tasks.helm import (
 from tasks.metrics import CheckResult, MetricCheck, check_prometheus, run_checks
 from tasks.metrics import Target as MetricTarget
 from tasks.progressive import release_routing
-from tasks.traffic import NginxCanaryRouter, ensure_route, read_weight, remove_route, reset_route, set_weight
+from tasks.traffic import (
+    GatewayApiRouter,
+    NginxCanaryRouter,
+    Router,
+    ensure_route,
+    read_weight,
+    remove_route,
+    reset_route,
+    set_weight,
+)
 from tasks.webhooks import Webhook, WebhookResult, run_webhooks
 
 ACTION = "canary-rollout"
@@ -106,6 +115,10 @@ class CanaryRequest(ClusterSource):
         default="revert", description="No answer in time: send all traffic back to stable, or keep the weight."
     )
     promote: bool = Field(default=True, description="After the last step: upgrade stable to the canary's image.")
+    router: Literal["nginx", "gateway-api"] = Field(
+        default="nginx", description="nginx: canary Ingress beside the stable one; gateway-api: HTTPRoute weights."
+    )
+    http_route: str | None = Field(default=None, pattern=DNS_LABEL, description="HTTPRoute name (gateway-api).")
     lock_timeout_seconds: float = Field(
         default=30, ge=1, le=300, description="Longest wait for the app's lock when it looked free (a race)."
     )
@@ -114,6 +127,8 @@ class CanaryRequest(ClusterSource):
     def _consistent(self) -> Self:
         if bool(self.prometheus_url) == bool(self.prometheus_block):
             raise ValueError("give exactly one of prometheus_url or prometheus_block")
+        if (self.router == "gateway-api") != bool(self.http_route):
+            raise ValueError("http_route is required with router=gateway-api, and only then")
         if self.stable_release == self.canary_release:
             raise ValueError("stable_release and canary_release must differ")
         return self
@@ -254,10 +269,19 @@ def canary_rollout(request: CanaryRequest, controls: ChangeControls) -> dict[str
     # everything below up to the lock only reads: bad input fails here, before any change
     stable = release_routing(cluster, ns, request.stable_release)
     canary = release_routing(cluster, ns, request.canary_release)
-    if stable.ingress is None:
+    router: Router
+    if request.router == "gateway-api":
+        router = GatewayApiRouter(
+            namespace=ns,
+            http_route=str(request.http_route),
+            stable_service=stable.service,
+            canary_service=canary.service,
+        )
+    elif stable.ingress is None:
         raise ValueError(f"stable release {request.stable_release!r} has no Ingress to split traffic from")
+    else:
+        router = NginxCanaryRouter(namespace=ns, stable_ingress=stable.ingress, canary_service=canary.service)
     check_prometheus(prometheus)
-    router = NginxCanaryRouter(namespace=ns, stable_ingress=stable.ingress, canary_service=canary.service)
     current = read_weight(cluster, router)
     todo = _remaining(steps, current)
     plan = plan_markdown(request, todo, current, canary.version)
@@ -287,7 +311,7 @@ def _run(
     controls: ChangeControls,
     cluster: Any,
     prometheus: PrometheusConnection,
-    router: NginxCanaryRouter,
+    router: Router,
     version: str,
     todo: list[int],
     plan: str,

@@ -18,7 +18,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from sandbox import controlplane, faults, toolchain
+from sandbox import controlplane, faults, gatewayapi, toolchain
 from sandbox.config import SandboxConfig
 from sandbox.observability import prometheus_binary, prometheus_config, prometheus_service, traffic_simulator_service
 from sandbox.pki import Pki
@@ -83,6 +83,8 @@ class Sandbox:
             if spec.name == "kube-apiserver":
                 self._apply_stage_crd(bins)
         self._apply_default_stages(bins)
+        self.kubectl("apply", "--server-side", "-f", str(gatewayapi.crd_dir()))
+        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/httproutes.gateway.networking.k8s.io")
         for stage in (faults.crashloop_by_label(), faults.node_not_ready(), faults.pod_ready_again()):
             self.set_fault_stage(stage)
         created = self.ensure_nodes(nodes)

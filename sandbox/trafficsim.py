@@ -152,7 +152,41 @@ class Simulator:
         stables = [i for i in items if (i["metadata"].get("annotations") or {}).get(CANARY) != "true"]
         return [(s, canaries.get(where(s))) for s in stables]
 
+    def http_routes(self) -> list[tuple[str, str, list[tuple[str, int]]]]:
+        """(namespace, HTTPRoute, [(service, weight)]) of each route's first rule; none without the CRDs."""
+        api = client.CustomObjectsApi(self.core.api_client)
+        try:
+            items = _json(
+                api.list_cluster_custom_object(
+                    "gateway.networking.k8s.io", "v1", "httproutes", _request_timeout=5, _preload_content=False
+                )
+            )["items"]
+        except client.ApiException as exc:
+            if exc.status == 404:
+                return []
+            raise
+        out = []
+        for route in items:
+            rule = (route["spec"].get("rules") or [{}])[0]
+            refs = [(str(b["name"]), int(b.get("weight", 1))) for b in rule.get("backendRefs") or []]
+            out.append((route["metadata"]["namespace"], route["metadata"]["name"], refs))
+        return out
+
     def tick(self, seconds: float) -> None:
+        for ns, name, refs in self.http_routes():
+            route = f"{ns}/{name}"
+            self.carry[route] += self.rps * seconds
+            count = int(self.carry[route])
+            self.carry[route] -= count
+            total = sum(w for _, w in refs)
+            if total <= 0 or count <= 0:
+                continue
+            shares = [count * w // total for _, w in refs]
+            shares[0] += count - sum(shares)
+            for (service, weight), share in zip(refs, shares, strict=True):
+                self.play(ns, name, service, "route", share, round(100 * weight / total))
+            if len(refs) > 1:
+                self.metrics.weights[route] = round(100 * sum(w for _, w in refs[1:]) / total)
         for stable, canary in self.routes():
             ns, name = stable["metadata"]["namespace"], stable["metadata"]["name"]
             route = f"{ns}/{name}"

@@ -5,6 +5,7 @@ between two steps and starts again continues from the weight the cluster actuall
 
 `NginxCanaryRouter` uses ingress-nginx's canary annotations: beside the stable Ingress it keeps a second Ingress
 with the same host and path, pointing at the canary Service, annotated `canary: "true"` and `canary-weight: <n>`.
+`GatewayApiRouter` sets the backend weights of an HTTPRoute (stable and canary Services in the same rule).
 """
 
 from __future__ import annotations
@@ -168,7 +169,105 @@ class NginxCanaryRouter(BaseModel):
         return True
 
 
-Router = NginxCanaryRouter  # the union of router kinds once there is more than one
+class GatewayApiRouter(BaseModel):
+    """Gateway API: backend weights on an HTTPRoute's rules (stable and canary Services side by side).
+
+    The HTTPRoute is the application's own (the router never creates it); `ensure` adds the canary backend at
+    weight 0 to every rule that sends to the stable Service. Weights are relative in Gateway API, so the
+    served percentage is canary / (stable + canary), read back from the route.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    kind: str = Field(default="gateway-api", pattern="^gateway-api$")
+    namespace: str
+    http_route: str
+    stable_service: str
+    canary_service: str
+
+    def _api(self, api: k8s_client.ApiClient) -> k8s_client.CustomObjectsApi:
+        return k8s_client.CustomObjectsApi(api)
+
+    def _get(self, api: k8s_client.ApiClient) -> dict[str, Any]:
+        try:
+            route: dict[str, Any] = self._api(api).get_namespaced_custom_object(
+                *GATEWAY_API, self.namespace, HTTPROUTES, self.http_route, _request_timeout=REQUEST_TIMEOUT_SECONDS
+            )  # type: ignore[assignment]
+        except ApiException as exc:
+            if exc.status == 404:
+                raise RouterError(f"HTTPRoute {self.namespace}/{self.http_route} not found") from None
+            raise
+        return route
+
+    def _rules(self, route: dict[str, Any]) -> list[dict[str, Any]]:
+        rules = [
+            r
+            for r in route["spec"].get("rules") or []
+            if any(b.get("name") == self.stable_service for b in r.get("backendRefs") or [])
+        ]
+        if not rules:
+            raise RouterError(
+                f"HTTPRoute {self.namespace}/{self.http_route} has no rule sending to {self.stable_service}"
+            )
+        return rules
+
+    def _weights(self, rule: dict[str, Any]) -> tuple[int, int]:
+        refs = {b.get("name"): b for b in rule.get("backendRefs") or []}
+        stable = int(refs[self.stable_service].get("weight", 1))
+        canary = int(refs[self.canary_service].get("weight", 1)) if self.canary_service in refs else 0
+        return stable, canary
+
+    def read_weight(self, api: k8s_client.ApiClient) -> int:
+        stable, canary = self._weights(self._rules(self._get(api))[0])
+        return 0 if stable + canary == 0 else round(100 * canary / (stable + canary))
+
+    def _write(self, api: k8s_client.ApiClient, weight: int | None) -> int:
+        """Set every matching rule to 100-weight / weight; None drops the canary backend. Optimistic: the replace
+        carries the resourceVersion read, so a concurrent edit makes it fail (and the task retry re-reads)."""
+        route = self._get(api)
+        for rule in self._rules(route):
+            refs = [b for b in rule["backendRefs"] if b.get("name") != self.canary_service]
+            stable = next(b for b in refs if b.get("name") == self.stable_service)
+            stable["weight"] = 100 - (weight or 0)
+            if weight is not None:
+                refs.append({**{k: v for k, v in stable.items() if k != "weight"}, "name": self.canary_service})
+                refs[-1]["weight"] = weight
+            rule["backendRefs"] = refs
+        self._api(api).replace_namespaced_custom_object(
+            *GATEWAY_API, self.namespace, HTTPROUTES, self.http_route, route, _request_timeout=REQUEST_TIMEOUT_SECONDS
+        )
+        return self.read_weight(api)
+
+    def ensure(self, api: k8s_client.ApiClient) -> int:
+        route = self._get(api)
+        rule = self._rules(route)[0]
+        if any(b.get("name") == self.canary_service for b in rule.get("backendRefs") or []):
+            return self.read_weight(api)
+        return self._write(api, 0)
+
+    def set_weight(self, api: k8s_client.ApiClient, weight: int) -> int:
+        check_weight(weight)
+        served = self._write(api, weight)
+        if served != weight:
+            raise RouterError(f"set HTTPRoute weight {weight} but the route serves {served}")
+        return served
+
+    def reset(self, api: k8s_client.ApiClient) -> int:
+        if self.canary_service not in {b.get("name") for b in self._rules(self._get(api))[0]["backendRefs"]}:
+            return 0
+        return self.set_weight(api, 0)
+
+    def remove(self, api: k8s_client.ApiClient) -> bool:
+        present = self.canary_service in {b.get("name") for b in self._rules(self._get(api))[0]["backendRefs"]}
+        if present:
+            self._write(api, None)
+        return present
+
+
+GATEWAY_API = ("gateway.networking.k8s.io", "v1")
+HTTPROUTES = "httproutes"
+
+Router = NginxCanaryRouter | GatewayApiRouter
 
 _RETRY: dict[str, Any] = dict(
     retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient, timeout_seconds=60

@@ -10,6 +10,7 @@ import pytest
 from helm_helpers import resume, run_in_thread, wait_paused
 from kubernetes import client
 from pydantic import ValidationError
+from test_progressive_traffic import http_route
 
 from flows.canary_rollout import CanaryRequest, RolloutFailed, canary_rollout
 from rollbook.change import ChangeControls
@@ -18,7 +19,7 @@ from sandbox.observability import prometheus_url
 from sandbox.registry import DEMO_REPOSITORY
 from tasks.metrics import MetricsUnavailable
 from tasks.progressive import RoutingNotFound
-from tasks.traffic import NginxCanaryRouter
+from tasks.traffic import GatewayApiRouter, NginxCanaryRouter
 
 CONTROLS = ChangeControls(reason="integration test of the canary runbook", requested_by="pytest")
 PROFILE = "podAnnotations.sandbox\\.rollbook\\.dev/profile"
@@ -65,7 +66,7 @@ def releases(sandbox: Sandbox, demo_chart: Path, namespace: str) -> NginxCanaryR
     return NginxCanaryRouter(namespace=namespace, stable_ingress="web-demo-app", canary_service="web-next-demo-app")
 
 
-def weight(sandbox: Sandbox, router: NginxCanaryRouter) -> int:
+def weight(sandbox: Sandbox, router: NginxCanaryRouter | GatewayApiRouter) -> int:
     with sandbox.api_client() as api:
         return router.read_weight(api)
 
@@ -103,18 +104,33 @@ def test_healthy_canary_is_promoted_after_two_approvals(
     assert [i.metadata.name for i in net.list_namespaced_ingress(namespace).items] == ["web-demo-app"]
 
 
+@pytest.mark.parametrize("router", ["nginx", "gateway-api"])
 def test_errors_from_50_roll_back_at_50_and_never_reach_75(
-    sandbox: Sandbox, demo_chart: Path, namespace: str, releases: NginxCanaryRouter
+    sandbox: Sandbox, demo_chart: Path, namespace: str, releases: NginxCanaryRouter, router: str
 ) -> None:
     deploy(sandbox, demo_chart, namespace, "web-next", "1.1.0", "--set", "ingress.enabled=false",
            "--set", f"{PROFILE}=errors-from-50")  # fmt: skip
-    req = request(sandbox, demo_chart, namespace, analysis={"step_weights": [25, 50, 75, 100]})
+    extra: dict[str, Any] = {}
+    check: NginxCanaryRouter | GatewayApiRouter = releases
+    if router == "gateway-api":
+        http_route(sandbox, namespace, "web", "web-demo-app")
+        extra = {"router": "gateway-api", "http_route": "web"}
+        check = GatewayApiRouter(
+            namespace=namespace, http_route="web", stable_service="web-demo-app", canary_service="web-next-demo-app"
+        )
+    req = request(sandbox, demo_chart, namespace, analysis={"step_weights": [25, 50, 75, 100]}, **extra)
     with pytest.raises(RolloutFailed) as failed:
         canary_rollout(request=req, controls=CONTROLS)
     message = str(failed.value)
     assert "failed analyses at 50%" in message
     assert "| 25% | 1 | request-success-rate |" in message and "| 75%" not in message
-    assert weight(sandbox, releases) == 0
+    assert weight(sandbox, check) == 0
+    if router == "gateway-api":  # the stable Ingress was never touched and no canary Ingress was made
+        names = [
+            i.metadata.name
+            for i in client.NetworkingV1Api(sandbox.api_client()).list_namespaced_ingress(namespace).items
+        ]
+        assert names == ["web-demo-app"]
 
 
 def test_slow_canary_fails_latency_and_rejection_reverts(

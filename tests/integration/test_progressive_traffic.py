@@ -13,7 +13,7 @@ from sandbox.cluster import Sandbox
 from sandbox.observability import prometheus_url
 from sandbox.registry import DEMO_REPOSITORY
 from tasks.metrics import MetricCheck, PrometheusProvider, Target, evaluate
-from tasks.traffic import CANARY_WEIGHT, NginxCanaryRouter, RouterError
+from tasks.traffic import CANARY_WEIGHT, GATEWAY_API, HTTPROUTES, GatewayApiRouter, NginxCanaryRouter, RouterError
 
 
 def deploy(sandbox: Sandbox, chart: Path, namespace: str, release: str, tag: str, *extra: str) -> None:
@@ -111,3 +111,54 @@ def test_simulator_splits_by_live_weight_and_prometheus_sees_versions(
         _wait_value(prom, weight_q, lambda v: v == 0)
         rps = f'sum(rate(rollbook_sim_requests_total{{namespace="{namespace}",service="app-next-demo-app"}}[3s]))'
         _wait_value(prom, rps, lambda v: v == 0, timeout=20)
+
+
+def http_route(sandbox: Sandbox, namespace: str, name: str, service: str) -> None:
+    body = {
+        "apiVersion": "gateway.networking.k8s.io/v1",
+        "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "hostnames": ["demo.local"],
+            "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+                       "backendRefs": [{"name": service, "port": 80}]}],
+        },
+    }  # fmt: skip
+    client.CustomObjectsApi(sandbox.api_client()).create_namespaced_custom_object(
+        *GATEWAY_API, namespace, HTTPROUTES, body
+    )
+
+
+def test_gateway_router_weights_and_simulated_split(
+    sandbox: Sandbox, stable_and_canary: NginxCanaryRouter, namespace: str
+) -> None:
+    http_route(sandbox, namespace, "app", "app-demo-app")
+    router = GatewayApiRouter(
+        namespace=namespace, http_route="app", stable_service="app-demo-app", canary_service="app-next-demo-app"
+    )
+    custom = client.CustomObjectsApi(sandbox.api_client())
+    with sandbox.api_client() as api:
+        assert router.read_weight(api) == 0
+        assert router.ensure(api) == 0
+        assert router.set_weight(api, 30) == 30
+        refs = custom.get_namespaced_custom_object(*GATEWAY_API, namespace, HTTPROUTES, "app")["spec"]["rules"][0]
+        assert [(b["name"], b["weight"], b["port"]) for b in refs["backendRefs"]] == [
+            ("app-demo-app", 70, 80),
+            ("app-next-demo-app", 30, 80),
+        ]
+        fresh = GatewayApiRouter.model_validate(router.model_dump())
+        assert fresh.ensure(api) == 30 and fresh.read_weight(api) == 30
+        with pytest.raises(RouterError, match="0 to 100"):
+            router.set_weight(api, 101)
+        sim = f"http://127.0.0.1:{sandbox.cfg.port('traffic-simulator')}"
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{sim}/weights").json().get(f"{namespace}/app") != 30 and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert httpx.get(f"{sim}/weights").json()[f"{namespace}/app"] == 30
+        assert router.reset(api) == 0
+        assert router.remove(api) is True and router.remove(api) is False
+        refs = custom.get_namespaced_custom_object(*GATEWAY_API, namespace, HTTPROUTES, "app")["spec"]["rules"][0]
+        assert [(b["name"], b["weight"]) for b in refs["backendRefs"]] == [("app-demo-app", 100)]
+        missing = GatewayApiRouter(namespace=namespace, http_route="nope", stable_service="a", canary_service="b")
+        with pytest.raises(RouterError, match="not found"):
+            missing.read_weight(api)

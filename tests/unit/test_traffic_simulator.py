@@ -29,6 +29,9 @@ class FakeSimulator(Simulator):
         self.rps, self.rng, self.metrics, self.carry = 100.0, random.Random(1), Metrics(), defaultdict(float)
         self.weight, self.versions = weight, versions
 
+    def http_routes(self) -> list[tuple[str, str, list[tuple[str, int]]]]:
+        return [("ns", "api", [("api", 70), ("api-next", 30)])] if "api" in self.versions else []
+
     def routes(self) -> list[tuple[dict[str, Any], dict[str, Any] | None]]:
         return [(ingress("web", "web"), ingress("web-canary", "web-next", self.weight))]
 
@@ -64,6 +67,15 @@ def test_errors_from_50_only_at_high_weight() -> None:
     sim.weight = 50
     sim.tick(10.0)
     assert counts(sim)["1.2.0", "500"] > 50
+
+
+def test_http_route_weights_split_traffic() -> None:
+    sim = FakeSimulator(0, {"web": ("1.1.0", "healthy"), "web-next": ("1.2.0", "healthy"),
+                            "api": ("1.0.0", "healthy"), "api-next": ("1.1.0", "healthy")})  # fmt: skip
+    sim.tick(10.0)
+    c = counts(sim)
+    assert c["1.0.0", "200"] == 700 and c["1.1.0", "200"] == 1300  # 1000 on web (weight 0) + 300 on api-next
+    assert sim.metrics.weights["ns/api"] == 30
 
 
 def test_missing_prometheus_names_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
