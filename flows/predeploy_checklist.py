@@ -31,6 +31,7 @@ from tasks.checks import (
     check_image_signature,
     check_vulnerabilities,
     images_in,
+    list_nodes,
     load_values,
     registry_public_key,
     release_needs,
@@ -153,8 +154,12 @@ def predeploy_checklist(request: ChecklistRequest) -> Verdict:
     def wanted(name: str) -> bool:
         return policy.level(name) != "skip"
 
+    # nodes are listed once for both checks; Prefect hands the listing's result to each of them
+    nodes: Any = list_nodes.submit(cluster) if wanted("cluster-health") or wanted("capacity") else None
     futures: dict[str, PrefectFuture[CheckResult] | None] = {
-        "cluster-health": check_cluster_health.submit(cluster) if wanted("cluster-health") else None,
+        "cluster-health": (
+            check_cluster_health.submit(cluster, nodes) if nodes is not None and wanted("cluster-health") else None
+        ),
         "current-release": (
             check_current_release.submit(cluster, request.namespace, request.release)
             if wanted("current-release")
@@ -187,8 +192,8 @@ def predeploy_checklist(request: ChecklistRequest) -> Verdict:
             cluster, request.namespace, request.chart, values, rendered, request.helm_executable
         )
     needs = request.requests or release_needs(rendered.manifests)
-    if wanted("capacity"):
-        futures["capacity"] = check_capacity.submit(cluster, needs)
+    if wanted("capacity") and nodes is not None:
+        futures["capacity"] = check_capacity.submit(cluster, nodes, needs)
 
     results: list[CheckResult] = []
     for name in CHECKS:

@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,11 @@ from tasks.helm import NAMESPACE_ANNOTATION, RELEASE_ANNOTATION, _helm_argv, _ku
 from tasks.policies import retry_transient
 from tasks.scanners import SCANNERS, ScannerUnavailable, severity_rank
 from tasks.signing import SignatureError, verify_image
+
+try:  # a page of 500 pods is megabytes of JSON; orjson (installed with Prefect) parses it several times faster
+    from orjson import loads as _loads
+except ImportError:  # pragma: no cover
+    _loads = json.loads  # type: ignore[assignment]
 
 PAGE_SIZE = 500
 NAMES_SHOWN = 20  # bad nodes/pods named in evidence; the count is always complete
@@ -57,7 +63,7 @@ def pages(list_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Iterator[li
             _request_timeout=max(REQUEST_TIMEOUT_SECONDS, 30),
             **kwargs,
         )
-        body = json.loads(resp.data)
+        body = _loads(resp.data)
         yield body.get("items") or []
         token = (body.get("metadata") or {}).get("continue")
         if not token:
@@ -101,6 +107,13 @@ def iter_nodes(api: k8s_client.ApiClient) -> Iterator[NodeFacts]:
             yield node_facts(node)
 
 
+@task(timeout_seconds=300, **_RETRY)
+def list_nodes(cluster: KubernetesCluster) -> list[NodeFacts]:
+    """Every node, reduced to what the health and capacity checks need; listed once for both."""
+    with cluster.api_client() as api:
+        return list(iter_nodes(api))
+
+
 def readyz(api: k8s_client.ApiClient) -> tuple[bool, list[str]]:
     """The API server's /readyz?verbose: (ready, the checks that are not ok)."""
     method, url, headers, body, post = api.param_serialize(
@@ -123,20 +136,14 @@ def readyz(api: k8s_client.ApiClient) -> tuple[bool, list[str]]:
 
 
 @task(timeout_seconds=300, **_RETRY)
-def check_cluster_health(cluster: KubernetesCluster) -> CheckResult:
+def check_cluster_health(cluster: KubernetesCluster, nodes: list[NodeFacts]) -> CheckResult:
     """NotReady and cordoned nodes by name, and the API server's /readyz checks."""
     started = time.monotonic()
-    not_ready: list[str] = []
-    cordoned: list[str] = []
-    total = 0
     with cluster.api_client() as api:
         api_ready, failing = readyz(api)
-        for node in iter_nodes(api):
-            total += 1
-            if not node.ready:
-                not_ready.append(node.name)
-            if node.cordoned:
-                cordoned.append(node.name)
+    total = len(nodes)
+    not_ready = [n.name for n in nodes if not n.ready]
+    cordoned = [n.name for n in nodes if n.cordoned]
     problems = []
     if not api_ready:
         problems.append(f"API server not ready ({', '.join(failing) or 'readyz failed'})")
@@ -486,18 +493,24 @@ class Need(BaseModel):
     memory: int
 
 
+@lru_cache(maxsize=4096)
+def _quantity(text: str) -> Decimal:
+    """Request strings repeat across thousands of pods ("100m", "128Mi"): parse each once."""
+    return Decimal(parse_quantity(text))
+
+
 def pod_request(pod_spec: JSON) -> tuple[int, int]:
     """The scheduler's view of a pod's request: sum of containers, or the largest init container if larger,
     plus the pod overhead. (cpu millicores, memory bytes)."""
 
     def req(c: JSON, key: str) -> Decimal:
-        return parse_quantity(((c.get("resources") or {}).get("requests") or {}).get(key, "0"))
+        return _quantity(str(((c.get("resources") or {}).get("requests") or {}).get(key, "0")))
 
     out = []
     for key in ("cpu", "memory"):
         main = sum((req(c, key) for c in pod_spec.get("containers") or []), Decimal(0))
         init = max((req(c, key) for c in pod_spec.get("initContainers") or []), default=Decimal(0))
-        overhead = parse_quantity((pod_spec.get("overhead") or {}).get(key, "0"))
+        overhead = _quantity(str((pod_spec.get("overhead") or {}).get(key, "0")))
         out.append(max(main, init) + overhead)
     return int(out[0] * 1000), int(out[1])
 
@@ -589,13 +602,11 @@ def capacity_result(free: list[tuple[str, int, int]], needs: list[Need], seconds
 
 
 @task(timeout_seconds=600, **_RETRY)
-def check_capacity(cluster: KubernetesCluster, needs: list[Need]) -> CheckResult:
+def check_capacity(cluster: KubernetesCluster, nodes: list[NodeFacts], needs: list[Need]) -> CheckResult:
     """Allocatable minus requested on every Ready, schedulable node, against what the release needs."""
     started = time.monotonic()
+    room: dict[str, list[int]] = {n.name: [n.cpu_m, n.memory] for n in nodes if n.ready and not n.cordoned}
     with cluster.api_client() as api:
-        room: dict[str, list[int]] = {
-            n.name: [n.cpu_m, n.memory] for n in iter_nodes(api) if n.ready and not n.cordoned
-        }
         core = k8s_client.CoreV1Api(api)
         for page in pages(
             core.list_pod_for_all_namespaces, field_selector="status.phase!=Succeeded,status.phase!=Failed"
