@@ -54,6 +54,7 @@ from tasks.traffic import (
 from tasks.webhooks import Webhook, WebhookResult, run_webhooks
 
 ACTION = "canary-rollout"
+LOCK_LEASE_SECONDS = 60  # the server's minimum: a killed run's lock frees itself this long after its last renewal
 
 
 def _default_metrics() -> list[MetricCheck]:
@@ -294,13 +295,22 @@ def canary_rollout(request: CanaryRequest, controls: ChangeControls) -> dict[str
     lock = f"rollout-{ns}-{request.stable_release}"
     busy = RolloutBusy(
         f"another progressive rollout of {request.stable_release!r} in {ns!r} holds the lock {lock!r}; "
-        "nothing was changed"
+        f"nothing was changed. If that run was killed, its lease expires within {LOCK_LEASE_SECONDS}s, or release "
+        f"it now with `prefect global-concurrency-limit update {lock} --active-slots 0`"
     )
     if not _lock_free(lock):
         raise busy
     with ExitStack() as stack:
         try:  # the lock may still be taken between the check and here: then the acquisition times out
-            stack.enter_context(concurrency(lock, occupy=1, timeout_seconds=request.lock_timeout_seconds, strict=True))
+            stack.enter_context(
+                concurrency(
+                    lock,
+                    occupy=1,
+                    timeout_seconds=request.lock_timeout_seconds,
+                    strict=True,
+                    lease_duration=LOCK_LEASE_SECONDS,
+                )
+            )
         except TimeoutError:
             raise busy from None
         return _run(request, controls, cluster, prometheus, router, canary.version, todo, plan, key, result)
@@ -363,7 +373,8 @@ def _run(
             if served < weight:
                 answer = gate(f"shift to {weight}%", served)
                 if answer != "approve":
-                    return _stop(answer, revert, report, {**result, "weight": served}, log)
+                    held = {**result, "weight": served, "evidence": evidence.model_dump(mode="json")}
+                    return _stop(answer, revert, report, held, log)
         served = set_weight(cluster, router, weight)
         update_progress_artifact(progress_id, float(served))
         log.info("canary serves %d%%", served)
@@ -401,7 +412,9 @@ def _run(
     if request.approve_before_promotion:
         answer = gate("promote", final)
         if answer != "approve":
-            return _stop(answer, revert, report, {**result, "weight": final, "evidence": evidence.model_dump()}, log)
+            return _stop(
+                answer, revert, report, {**result, "weight": final, "evidence": evidence.model_dump(mode="json")}, log
+            )
 
     status = release_status(cluster, request.namespace, request.stable_release, request.helm_executable)
     stable_values = revision_details(

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -12,7 +16,7 @@ from kubernetes import client
 from pydantic import ValidationError
 from test_progressive_traffic import http_route
 
-from flows.canary_rollout import CanaryRequest, RolloutFailed, canary_rollout
+from flows.canary_rollout import CanaryRequest, RolloutBusy, RolloutFailed, canary_rollout
 from rollbook.change import ChangeControls
 from sandbox.cluster import Sandbox
 from sandbox.observability import prometheus_url
@@ -155,24 +159,54 @@ def test_slow_canary_fails_latency_and_rejection_reverts(
     assert weight(sandbox, releases) == 0
 
 
-def test_restart_continues_from_the_cluster_weight_and_timeout_holds(
-    sandbox: Sandbox, demo_chart: Path, namespace: str, releases: NginxCanaryRouter
+def test_killed_run_restarts_from_the_cluster_weight_and_timeout_holds(
+    sandbox: Sandbox, demo_chart: Path, namespace: str, releases: NginxCanaryRouter, child_env: dict[str, str]
 ) -> None:
     deploy(sandbox, demo_chart, namespace, "web-next", "1.1.0", "--set", "ingress.enabled=false")
-    with sandbox.api_client() as api:  # what a run killed right after its 50% shift leaves behind
-        releases.ensure(api)
-        releases.set_weight(api, 50)
     req = request(
         sandbox,
         demo_chart,
         namespace,
-        analysis={"step_weights": [25, 50, 75]},
+        analysis={"step_weights": [25, 50, 75], "interval_seconds": 30},
         approval_timeout_seconds=5,
         on_approval_timeout="hold",
         promote=False,
     )
-    result = canary_rollout(request=req, controls=CONTROLS)
-    assert result["steps"] == [50, 75]  # 25 is not shifted again; 50 is analysed again before going on
+    script = (
+        "import sys; from flows.canary_rollout import *; from rollbook.change import ChangeControls; "
+        "canary_rollout(request=CanaryRequest.model_validate_json(sys.argv[1]), "
+        "controls=ChangeControls.model_validate_json(sys.argv[2]))"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, req.model_dump_json(), CONTROLS.model_dump_json()],
+        env=child_env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while weight(sandbox, releases) < 25 and time.monotonic() < deadline:
+            time.sleep(0.3)
+        assert weight(sandbox, releases) == 25, "the first run never shifted"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # mid-analysis at 25%
+        proc.wait(10)
+    # the dead run still holds the app's lock: a restart is refused, clearly, until the lease expires or an
+    # operator releases it
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
+
+    with pytest.raises(RolloutBusy, match="active-slots 0"):
+        canary_rollout(request=req, controls=CONTROLS)
+    with get_client(sync_client=True) as prefect:
+        prefect.update_global_concurrency_limit(
+            f"rollout-{namespace}-web", GlobalConcurrencyLimitUpdate(active_slots=0)
+        )
+    fast = req.model_copy(update={"analysis": req.analysis.model_copy(update={"interval_seconds": 4})})
+    result = canary_rollout(request=fast, controls=CONTROLS)
+    assert result["steps"] == [25, 50, 75]  # 25 is analysed again (not shifted again), then 50; 75 is gated
+    assert [s["weight"] for s in result["evidence"]["steps"]] == [25, 50]
     assert result["outcome"] == "held" and result["weight"] == 50  # the gate before 75% timed out: keep 50
     assert weight(sandbox, releases) == 50
 
