@@ -257,7 +257,7 @@ def _ask(gate: str, request: BlueGreenRequest, shifted: dict[str, Any]) -> tuple
         decision = pause_flow_run(wait_for_input=form, timeout=request.approval_timeout_seconds, poll_interval=2)
     except FlowPauseTimeout:
         return ("reject" if request.on_approval_timeout == "revert" else "hold"), "no answer in time"
-    return decision.action, decision.reason or "-"
+    return decision.action, f"{decision.approver or 'unnamed approver'}: {decision.reason or '-'}"
 
 
 def _schedule_retire(request: BlueGreenRequest) -> str:

@@ -139,6 +139,7 @@ class RolloutDecision(RunInput):
     """The approver's answer: approve (go on), reject (revert to stable) or hold (keep the weight, stop here)."""
 
     action: Literal["approve", "reject", "hold"] = "hold"
+    approver: str = Field(default="", max_length=100, description="Who answers (recorded in the report).")
     reason: str = ""
 
 
@@ -354,7 +355,10 @@ def _run(
             action = request.on_approval_timeout
             evidence.approvals.append({"gate": name, "action": f"timeout → {action}", "reason": "no answer"})
             return "reject" if action == "revert" else "hold"
-        evidence.approvals.append({"gate": name, "action": decision.action, "reason": decision.reason or "-"})
+        who = decision.approver or "unnamed approver"
+        evidence.approvals.append(
+            {"gate": name, "action": decision.action, "reason": f"{who}: {decision.reason or '-'}"}
+        )
         return decision.action
 
     hooks = run_webhooks(a.webhooks, "pre-rollout", payload)

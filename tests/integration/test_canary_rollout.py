@@ -80,7 +80,7 @@ def approve_next(action: str = "approve") -> None:
     from prefect.client.schemas.objects import StateType
 
     run = wait_paused()
-    resume(run.id, {"action": action, "reason": f"pytest says {action}"})
+    resume(run.id, {"action": action, "approver": "alice", "reason": f"pytest says {action}"})
     with get_client(sync_client=True) as prefect:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and prefect.read_flow_run(run.id).state.type == StateType.PAUSED:
@@ -102,6 +102,7 @@ def test_healthy_canary_is_promoted_after_two_approvals(
     assert result["outcome"] == "promoted" and result["version"] == "1.1.0"
     assert [s["weight"] for s in result["evidence"]["steps"]] == [25, 50, 100]
     assert [a["action"] for a in result["evidence"]["approvals"]] == ["approve", "approve"]
+    assert result["evidence"]["approvals"][0]["reason"] == "alice: pytest says approve"
     image = apps.read_namespaced_deployment("web-demo-app", namespace).spec.template.spec.containers[0].image
     assert image.endswith(":1.1.0")
     net = client.NetworkingV1Api(sandbox.api_client())
@@ -137,7 +138,7 @@ def test_errors_from_50_roll_back_at_50_and_never_reach_75(
         assert names == ["web-demo-app"]
 
 
-def test_slow_canary_fails_latency_and_rejection_reverts(
+def test_slow_canary_fails_latency_and_rejection_or_timeout_reverts(
     sandbox: Sandbox, demo_chart: Path, namespace: str, releases: NginxCanaryRouter
 ) -> None:
     deploy(sandbox, demo_chart, namespace, "web-next", "1.1.0", "--set", "ingress.enabled=false",
@@ -156,6 +157,12 @@ def test_slow_canary_fails_latency_and_rejection_reverts(
     approve_next("reject")
     thread.join(60)
     assert isinstance(out.get("error"), RolloutFailed) and "rejected" in str(out["error"])
+    assert weight(sandbox, releases) == 0
+
+    # no answer before the timeout: the default safe choice reverts
+    req = request(sandbox, demo_chart, namespace, analysis={"step_weights": [30, 100]}, approval_timeout_seconds=5)
+    with pytest.raises(RolloutFailed, match="rejected or timed out"):
+        canary_rollout(request=req, controls=CONTROLS)
     assert weight(sandbox, releases) == 0
 
 
