@@ -8,15 +8,42 @@ from prefect import Flow
 from prefect.deployments.runner import RunnerDeployment
 from prefect.types.entrypoint import EntrypointType
 
-from flows import (
-    atomic_upgrade,
-    deployment_undo,
-    hello_cluster,
-    helm_rollback,
-    last_known_good,
-    rollback_rehearsal,
-    rollout_history,
-)
+from flows import FLOWS
+
+# name (a key of FLOWS, also the deployment name) -> (description, tags)
+DEPLOYMENTS: dict[str, tuple[str, list[str]]] = {
+    "hello-cluster": ("Check that a cluster answers: version and pod count.", ["demo"]),
+    "rollout-history": (
+        "Revisions of a Deployment: change-cause, images, created, which one is live.",
+        ["rollback", "read-only"],
+    ),
+    "deployment-undo": ("Undo a Deployment to its previous, a chosen or the last known good revision.", ["rollback"]),
+    "last-known-good": (
+        "The newest Deployment revision known to have rolled out (optionally with verified images).",
+        ["rollback", "read-only"],
+    ),
+    "helm-rollback": (
+        "Roll a Helm release back to its previous good revision (or a chosen one), then verify.",
+        ["rollback", "helm"],
+    ),
+    "helm-atomic-upgrade": (
+        "Upgrade a Helm release; on failure helm rolls back and the run says why.",
+        ["deploy", "helm"],
+    ),
+    "rollback-rehearsal": (
+        "Drill: deploy v1, upgrade to v2, roll back, verify, in a scratch namespace.",
+        ["drill", "helm"],
+    ),
+    "canary-rollout": (
+        "Shift traffic to a canary in steps with metric analysis; revert automatically, approve before 100%.",
+        ["deploy", "progressive"],
+    ),
+    "blue-green": (
+        "Install green beside blue, check it, shift traffic with analysis, retire blue.",
+        ["deploy", "progressive"],
+    ),
+    "blue-green-retire": ("Remove a retired blue release after its keep window.", ["deploy", "progressive"]),
+}
 
 
 def all_deployments() -> list[RunnerDeployment]:
@@ -26,48 +53,8 @@ def all_deployments() -> list[RunnerDeployment]:
     that import the installed package, so they work whatever directory `rollbook serve` was started from.
     """
     return [
-        _deployment(
-            hello_cluster,
-            "hello-cluster",
-            description="Check that a cluster answers: version and pod count.",
-            tags=["demo"],
-        ),
-        _deployment(
-            rollout_history,
-            "rollout-history",
-            description="Revisions of a Deployment: change-cause, images, created, which one is live.",
-            tags=["rollback", "read-only"],
-        ),
-        _deployment(
-            deployment_undo,
-            "deployment-undo",
-            description="Undo a Deployment to its previous, a chosen or the last known good revision.",
-            tags=["rollback"],
-        ),
-        _deployment(
-            last_known_good,
-            "last-known-good",
-            description="The newest Deployment revision known to have rolled out (optionally with verified images).",
-            tags=["rollback", "read-only"],
-        ),
-        _deployment(
-            helm_rollback,
-            "helm-rollback",
-            description="Roll a Helm release back to its previous good revision (or a chosen one), then verify.",
-            tags=["rollback", "helm"],
-        ),
-        _deployment(
-            atomic_upgrade,
-            "helm-atomic-upgrade",
-            description="Upgrade a Helm release; on failure helm rolls back and the run says why.",
-            tags=["deploy", "helm"],
-        ),
-        _deployment(
-            rollback_rehearsal,
-            "rollback-rehearsal",
-            description="Drill: deploy v1, upgrade to v2, roll back, verify, in a scratch namespace.",
-            tags=["drill", "helm"],
-        ),
+        _deployment(FLOWS[name], name, description=description, tags=tags)
+        for name, (description, tags) in DEPLOYMENTS.items()
     ]
 
 

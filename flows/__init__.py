@@ -9,6 +9,8 @@ from prefect import Flow
 
 import rollbook  # noqa: F401  (installs log redaction)
 from flows.atomic_upgrade import atomic_upgrade
+from flows.blue_green import blue_green, blue_green_retire
+from flows.canary_rollout import canary_rollout
 from flows.demo import HelloRequest, hello_cluster
 from flows.deployment_undo import deployment_undo
 from flows.helm_rollback import helm_rollback
@@ -24,12 +26,18 @@ FLOWS: dict[str, Flow[..., Any]] = {
     "helm-rollback": helm_rollback,
     "helm-atomic-upgrade": atomic_upgrade,
     "rollback-rehearsal": rollback_rehearsal,
+    "canary-rollout": canary_rollout,
+    "blue-green": blue_green,
+    "blue-green-retire": blue_green_retire,
 }
 
 __all__ = [
     "FLOWS",
     "HelloRequest",
     "atomic_upgrade",
+    "blue_green",
+    "blue_green_retire",
+    "canary_rollout",
     "deployment_undo",
     "hello_cluster",
     "helm_rollback",

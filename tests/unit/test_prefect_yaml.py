@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from deployments import all_deployments
+from deployments import DEPLOYMENTS, all_deployments
 from flows import FLOWS
 
 PREFECT_YAML = Path(__file__).resolve().parents[2] / "prefect.yaml"
@@ -26,3 +26,7 @@ def test_every_entrypoint_is_a_registered_flow() -> None:
 
 def test_same_deployments_as_serve() -> None:
     assert sorted(str(e["name"]) for e in _entries()) == sorted(d.name for d in all_deployments())
+
+
+def test_every_flow_is_deployed() -> None:
+    assert set(DEPLOYMENTS) == set(FLOWS)
