@@ -34,6 +34,10 @@ DEPLOYMENTS: dict[str, tuple[str, list[str]]] = {
         "Drill: deploy v1, upgrade to v2, roll back, verify, in a scratch namespace.",
         ["drill", "helm"],
     ),
+    "predeploy-checklist": (
+        "Pre-deploy checklist: every check concurrently, one verdict; fails when a required check fails.",
+        ["deploy", "read-only"],
+    ),
     "canary-rollout": (
         "Shift traffic to a canary in steps with metric analysis; revert automatically, approve before 100%.",
         ["deploy", "progressive"],

@@ -15,6 +15,7 @@ from flows.demo import HelloRequest, hello_cluster
 from flows.deployment_undo import deployment_undo
 from flows.helm_rollback import helm_rollback
 from flows.last_known_good import last_known_good
+from flows.predeploy_checklist import predeploy_checklist
 from flows.rollback_rehearsal import rollback_rehearsal
 from flows.rollout_history import rollout_history
 
@@ -26,6 +27,7 @@ FLOWS: dict[str, Flow[..., Any]] = {
     "helm-rollback": helm_rollback,
     "helm-atomic-upgrade": atomic_upgrade,
     "rollback-rehearsal": rollback_rehearsal,
+    "predeploy-checklist": predeploy_checklist,
     "canary-rollout": canary_rollout,
     "blue-green": blue_green,
     "blue-green-retire": blue_green_retire,
@@ -42,6 +44,7 @@ __all__ = [
     "hello_cluster",
     "helm_rollback",
     "last_known_good",
+    "predeploy_checklist",
     "rollback_rehearsal",
     "rollout_history",
 ]

@@ -22,6 +22,9 @@ import yaml
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils.quantity import parse_quantity
+
+# a page of 500 pods is megabytes of JSON; orjson parses it several times faster than json
+from orjson import loads as _loads
 from prefect import task
 from pydantic import BaseModel
 
@@ -34,11 +37,6 @@ from tasks.helm import NAMESPACE_ANNOTATION, RELEASE_ANNOTATION, _helm_argv, _ku
 from tasks.policies import retry_transient
 from tasks.scanners import SCANNERS, ScannerUnavailable, severity_rank
 from tasks.signing import SignatureError, verify_image
-
-try:  # a page of 500 pods is megabytes of JSON; orjson (installed with Prefect) parses it several times faster
-    from orjson import loads as _loads
-except ImportError:  # pragma: no cover
-    _loads = json.loads  # type: ignore[assignment]
 
 PAGE_SIZE = 500
 NAMES_SHOWN = 20  # bad nodes/pods named in evidence; the count is always complete
