@@ -11,19 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field
 
-CHECKS = (
-    "cluster-health",
-    "current-release",
-    "image-signature",
-    "vulnerabilities",
-    "chart",
-    "capacity",
-    "db-migration",
-)
 CheckName = Literal[
     "cluster-health",
     "current-release",
@@ -33,6 +24,7 @@ CheckName = Literal[
     "capacity",
     "db-migration",
 ]
+CHECKS: tuple[CheckName, ...] = get_args(CheckName)
 
 
 class Status(StrEnum):
