@@ -20,7 +20,6 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import FlowPauseTimeout
 from pydantic import Field, HttpUrl, model_validator
 
-from blocks.prometheus import PrometheusConnection
 from flows._cluster_source import DNS_LABEL, RELEASE_NAME, ClusterSource
 from flows.canary_rollout import (
     CanaryAnalysis,
@@ -40,7 +39,7 @@ from tasks.helm import (
     revision_details,
     upgrade_release,
 )
-from tasks.metrics import MetricCheck, check_prometheus
+from tasks.metrics import MetricCheck, check_prometheus, resolve_prometheus
 from tasks.progressive import RoutingNotFound, label_release_deployments, release_routing, uninstall_release
 from tasks.traffic import NginxCanaryRouter, remove_route, reset_route
 from tasks.webhooks import Webhook
@@ -134,13 +133,7 @@ def blue_green(request: BlueGreenRequest, controls: ChangeControls) -> dict[str,
             f"release {request.green_release!r} already runs {green_before.version}, not {request.version}; "
             "uninstall it or pick another green_release"
         )
-    prometheus = (
-        PrometheusConnection.load(request.prometheus_block)
-        if request.prometheus_block
-        else PrometheusConnection(url=request.prometheus_url)  # type: ignore[arg-type]
-    )
-    if not isinstance(prometheus, PrometheusConnection):
-        raise TypeError(f"block {request.prometheus_block!r} is not a Rollbook Prometheus Connection")
+    prometheus = resolve_prometheus(request.prometheus_block, request.prometheus_url)
     check_prometheus(prometheus)  # unreachable metrics: fail before installing anything
     keep = f"kept {request.keep_blue_seconds}s, then uninstalled" if request.keep_blue_seconds else "uninstalled"
     plan = "\n".join(

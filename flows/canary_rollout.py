@@ -38,7 +38,7 @@ from tasks.helm import (
     revision_details,
     upgrade_release,
 )
-from tasks.metrics import CheckResult, MetricCheck, check_prometheus, run_checks
+from tasks.metrics import CheckResult, MetricCheck, check_prometheus, resolve_prometheus, run_checks
 from tasks.metrics import Target as MetricTarget
 from tasks.progressive import release_routing
 from tasks.traffic import (
@@ -260,13 +260,7 @@ def canary_rollout(request: CanaryRequest, controls: ChangeControls) -> dict[str
     key = artifact_key(ACTION, ns, request.stable_release)
     steps = request.analysis.steps()
     cluster = resolve_cluster(request.cluster_block, request.kubeconfig_path, request.context)
-    prometheus = (
-        PrometheusConnection.load(request.prometheus_block)
-        if request.prometheus_block
-        else PrometheusConnection(url=request.prometheus_url)  # type: ignore[arg-type]
-    )
-    if not isinstance(prometheus, PrometheusConnection):
-        raise TypeError(f"block {request.prometheus_block!r} is not a Rollbook Prometheus Connection")
+    prometheus = resolve_prometheus(request.prometheus_block, request.prometheus_url)
 
     # everything below up to the lock only reads: bad input fails here, before any change
     stable = release_routing(cluster, ns, request.stable_release)

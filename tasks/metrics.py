@@ -166,6 +166,17 @@ def evaluate(provider: MetricProvider, checks: list[MetricCheck], target: Target
     return results
 
 
+@task(retries=2, retry_delay_seconds=2, timeout_seconds=30)
+def resolve_prometheus(block_name: str | None, url: object | None) -> PrometheusConnection:
+    """A saved Prometheus block, or a connection to a bare URL; loading a block reads the Prefect API."""
+    if block_name:
+        block = PrometheusConnection.load(block_name)
+        if not isinstance(block, PrometheusConnection):  # also narrows Prefect's sync/async dispatch type
+            raise TypeError(f"block {block_name!r} is not a Rollbook Prometheus Connection")
+        return block
+    return PrometheusConnection.model_validate({"url": str(url)})
+
+
 @task(retries=2, retry_delay_seconds=2, timeout_seconds=60)
 def check_prometheus(connection: PrometheusConnection) -> None:
     with connection.http_client() as http:
