@@ -32,26 +32,31 @@ echo "available memory: $AVAILABLE_MEM"
 
 
 def run_checks(kubeconfig: str, namespace: str) -> None:
-    """Child process: the flow's three cluster checks, concurrently, on the task functions the flow submits."""
+    """Child process: the flow's three cluster checks, concurrently, on the task functions the flow submits
+    (nodes listed while every pod's requests are summed, as the flow does)."""
     t0 = time.monotonic()
     from blocks import KubernetesCluster
-    from tasks.checks import Need, check_capacity, check_cluster_health, check_current_release, list_nodes
+    from tasks.checks import (
+        Need,
+        check_capacity,
+        check_cluster_health,
+        check_current_release,
+        list_nodes,
+        pod_requests_by_node,
+    )
 
     cluster = KubernetesCluster(kubeconfig_path=kubeconfig)
-    need = [Need(workload="Deployment/demo-demo-app", replicas=2, cpu_m=10, memory=16 << 20)]
+    need = [Need(workload="Deployment/demo-demo-app", replicas=2, cpu_m=10, memory=16 << 20, surge=1)]
     t1 = time.monotonic()
     with ThreadPoolExecutor(3) as pool:
         release = pool.submit(check_current_release.fn, cluster, namespace, "demo")
+        requested = pool.submit(pod_requests_by_node.fn, cluster, namespace, "demo")
         nodes = list_nodes.fn(cluster)
-        futures = [
-            pool.submit(check_cluster_health.fn, cluster, nodes),
-            release,
-            pool.submit(check_capacity.fn, cluster, nodes, need),
-        ]
-        for f in futures:
-            r = f.result()
-            print(f"  {r.check}: {r.status.value} in {r.seconds:.2f} s: {r.reason[:150]}", file=sys.stderr)
+        health = pool.submit(check_cluster_health.fn, cluster, nodes)
+        results = [health.result(), release.result(), check_capacity.fn(nodes, requested.result(), need)]
     t2 = time.monotonic()
+    for r in results:
+        print(f"  {r.check}: {r.status.value} in {r.seconds:.2f} s: {r.reason[:150]}", file=sys.stderr)
     print(f"  imports {t1 - t0:.2f} s, checks {t2 - t1:.2f} s", file=sys.stderr)
 
 

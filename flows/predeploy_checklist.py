@@ -33,7 +33,7 @@ from tasks.checks import (
     images_in,
     list_nodes,
     load_values,
-    registry_public_key,
+    pod_requests_by_node,
     release_needs,
     render_chart,
     severity_ok,
@@ -154,8 +154,12 @@ def predeploy_checklist(request: ChecklistRequest) -> Verdict:
     def wanted(name: str) -> bool:
         return policy.level(name) != "skip"
 
-    # nodes are listed once for both checks; Prefect hands the listing's result to each of them
+    # nodes are listed once for both checks, and every pod's requests are summed meanwhile (the longest read);
+    # Prefect hands each listing's result to the checks that wait on it
     nodes: Any = list_nodes.submit(cluster) if wanted("cluster-health") or wanted("capacity") else None
+    requested: Any = (
+        pod_requests_by_node.submit(cluster, request.namespace, request.release) if wanted("capacity") else None
+    )
     futures: dict[str, PrefectFuture[CheckResult] | None] = {
         "cluster-health": (
             check_cluster_health.submit(cluster, nodes) if nodes is not None and wanted("cluster-health") else None
@@ -178,10 +182,10 @@ def predeploy_checklist(request: ChecklistRequest) -> Verdict:
     except Exception as exc:  # noqa: BLE001 - e.g. no helm binary: the chart check reports it
         rendered = Rendered(ok=False, error=one_line(f"helm template: {type(exc).__name__}: {exc}"))
     images = request.images or images_in(rendered.manifests)
-    key_pem = registry_public_key(request.registry_block) if request.registry_block else None
-    key_path = request.cosign_public_key
     if wanted("image-signature"):
-        futures["image-signature"] = check_image_signature.submit(images, key_path, key_pem)
+        futures["image-signature"] = check_image_signature.submit(
+            images, request.cosign_public_key, request.registry_block
+        )
     if wanted("vulnerabilities"):
         unavailable = "fail" if policy.scanner_unavailable == "fail" else "warn"
         futures["vulnerabilities"] = check_vulnerabilities.submit(
@@ -192,8 +196,8 @@ def predeploy_checklist(request: ChecklistRequest) -> Verdict:
             cluster, request.namespace, request.chart, values, rendered, request.helm_executable
         )
     needs = request.requests or release_needs(rendered.manifests)
-    if wanted("capacity") and nodes is not None:
-        futures["capacity"] = check_capacity.submit(cluster, nodes, needs)
+    if requested is not None:
+        futures["capacity"] = check_capacity.submit(nodes, requested, needs)
 
     results: list[CheckResult] = []
     for name in CHECKS:

@@ -28,20 +28,22 @@ from orjson import loads as _loads
 from prefect import task
 from pydantic import BaseModel
 
-from blocks import KubernetesCluster
+from blocks import ContainerRegistry, KubernetesCluster
 from rollbook import revisions
 from rollbook.helm_releases import parse_manifest
 from tasks.checks_model import CheckResult, Status, one_line
 from tasks.cluster import REQUEST_TIMEOUT_SECONDS
-from tasks.helm import NAMESPACE_ANNOTATION, RELEASE_ANNOTATION, _helm_argv, _kubeconfig_file
+from tasks.helm import NAMESPACE_ANNOTATION, RELEASE_ANNOTATION, helm_argv, kubeconfig_file
 from tasks.policies import retry_transient
 from tasks.scanners import SCANNERS, ScannerUnavailable, severity_rank
-from tasks.signing import SignatureError, verify_image
+from tasks.signing import SignatureError, verify_image, write_docker_config
 
 PAGE_SIZE = 500
 NAMES_SHOWN = 20  # bad nodes/pods named in evidence; the count is always complete
 HELM_TIMEOUT_SECONDS = 120
+INSTANCE_LABEL = "app.kubernetes.io/instance"
 JSON = dict[str, Any]
+PodNeed = tuple[str, int, int]  # (workload, cpu_m, memory) of one pod
 
 _RETRY: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [1, 3], "retry_condition_fn": retry_transient}
 
@@ -264,24 +266,25 @@ def check_current_release(cluster: KubernetesCluster, namespace: str, release: s
 # ---------------------------------------------------------------- image signature
 
 
-@task(timeout_seconds=30, **_RETRY)
-def registry_public_key(block_name: str) -> str | None:
-    """The cosign public key (PEM) saved on a 'Rollbook Container Registry' block; None if it has none."""
-    from blocks import ContainerRegistry
-
+def _load_registry(block_name: str) -> ContainerRegistry:
     block = ContainerRegistry.load(block_name)
     if not isinstance(block, ContainerRegistry):
         raise TypeError(f"block {block_name!r} is not a Rollbook Container Registry")
-    return block.cosign_public_key
+    return block
 
 
 @task(timeout_seconds=600, **_RETRY)
-def check_image_signature(images: list[str], public_key_path: str | None, public_key_pem: str | None) -> CheckResult:
-    """cosign verify (key-based, no transparency log) of every image; unsigned or tampered images fail."""
+def check_image_signature(images: list[str], public_key_path: str | None, registry_block: str | None) -> CheckResult:
+    """cosign verify (key-based, no transparency log) of every image; unsigned or tampered images fail.
+
+    With a 'Rollbook Container Registry' block, its key and its login (for the registry and its mirrors) are
+    used; the block is loaded here so its password never travels as a task parameter or result."""
     started = time.monotonic()
+    registry = _load_registry(registry_block) if registry_block else None
+    key_pem = registry.cosign_public_key if registry else None
     if not images:
         return CheckResult(check="image-signature", status=Status.ERROR, reason="no image to verify")
-    if not public_key_path and not public_key_pem:
+    if not public_key_path and not key_pem:
         return CheckResult(
             check="image-signature",
             status=Status.ERROR,
@@ -291,9 +294,13 @@ def check_image_signature(images: list[str], public_key_path: str | None, public
         key = public_key_path
         if not key:
             key = str(Path(tmp) / "cosign.pub")
-            Path(key).write_text(str(public_key_pem))
+            Path(key).write_text(str(key_pem))
+        login = registry.credentials() if registry else None
+        config = None
+        if registry and login:
+            config = str(write_docker_config(Path(tmp) / "docker", registry.pull_order(), *login))
         try:
-            answers = [verify_image.fn(image, key) for image in images]
+            answers = [verify_image.fn(image, key, docker_config=config) for image in images]
         except SignatureError as exc:
             return CheckResult(check="image-signature", status=Status.ERROR, reason=one_line(str(exc)))
     failed = [a for a in answers if not a["verified"]]
@@ -390,21 +397,41 @@ def render_chart(
     cluster: KubernetesCluster, namespace: str, release: str, chart: str, values: dict[str, Any], helm: str
 ) -> Rendered:
     """`helm template` of the release (values on stdin); a chart that does not render is an answer, not an error."""
-    with _kubeconfig_file(cluster) as kubeconfig:
-        argv = _helm_argv(cluster, helm, kubeconfig, "template", release, chart, "--namespace", namespace, "-f", "-")
+    with kubeconfig_file(cluster) as kubeconfig:
+        argv = helm_argv(cluster, helm, kubeconfig, "template", release, chart, "--namespace", namespace, "-f", "-")
         proc = _run_helm(argv, values)
     if proc.returncode != 0:
         return Rendered(ok=False, error=f"helm template: {_helm_error(proc)}")
     return Rendered(ok=True, manifests=parse_manifest(proc.stdout))
 
 
-def server_dry_run(api: k8s_client.ApiClient, namespace: str, manifests: list[JSON]) -> list[str]:
-    """Server-side apply of every manifest with dryRun=All; the API server's objections, one per object."""
+def namespace_exists(api: k8s_client.ApiClient, namespace: str) -> bool:
+    try:
+        k8s_client.CoreV1Api(api).read_namespace(namespace, _request_timeout=REQUEST_TIMEOUT_SECONDS)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True
+
+
+def server_dry_run(api: k8s_client.ApiClient, namespace: str, manifests: list[JSON]) -> tuple[list[str], int]:
+    """Server-side apply of every manifest with dryRun=All: (the API server's objections, one per object;
+    how many namespaced objects could not be sent because `namespace` does not exist yet).
+
+    A dry run cannot create the namespace for the objects that follow, so for a first install into a new
+    namespace only the namespace's creation and the cluster-scoped objects reach the server."""
     from kubernetes.dynamic import DynamicClient
-    from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
+    from kubernetes.dynamic.exceptions import ResourceNotFoundError
 
     dyn = DynamicClient(api)
     errors: list[str] = []
+    skipped = 0
+    exists = namespace_exists(api, namespace)
+    if not exists:
+        namespaces = dyn.resources.get(api_version="v1", kind="Namespace")
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+        errors += _dry_apply(namespaces, body, None)
     for obj in manifests:
         kind, name = obj.get("kind", "?"), (obj.get("metadata") or {}).get("name", "?")
         try:
@@ -412,28 +439,40 @@ def server_dry_run(api: k8s_client.ApiClient, namespace: str, manifests: list[JS
         except ResourceNotFoundError:
             errors.append(f"{kind}/{name}: the cluster does not serve {obj.get('apiVersion')} {kind}")
             continue
+        if resource.namespaced and not exists:
+            skipped += 1
+            continue
         ns = namespace if resource.namespaced else None
         body = dict(obj)
         if ns:
             body["metadata"] = {**(obj.get("metadata") or {}), "namespace": ns}
+        errors += _dry_apply(resource, body, ns)
+    return errors, skipped
+
+
+def _dry_apply(resource: Any, body: JSON, namespace: str | None) -> list[str]:
+    """The API server's objection to one object ([] if none); server trouble is raised (and retried)."""
+    from kubernetes.dynamic.exceptions import DynamicApiError
+
+    name = body["metadata"].get("name", "?")
+    try:
+        resource.server_side_apply(
+            body=body,
+            name=name,
+            namespace=namespace,
+            field_manager="rollbook-checklist",
+            dry_run="All",
+            force_conflicts=True,
+        )
+    except DynamicApiError as exc:
+        if exc.status >= 500 or exc.status in (408, 429):
+            raise
         try:
-            resource.server_side_apply(
-                body=body,
-                name=name,
-                namespace=ns,
-                field_manager="rollbook-checklist",
-                dry_run="All",
-                force_conflicts=True,
-            )
-        except DynamicApiError as exc:
-            if exc.status >= 500 or exc.status in (408, 429):
-                raise
-            try:
-                message = json.loads(exc.body or "").get("message", exc.summary())
-            except (TypeError, ValueError):
-                message = exc.summary()
-            errors.append(f"{kind}/{name}: {message}")
-    return errors
+            message = json.loads(exc.body or "").get("message", exc.summary())
+        except (TypeError, ValueError):
+            message = exc.summary()
+        return [f"{body.get('kind', '?')}/{name}: {message}"]
+    return []
 
 
 @task(timeout_seconds=600, **_RETRY)
@@ -448,17 +487,20 @@ def check_chart(
     """helm lint, helm template (already done: `rendered`), and a server-side dry-run apply of the result."""
     started = time.monotonic()
     steps: dict[str, str] = {}
-    with _kubeconfig_file(cluster) as kubeconfig:
+    with kubeconfig_file(cluster) as kubeconfig:
         lint = _run_helm(
-            _helm_argv(cluster, helm, kubeconfig, "lint", chart, "--namespace", namespace, "-f", "-"), values
+            helm_argv(cluster, helm, kubeconfig, "lint", chart, "--namespace", namespace, "-f", "-"), values
         )
     steps["lint"] = "ok" if lint.returncode == 0 else _helm_error(lint)
     steps["template"] = "ok" if rendered.ok else rendered.error
     errors: list[str] = []
+    skipped = 0
     if rendered.ok:
         with cluster.api_client() as api:
-            errors = server_dry_run(api, namespace, rendered.manifests)
+            errors, skipped = server_dry_run(api, namespace, rendered.manifests)
         steps["server-dry-run"] = "ok" if not errors else f"{len(errors)} object(s) rejected"
+        if skipped:
+            steps["server-dry-run"] += f"; {skipped} namespaced object(s) not sent: namespace {namespace} is new"
     evidence = {"steps": steps, "objects": len(rendered.manifests), "rejected": errors[:NAMES_SHOWN]}
     problems = []
     if lint.returncode != 0:
@@ -467,12 +509,18 @@ def check_chart(
         problems.append(rendered.error)
     if errors:
         problems.append(f"server-side dry run rejected {errors[0]}")
-    status = Status.FAIL if problems else Status.PASS
-    reason = (
-        "; ".join(problems)
-        if problems
-        else (f"lint, template and server-side dry run of {len(rendered.manifests)} object(s) passed")
-    )
+    if problems:
+        status, reason = Status.FAIL, "; ".join(problems)
+    elif skipped:
+        status = Status.WARN
+        reason = (
+            f"lint and template passed; namespace {namespace!r} does not exist yet: its creation passed a "
+            f"server-side dry run, but the {skipped} namespaced object(s) could not be (a dry run cannot create "
+            "the namespace they need), so the API server has not validated them"
+        )
+    else:
+        status = Status.PASS
+        reason = f"lint, template and server-side dry run of {len(rendered.manifests)} object(s) passed"
     return CheckResult(
         check="chart", status=status, reason=one_line(reason, 500), evidence=evidence,
         seconds=time.monotonic() - started,
@@ -483,12 +531,17 @@ def check_chart(
 
 
 class Need(BaseModel):
-    """One workload's request: `replicas` pods, each asking for cpu_m millicores and `memory` bytes."""
+    """One workload's request: `replicas` pods, each asking for cpu_m millicores and `memory` bytes.
+
+    `surge` pods are started on top while a rolling update replaces running pods (an upgrade, not a first
+    install); a `per_node` workload (DaemonSet) runs one pod on every schedulable node instead of `replicas`."""
 
     workload: str
     replicas: int
     cpu_m: int
     memory: int
+    surge: int = 0
+    per_node: bool = False
 
 
 @lru_cache(maxsize=4096)
@@ -513,24 +566,36 @@ def pod_request(pod_spec: JSON) -> tuple[int, int]:
     return int(out[0] * 1000), int(out[1])
 
 
+def _surge(spec: JSON, replicas: int) -> int:
+    """Extra pods a Deployment's rolling update starts (maxSurge, 25% by default, rounded up like Kubernetes)."""
+    strategy = spec.get("strategy") or {}
+    if strategy.get("type") == "Recreate":
+        return 0
+    value = (strategy.get("rollingUpdate") or {}).get("maxSurge", "25%")
+    if isinstance(value, str) and value.endswith("%"):
+        return -(-replicas * int(value[:-1]) // 100)
+    return int(value)
+
+
 def release_needs(manifests: list[JSON]) -> list[Need]:
-    """What the rendered chart's workloads ask for (Deployments, StatefulSets, ReplicaSets, Jobs; DaemonSets
-    are per node and left out)."""
+    """What the rendered chart's workloads ask for: Deployments (with their rolling-update surge),
+    StatefulSets, ReplicaSets, Jobs, and DaemonSets (one pod per schedulable node)."""
     needs = []
     for obj in manifests:
         kind = obj.get("kind")
-        if kind not in ("Deployment", "StatefulSet", "ReplicaSet", "Job"):
+        if kind not in ("Deployment", "StatefulSet", "ReplicaSet", "Job", "DaemonSet"):
             continue
         spec = obj.get("spec") or {}
-        replicas = spec.get("parallelism", 1) if kind == "Job" else spec.get("replicas", 1)
-        pod_spec = (spec.get("template") or {}).get("spec") or {}
-        cpu, mem = pod_request(pod_spec)
+        replicas = int((spec.get("parallelism", 1) if kind == "Job" else spec.get("replicas", 1)) or 0)
+        cpu, mem = pod_request((spec.get("template") or {}).get("spec") or {})
         needs.append(
             Need(
                 workload=f"{kind}/{(obj.get('metadata') or {}).get('name')}",
-                replicas=int(replicas or 0),
+                replicas=0 if kind == "DaemonSet" else replicas,
                 cpu_m=cpu,
                 memory=mem,
+                surge=_surge(spec, replicas) if kind == "Deployment" else 0,
+                per_node=kind == "DaemonSet",
             )
         )
     return needs
@@ -543,21 +608,33 @@ def fmt_memory(n: int) -> str:
     return f"{n}B"
 
 
-def capacity_result(free: list[tuple[str, int, int]], needs: list[Need], seconds: float = 0.0) -> CheckResult:
+def capacity_result(
+    free: list[tuple[str, int, int]], needs: list[Need], upgrade: bool = False, seconds: float = 0.0
+) -> CheckResult:
     """Compare free room per schedulable node [(node, cpu_m, memory)] with what the release needs.
 
-    Fails when the total is short (naming the resource and by how much) or when the pods do not fit node by
-    node (room spread over many nodes is not room for one pod)."""
+    `free` already counts the release's own running pods as free (they are being replaced); an upgrade
+    (`upgrade`) then also needs room for the rolling update's surge pods. Fails when the total is short
+    (naming the resource and by how much) or when the pods do not fit node by node (room spread over many
+    nodes is not room for one pod)."""
+    pods = [
+        (n.workload, n.cpu_m, n.memory)
+        for n in needs
+        if not n.per_node
+        for _ in range(n.replicas + (n.surge if upgrade else 0))
+    ]
+    daemons = [n for n in needs if n.per_node]
     total_cpu = sum(max(c, 0) for _, c, _ in free)
     total_mem = sum(max(m, 0) for _, _, m in free)
-    need_cpu = sum(n.replicas * n.cpu_m for n in needs)
-    need_mem = sum(n.replicas * n.memory for n in needs)
+    need_cpu = sum(c for _, c, _ in pods) + sum(d.cpu_m for d in daemons) * len(free)
+    need_mem = sum(m for _, _, m in pods) + sum(d.memory for d in daemons) * len(free)
     evidence: dict[str, Any] = {
         "schedulable_nodes": len(free),
         "free_cpu_m": total_cpu,
         "free_memory": fmt_memory(total_mem),
         "need_cpu_m": need_cpu,
         "need_memory": fmt_memory(need_mem),
+        "upgrade": upgrade,
         "needs": [n.model_dump() for n in needs],
     }
     short = []
@@ -569,19 +646,7 @@ def capacity_result(free: list[tuple[str, int, int]], needs: list[Need], seconds
             f"(need {fmt_memory(need_mem)}, free {fmt_memory(total_mem)})"
         )
     if not short:
-        # first-fit, biggest pods first: can every replica be placed on some node?
-        room = [[c, m] for _, c, m in free]
-        pods = sorted(
-            ((n.workload, n.cpu_m, n.memory) for n in needs for _ in range(n.replicas)), key=lambda p: (-p[2], -p[1])
-        )
-        unplaced: dict[str, int] = {}
-        for workload, cpu, mem in pods:
-            slot = next((r for r in room if r[0] >= cpu and r[1] >= mem), None)
-            if slot is None:
-                unplaced[workload] = unplaced.get(workload, 0) + 1
-            else:
-                slot[0] -= cpu
-                slot[1] -= mem
+        unplaced = _first_fit(free, daemons, pods)
         if unplaced:
             evidence["unplaced"] = unplaced
             short.append(
@@ -593,31 +658,79 @@ def capacity_result(free: list[tuple[str, int, int]], needs: list[Need], seconds
             check="capacity", status=Status.FAIL, reason=one_line("; ".join(short)), evidence=evidence, seconds=seconds
         )
     reason = (
-        f"needs {need_cpu}m CPU and {fmt_memory(need_mem)} memory; {len(free)} schedulable node(s) have "
-        f"{total_cpu}m and {fmt_memory(total_mem)} free"
+        f"needs {need_cpu}m CPU and {fmt_memory(need_mem)} memory"
+        + (" (with rolling-update surge)" if upgrade else "")
+        + f"; {len(free)} schedulable node(s) have {total_cpu}m and {fmt_memory(total_mem)} free"
     )
     return CheckResult(check="capacity", status=Status.PASS, reason=reason, evidence=evidence, seconds=seconds)
 
 
+def _first_fit(
+    free: list[tuple[str, int, int]], daemons: list[Need], pods: list[tuple[str, int, int]]
+) -> dict[str, int]:
+    """Pods per workload that fit on no node: DaemonSet pods on every node first, then the rest first-fit,
+    biggest first."""
+    room = [[c, m] for _, c, m in free]
+    unplaced: dict[str, int] = {}
+    for d in daemons:
+        for slot in room:
+            if slot[0] >= d.cpu_m and slot[1] >= d.memory:
+                slot[0] -= d.cpu_m
+                slot[1] -= d.memory
+            else:
+                unplaced[d.workload] = unplaced.get(d.workload, 0) + 1
+    for workload, cpu, mem in sorted(pods, key=lambda p: (-p[2], -p[1])):
+        fit = next((r for r in room if r[0] >= cpu and r[1] >= mem), None)
+        if fit is None:
+            unplaced[workload] = unplaced.get(workload, 0) + 1
+        else:
+            fit[0] -= cpu
+            fit[1] -= mem
+    return unplaced
+
+
+class PodRequests(BaseModel):
+    """Requested (cpu_m, memory) per node, and how many of the release's own pods were left out."""
+
+    used: dict[str, tuple[int, int]]
+    replaced: int
+    seconds: float
+
+
 @task(timeout_seconds=600, **_RETRY)
-def check_capacity(cluster: KubernetesCluster, nodes: list[NodeFacts], needs: list[Need]) -> CheckResult:
-    """Allocatable minus requested on every Ready, schedulable node, against what the release needs."""
+def pod_requests_by_node(cluster: KubernetesCluster, namespace: str, release: str) -> PodRequests:
+    """Requests summed per node over every scheduled, unfinished pod, leaving out the release's own pods
+    (label app.kubernetes.io/instance, as helm charts set it): they are what the new release replaces.
+    Needs no node list, so the flow runs it while the nodes are being listed."""
     started = time.monotonic()
-    room: dict[str, list[int]] = {n.name: [n.cpu_m, n.memory] for n in nodes if n.ready and not n.cordoned}
+    used: dict[str, tuple[int, int]] = {}
+    replaced = 0
     with cluster.api_client() as api:
         core = k8s_client.CoreV1Api(api)
-        for page in pages(
-            core.list_pod_for_all_namespaces, field_selector="status.phase!=Succeeded,status.phase!=Failed"
-        ):
+        selector = "status.phase!=Succeeded,status.phase!=Failed,spec.nodeName!="
+        for page in pages(core.list_pod_for_all_namespaces, field_selector=selector):
             for pod in page:
+                meta = pod.get("metadata") or {}
+                if meta.get("namespace") == namespace and (meta.get("labels") or {}).get(INSTANCE_LABEL) == release:
+                    replaced += 1
+                    continue
                 spec = pod.get("spec") or {}
-                slot = room.get(spec.get("nodeName") or "")
-                if slot is not None:
-                    cpu, mem = pod_request(spec)
-                    slot[0] -= cpu
-                    slot[1] -= mem
-    free = [(name, c, m) for name, (c, m) in room.items()]
-    return capacity_result(free, needs, time.monotonic() - started)
+                cpu, mem = pod_request(spec)
+                node = spec.get("nodeName") or ""
+                old_cpu, old_mem = used.get(node, (0, 0))
+                used[node] = (old_cpu + cpu, old_mem + mem)
+    return PodRequests(used=used, replaced=replaced, seconds=time.monotonic() - started)
+
+
+@task(timeout_seconds=60)
+def check_capacity(nodes: list[NodeFacts], requested: PodRequests, needs: list[Need]) -> CheckResult:
+    """Allocatable minus requested on every Ready, schedulable node, against what the release needs."""
+    free = []
+    for n in nodes:
+        if n.ready and not n.cordoned:
+            cpu, mem = requested.used.get(n.name, (0, 0))
+            free.append((n.name, n.cpu_m - cpu, n.memory - mem))
+    return capacity_result(free, needs, upgrade=requested.replaced > 0, seconds=requested.seconds)
 
 
 # ---------------------------------------------------------------- database migration

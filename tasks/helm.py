@@ -154,7 +154,7 @@ def _check_executable(executable: str) -> str:
 
 
 @contextlib.contextmanager
-def _kubeconfig_file(cluster: KubernetesCluster) -> Iterator[Path]:
+def kubeconfig_file(cluster: KubernetesCluster) -> Iterator[Path]:
     """A kubeconfig path for the helm binary: the block's file, or its inline secret in a private temp file."""
     if cluster.kubeconfig_path:
         yield Path(cluster.kubeconfig_path).expanduser()
@@ -178,7 +178,7 @@ def _run_pyhelm3(
 ) -> T:
     """Run pyhelm3 work against one cluster, killing helm if it outlives the deadline."""
     executable = _check_executable(helm)
-    with _kubeconfig_file(cluster) as kubeconfig:
+    with kubeconfig_file(cluster) as kubeconfig:
         command = pyhelm3.Command(
             executable=executable,
             kubeconfig=kubeconfig,
@@ -193,7 +193,7 @@ def _run_pyhelm3(
         return asyncio.run(bounded())
 
 
-def _helm_argv(cluster: KubernetesCluster, helm: str, kubeconfig: Path, *args: str) -> list[str]:
+def helm_argv(cluster: KubernetesCluster, helm: str, kubeconfig: Path, *args: str) -> list[str]:
     argv = [_check_executable(helm), *args, "--kubeconfig", str(kubeconfig)]
     if cluster.context:
         argv += ["--kube-context", cluster.context]
@@ -361,12 +361,12 @@ def render_upgrade(
     deprecates and treats as a client-side render (no validation by the API server), and it has no way to
     pass `--hide-secret`, so Secret contents would land in the plan.
     """
-    with _kubeconfig_file(cluster) as kubeconfig:
+    with kubeconfig_file(cluster) as kubeconfig:
         args = ["upgrade", release, chart, "--namespace", namespace, "--dry-run=server", "--hide-secret"]
         args += ["--output", "json", "--values", "-"]
         if install:
             args.append("--install")
-        argv = _helm_argv(cluster, helm, kubeconfig, *args)
+        argv = helm_argv(cluster, helm, kubeconfig, *args)
         try:
             proc = subprocess.run(argv, input=json.dumps(values), capture_output=True, text=True, timeout=120)
         except subprocess.TimeoutExpired:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import subprocess
@@ -42,9 +44,13 @@ def cosign_binary() -> str:
     retry_condition_fn=retry_transient,
     timeout_seconds=3 * COSIGN_TIMEOUT_SECONDS,
 )
-def verify_image(image: str, public_key: str, allow_http_registry: bool = True) -> dict[str, object]:
+def verify_image(
+    image: str, public_key: str, allow_http_registry: bool = True, docker_config: str | None = None
+) -> dict[str, object]:
     """Whether `image` carries a signature made with the key `public_key`; {"image", "verified", "detail"}.
 
+    `docker_config` is a directory holding the registry login (see `write_docker_config`): cosign reads it
+    from $DOCKER_CONFIG, so no password is ever on a command line.
     A signature that does not verify is an answer (verified=False), not an error; a missing key file is."""
     if not Path(public_key).expanduser().is_file():
         raise SignatureError(f"cosign public key not found: {public_key}")
@@ -54,10 +60,29 @@ def verify_image(image: str, public_key: str, allow_http_registry: bool = True) 
     argv.append(image)
     try:
         proc = subprocess.run(
-            argv, capture_output=True, text=True, timeout=COSIGN_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL
+            argv,
+            capture_output=True,
+            text=True,
+            timeout=COSIGN_TIMEOUT_SECONDS,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "DOCKER_CONFIG": docker_config} if docker_config else None,
         )
     except subprocess.TimeoutExpired:
         raise TimeoutError(f"cosign verify {image} timed out after {COSIGN_TIMEOUT_SECONDS}s") from None
     lines = (proc.stderr or proc.stdout).strip().splitlines()
     detail = lines[-1][:300] if lines else ""
     return {"image": image, "verified": proc.returncode == 0, "detail": detail}
+
+
+def write_docker_config(directory: Path, hosts: list[str], username: str, password: str) -> Path:
+    """A Docker client config (config.json, owner-only) logging in to each registry host; returns `directory`.
+
+    This is the file every OCI client (cosign, crane, grype) reads for credentials."""
+    token = base64.b64encode(f"{username}:{password}".encode()).decode()
+    auths = {host.split("://", 1)[-1].split("/", 1)[0]: {"auth": token} for host in hosts}
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / "config.json"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump({"auths": auths}, fh)
+    return directory

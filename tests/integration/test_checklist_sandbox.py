@@ -4,6 +4,7 @@ and bad input is refused before anything runs."""
 from __future__ import annotations
 
 import json
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -52,11 +53,27 @@ def test_healthy_release_passes(sandbox: Sandbox, live: str, demo_chart: Path) -
     for name in ("cluster-health", "current-release", "image-signature", "chart", "capacity"):
         assert checks[name].status == "pass", (name, checks[name].reason)
     assert "Running and Ready" in checks["current-release"].reason
-    assert checks["capacity"].evidence["need_memory"] == "32.0Mi"  # 2 replicas × 16Mi from the rendered chart
+    # an upgrade of 2 replicas × 16Mi (from the rendered chart): the running pods are replaced, one surge pod extra
+    assert checks["capacity"].evidence["upgrade"] is True
+    assert checks["capacity"].evidence["need_memory"] == "48.0Mi"
     # no grype here: the scan says so and the default policy makes it a warning
     assert checks["vulnerabilities"].status == "warn" and "grype not found" in checks["vulnerabilities"].reason
     assert checks["db-migration"].status == "warn" and checks["db-migration"].reason.startswith("not configured")
     assert "warnings: vulnerabilities, db-migration" in verdict.summary
+
+
+def test_first_install_into_a_new_namespace(sandbox: Sandbox, core: Any, demo_chart: Path) -> None:
+    new = "checklist-new-ns-" + uuid.uuid4().hex[:6]
+    verdict = predeploy_checklist(request(sandbox, new, demo_chart))
+    checks = by_check(verdict)
+    assert verdict.ready, verdict.summary  # a warning, not a failure: the server saw what it could
+    assert checks["chart"].status == "warn"
+    assert f"namespace {new!r} does not exist yet" in checks["chart"].reason
+    assert "namespaced object(s) not sent" in checks["chart"].evidence["steps"]["server-dry-run"]
+    assert checks["current-release"].reason.endswith("(first install)")
+    assert checks["capacity"].evidence["upgrade"] is False
+    assert checks["capacity"].evidence["need_memory"] == "32.0Mi"  # 2 replicas, no surge on a first install
+    assert new not in [ns.metadata.name for ns in core.list_namespace().items]  # the dry run created nothing
 
 
 def test_unsigned_image_and_crashlooping_pod_fail(sandbox: Sandbox, namespace: str, demo_chart: Path) -> None:
@@ -132,16 +149,15 @@ def test_bad_input_is_refused_and_nothing_changes(sandbox: Sandbox, live: str, d
 def test_signature_key_from_a_registry_block_and_a_wrong_key(sandbox: Sandbox, tmp_path: Path) -> None:
     from blocks import ContainerRegistry
     from sandbox.registry import run_tool
-    from tasks.checks import check_image_signature, registry_public_key
+    from tasks.checks import check_image_signature
 
     registries = SandboxRegistries(sandbox.cfg, sandbox.bins)
     pem = registries.public_key.read_text()
     ContainerRegistry(url=sandbox.cfg.registry_host(), cosign_public_key=pem, insecure=True).save(
         "checklist-registry", overwrite=True
     )
-    key = registry_public_key.fn("checklist-registry")
     signed = [registries.image("1.0.0"), registries.image("1.1.0", mirror=True)]
-    assert check_image_signature.fn(signed, None, key).status == "pass"
+    assert check_image_signature.fn(signed, None, "checklist-registry").status == "pass"
 
     run_tool([registries.cosign, "generate-key-pair", "--output-key-prefix", "other"], cwd=tmp_path)
     wrong = check_image_signature.fn(signed[:1], str(tmp_path / "other.pub"), None)

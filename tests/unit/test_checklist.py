@@ -131,6 +131,25 @@ def test_capacity_passes_with_room_and_ignores_overcommitted_nodes() -> None:
     assert result.evidence["free_cpu_m"] == 1000
 
 
+def test_capacity_of_an_upgrade_counts_the_rolling_update_surge_only() -> None:
+    # the release's running pods are already counted as free (they are replaced); the surge pods are extra
+    needs = [Need(workload="Deployment/api", replicas=4, cpu_m=100, memory=GI, surge=1)]
+    free = [("n1", 4000, 4 * GI), ("n2", 4000, GI // 2), ("n3", 4000, GI // 2 + 100 * MI)]
+    assert capacity_result(free, needs).status == Status.PASS  # first install: 4 pods
+    upgrade = capacity_result(free, needs, upgrade=True)
+    assert upgrade.status == Status.FAIL
+    assert upgrade.reason.startswith("enough room in total but not on any single node for Deployment/api: 1 pod(s)")
+
+
+def test_capacity_daemonset_needs_room_on_every_node() -> None:
+    needs = [Need(workload="DaemonSet/agent", replicas=0, cpu_m=200, memory=MI, per_node=True)]
+    result = capacity_result([("n1", 1000, GI), ("n2", 100, GI), ("n3", 1000, GI)], needs)
+    assert result.status == Status.FAIL
+    assert result.evidence["need_cpu_m"] == 600
+    assert "DaemonSet/agent: 1 pod(s)" in result.reason
+    assert capacity_result([("n1", 1000, GI), ("n3", 1000, GI)], needs).status == Status.PASS
+
+
 def test_pod_request_counts_init_containers_and_overhead_like_the_scheduler() -> None:
     spec = {
         "containers": [
@@ -162,8 +181,23 @@ def test_release_needs_from_rendered_manifests() -> None:
             },
         },
         {"kind": "DaemonSet", "metadata": {"name": "agent"}, "spec": {"template": {"spec": {"containers": []}}}},
+        {
+            "kind": "Deployment",
+            "metadata": {"name": "worker"},
+            "spec": {"replicas": 10, "strategy": {"rollingUpdate": {"maxSurge": 2}}, "template": {"spec": {}}},
+        },
+        {
+            "kind": "Deployment",
+            "metadata": {"name": "batch"},
+            "spec": {"replicas": 10, "strategy": {"type": "Recreate"}, "template": {"spec": {}}},
+        },
     ]
-    assert release_needs(manifests) == [Need(workload="Deployment/web", replicas=3, cpu_m=0, memory=GI)]
+    assert release_needs(manifests) == [
+        Need(workload="Deployment/web", replicas=3, cpu_m=0, memory=GI, surge=1),  # 25% of 3, rounded up
+        Need(workload="DaemonSet/agent", replicas=0, cpu_m=0, memory=0, per_node=True),
+        Need(workload="Deployment/worker", replicas=10, cpu_m=0, memory=0, surge=2),
+        Need(workload="Deployment/batch", replicas=10, cpu_m=0, memory=0),
+    ]
     assert images_in(manifests) == ["reg/migrate:1", "reg/web:1"]
 
 

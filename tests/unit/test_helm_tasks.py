@@ -18,8 +18,8 @@ from tasks.helm import (
     ReleaseNotFound,
     RevisionNotFound,
     _classify,
-    _kubeconfig_file,
     _parse_time,
+    kubeconfig_file,
     retry_helm,
 )
 
@@ -63,7 +63,7 @@ def test_retry_only_transient() -> None:
 
 def test_inline_kubeconfig_is_private_and_removed() -> None:
     cluster = KubernetesCluster(kubeconfig="apiVersion: v1\nkind: Config\nclusters: []\n")
-    with _kubeconfig_file(cluster) as path:
+    with kubeconfig_file(cluster) as path:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600
         assert "kind: Config" in path.read_text()
     assert not Path(path).exists()
