@@ -190,3 +190,15 @@ def test_backup_bucket_round_trip_on_s3_compatible_endpoint(s3_endpoint: str, tm
     assert restored.read_bytes() == b"snapshot-bytes"
     with pytest.raises(ValueError):
         bucket.key("../escape")
+
+
+def test_block_types_load_lazily_but_are_all_listed() -> None:
+    import subprocess
+    import sys
+
+    import blocks
+
+    assert sorted(blocks.__all__) == sorted(blocks._HOMES) and set(blocks.__all__) <= set(dir(blocks))
+    code = "import sys, blocks; blocks.KubernetesCluster; print('prefect_aws' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "False"  # the cluster block does not drag in boto3 and prefect-aws
