@@ -5,7 +5,8 @@ gets a share of the traffic through an nginx canary Ingress. The weight goes up 
 canary's metrics are checked `iterations` times, `interval_seconds` apart. A failed analysis does not advance
 the weight; when failed analyses reach `threshold`, traffic goes back to stable (weight 0) and the run fails
 with the metric evidence. Before the last step (and before promotion) a person approves, rejects or holds.
-Promotion upgrades the stable release to the canary's image with `--wait`, then removes the canary route.
+Promotion upgrades the stable release to the canary's image with `--wait`, removes the canary route and
+uninstalls the canary release (`promote=False` keeps it: blue/green finishes on its own).
 
 The weight is read from the cluster at start: a run started again after a crash continues from the weight
 the cluster serves, without shifting twice.
@@ -14,15 +15,12 @@ the cluster serves, without shifting twice.
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack
 from typing import Any, Literal, Self
 from uuid import UUID
 
 from prefect import flow, get_run_logger, pause_flow_run
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
-from prefect.client.orchestration import get_client
-from prefect.concurrency.sync import concurrency
-from prefect.exceptions import FlowPauseTimeout, ObjectAlreadyExists
+from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
 
@@ -30,6 +28,8 @@ from blocks.prometheus import PrometheusConnection
 from flows._cluster_source import DNS_LABEL, RELEASE_NAME, ClusterSource
 from rollbook.artifacts import artifact_key
 from rollbook.change import ChangeControls, change_annotations
+from rollbook.rollout_lock import RolloutBusy as RolloutBusy  # re-exported: callers catch it from here
+from rollbook.rollout_lock import rollout_lock
 from tasks.cluster import resolve_cluster
 from tasks.helm import (
     annotate_release_deployments,
@@ -40,7 +40,7 @@ from tasks.helm import (
 )
 from tasks.metrics import CheckResult, MetricCheck, check_prometheus, resolve_prometheus, run_checks
 from tasks.metrics import Target as MetricTarget
-from tasks.progressive import release_routing
+from tasks.progressive import release_routing, uninstall_release
 from tasks.traffic import (
     GatewayApiRouter,
     NginxCanaryRouter,
@@ -54,7 +54,6 @@ from tasks.traffic import (
 from tasks.webhooks import Webhook, WebhookResult, run_webhooks
 
 ACTION = "canary-rollout"
-LOCK_LEASE_SECONDS = 60  # the server's minimum: a killed run's lock frees itself this long after its last renewal
 
 
 def _default_metrics() -> list[MetricCheck]:
@@ -147,10 +146,6 @@ class RolloutFailed(RuntimeError):
     """The rollout was stopped and traffic reverted to stable; the message carries the evidence."""
 
 
-class RolloutBusy(RuntimeError):
-    """Another progressive rollout of the same application is in progress."""
-
-
 class AnalysisRecord(BaseModel):
     weight: int
     attempt: int
@@ -216,7 +211,7 @@ def plan_markdown(request: CanaryRequest, steps: list[int], current: int, canary
     checks = ", ".join(f"{m.name} {_bounds(m.min, m.max)} over {m.window}" for m in a.metrics)
     weights = ", ".join(f"{w}%" for w in steps)
     finish = (
-        "upgrade stable to the canary image with --wait, remove the canary route"
+        "upgrade stable to the canary image with --wait, remove the canary route, uninstall the canary release"
         if request.promote
         else "keep the canary at the last weight"
     )
@@ -239,17 +234,6 @@ def _remaining(steps: list[int], current: int) -> list[int]:
     """Steps still to run; the weight the cluster serves now is analysed again first (never shifted twice)."""
     later = [w for w in steps if w > current]
     return ([current] if current > 0 else []) + later
-
-
-def _lock_free(name: str) -> bool:
-    """Create the global concurrency limit used as this application's mutex if needed (limits must exist
-    before use); True when no one holds it now, so a busy lock is refused at once rather than after a wait."""
-    with get_client(sync_client=True) as prefect:
-        try:
-            prefect.upsert_global_concurrency_limit_by_name(name, limit=1)
-        except ObjectAlreadyExists:  # created by a concurrent first run
-            pass
-        return prefect.read_global_concurrency_limit_by_name(name).active_slots == 0
 
 
 @flow(name="canary-rollout")
@@ -287,27 +271,7 @@ def canary_rollout(request: CanaryRequest, controls: ChangeControls) -> dict[str
         log.info("plan only: nothing changed\n%s", plan)
         return {**result, "outcome": "planned", "weight": current}
 
-    lock = f"rollout-{ns}-{request.stable_release}"
-    busy = RolloutBusy(
-        f"another progressive rollout of {request.stable_release!r} in {ns!r} holds the lock {lock!r}; "
-        f"nothing was changed. If that run was killed, its lease expires within {LOCK_LEASE_SECONDS}s, or release "
-        f"it now with `prefect global-concurrency-limit update {lock} --active-slots 0`"
-    )
-    if not _lock_free(lock):
-        raise busy
-    with ExitStack() as stack:
-        try:  # the lock may still be taken between the check and here: then the acquisition times out
-            stack.enter_context(
-                concurrency(
-                    lock,
-                    occupy=1,
-                    timeout_seconds=request.lock_timeout_seconds,
-                    strict=True,
-                    lease_duration=LOCK_LEASE_SECONDS,
-                )
-            )
-        except TimeoutError:
-            raise busy from None
+    with rollout_lock(ns, request.stable_release, request.lock_timeout_seconds):  # re-entrant: blue/green holds it
         return _run(request, controls, cluster, prometheus, router, canary.version, todo, plan, key, result)
 
 
@@ -363,90 +327,128 @@ def _run(
     if not release_pods_ready(cluster, request.namespace, request.canary_release, 30).all_ready:
         raise RolloutFailed(f"canary release {request.canary_release!r} has pods that are not Ready; nothing changed")
 
-    ensure_route(cluster, router)
-    failed = 0
-    for weight in todo:
-        if weight == todo[-1] and request.approve_before_final_step:
-            served = read_weight(cluster, router)
-            if served < weight:
-                answer = gate(f"shift to {weight}%", served)
-                if answer != "approve":
-                    held = {**result, "weight": served, "evidence": evidence.model_dump(mode="json")}
-                    return _stop(answer, revert, report, held, log)
-        served = set_weight(cluster, router, weight)
-        update_progress_artifact(progress_id, float(served))
-        log.info("canary serves %d%%", served)
-        passes, attempt = 0, 0
-        while passes < a.iterations:
-            time.sleep(a.interval_seconds)
-            attempt += 1
-            checks = run_checks(prometheus, a.metrics, target)
-            step_hooks = run_webhooks(a.webhooks, "rollout", {**payload, "weight": weight})
-            ok = all(c.passed for c in checks) and all(h.passed for h in step_hooks)
-            evidence.steps.append(
-                AnalysisRecord(weight=weight, attempt=attempt, passed=ok, checks=checks, webhooks=step_hooks)
-            )
-            report(f"Canary at {weight}%")
-            if ok:
-                passes += 1
-                continue
-            failed += 1
-            log.warning("analysis %d at %d%% failed (%d/%d): %s", attempt, weight, failed, a.threshold,
-                        "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.passed))  # fmt: skip
-            if failed >= a.threshold:
-                why = f"{failed} failed analyses at {weight}% (threshold {a.threshold})"
-                revert(why)
-                raise RolloutFailed(f"{why}; traffic reverted to stable.\n\n{evidence.table()}")
+    try:
+        ensure_route(cluster, router)
+        failed = 0
+        for weight in todo:
+            if weight == todo[-1] and request.approve_before_final_step:
+                served = read_weight(cluster, router)
+                if served < weight:
+                    answer = gate(f"shift to {weight}%", served)
+                    if answer != "approve":
+                        held = {**result, "weight": served, "evidence": evidence.model_dump(mode="json")}
+                        return _stop(answer, revert, report, held, log)
+            served = set_weight(cluster, router, weight)
+            update_progress_artifact(progress_id, float(served))
+            log.info("canary serves %d%%", served)
+            passes, attempt = 0, 0
+            while passes < a.iterations:
+                time.sleep(a.interval_seconds)
+                attempt += 1
+                checks = run_checks(prometheus, a.metrics, target)
+                step_hooks = run_webhooks(a.webhooks, "rollout", {**payload, "weight": weight})
+                ok = all(c.passed for c in checks) and all(h.passed for h in step_hooks)
+                evidence.steps.append(
+                    AnalysisRecord(weight=weight, attempt=attempt, passed=ok, checks=checks, webhooks=step_hooks)
+                )
+                report(f"Canary at {weight}%")
+                if ok:
+                    passes += 1
+                    continue
+                failed += 1
+                log.warning("analysis %d at %d%% failed (%d/%d): %s", attempt, weight, failed, a.threshold,
+                            "; ".join(f"{c.name}: {c.detail}" for c in checks if not c.passed))  # fmt: skip
+                if failed >= a.threshold:
+                    why = f"{failed} failed analyses at {weight}% (threshold {a.threshold})"
+                    revert(why)
+                    raise RolloutFailed(f"{why}; traffic reverted to stable.\n\n{evidence.table()}")
 
-    final = todo[-1] if todo else read_weight(cluster, router)
-    if not request.promote:
-        report(f"Canary holds {final}% (promotion not requested)")
-        return {**result, "outcome": "completed", "weight": final, "evidence": evidence.model_dump(mode="json")}
-    hooks = run_webhooks(a.webhooks, "confirm-promotion", payload)
-    evidence.webhooks += hooks
-    if not all(h.passed for h in hooks):
-        revert("confirm-promotion webhook failed")
-        raise RolloutFailed(f"confirm-promotion webhook failed: {[h.detail for h in hooks if not h.passed]}")
-    if request.approve_before_promotion:
-        answer = gate("promote", final)
-        if answer != "approve":
-            return _stop(
-                answer, revert, report, {**result, "weight": final, "evidence": evidence.model_dump(mode="json")}, log
-            )
+        final = todo[-1] if todo else read_weight(cluster, router)
+        if not request.promote:
+            report(f"Canary holds {final}% (promotion not requested)")
+            return {**result, "outcome": "completed", "weight": final, "evidence": evidence.model_dump(mode="json")}
+        hooks = run_webhooks(a.webhooks, "confirm-promotion", payload)
+        evidence.webhooks += hooks
+        if not all(h.passed for h in hooks):
+            revert("confirm-promotion webhook failed")
+            raise RolloutFailed(f"confirm-promotion webhook failed: {[h.detail for h in hooks if not h.passed]}")
+        if request.approve_before_promotion:
+            answer = gate("promote", final)
+            if answer != "approve":
+                return _stop(
+                    answer,
+                    revert,
+                    report,
+                    {**result, "weight": final, "evidence": evidence.model_dump(mode="json")},
+                    log,
+                )
 
-    status = release_status(cluster, request.namespace, request.stable_release, request.helm_executable)
-    stable_values = revision_details(
-        cluster, request.namespace, request.stable_release, status.revision, request.helm_executable
-    ).values
-    canary_status = release_status(cluster, request.namespace, request.canary_release, request.helm_executable)
-    canary_values = revision_details(
-        cluster, request.namespace, request.canary_release, canary_status.revision, request.helm_executable
-    ).values
-    values = {**stable_values, "image": {**stable_values.get("image", {}), **canary_values.get("image", {})}}
-    outcome = upgrade_release(
-        cluster, request.namespace, request.stable_release, request.chart, values,
-        f"rollbook canary promotion to {version}", status.revision, False, request.timeout_seconds,
-        request.helm_executable,
-    )  # fmt: skip
-    if not outcome.succeeded:
-        revert(f"promotion upgrade of {request.stable_release!r} failed")
-        raise RolloutFailed(f"promotion of {request.stable_release!r} failed: {outcome.helm_error}")
-    reset_route(cluster, router)
-    remove_route(cluster, router)
-    update_progress_artifact(progress_id, 100.0)
-    annotations = change_annotations(
-        controls, ACTION, **{"promoted-version": version, "canary": request.canary_release}
-    )
-    annotate_release_deployments(cluster, request.namespace, request.stable_release, annotations)
-    evidence.webhooks += run_webhooks(a.webhooks, "post-rollout", payload)
-    report(f"Promoted {version}")
-    return {
-        **result,
-        "outcome": "promoted",
-        "weight": 0,
-        "version": version,
-        "evidence": evidence.model_dump(mode="json"),
-    }
+        status = release_status(cluster, request.namespace, request.stable_release, request.helm_executable)
+        stable_values = revision_details(
+            cluster, request.namespace, request.stable_release, status.revision, request.helm_executable
+        ).values
+        canary_status = release_status(cluster, request.namespace, request.canary_release, request.helm_executable)
+        canary_values = revision_details(
+            cluster, request.namespace, request.canary_release, canary_status.revision, request.helm_executable
+        ).values
+        values = {**stable_values, "image": {**stable_values.get("image", {}), **canary_values.get("image", {})}}
+        outcome = upgrade_release(
+            cluster, request.namespace, request.stable_release, request.chart, values,
+            f"rollbook canary promotion to {version}", status.revision, False, request.timeout_seconds,
+            request.helm_executable,
+        )  # fmt: skip
+        if not outcome.succeeded:
+            revert(f"promotion upgrade of {request.stable_release!r} failed")
+            raise RolloutFailed(f"promotion of {request.stable_release!r} failed: {outcome.helm_error}")
+        reset_route(cluster, router)
+        remove_route(cluster, router)
+        update_progress_artifact(progress_id, 100.0)
+        annotations = change_annotations(
+            controls, ACTION, **{"promoted-version": version, "canary": request.canary_release}
+        )
+        annotate_release_deployments(cluster, request.namespace, request.stable_release, annotations)
+        canary_left = _retire_canary(cluster, request)
+        evidence.webhooks += run_webhooks(a.webhooks, "post-rollout", payload)
+        report(f"Promoted {version}; canary release {request.canary_release!r} {canary_left}")
+        return {
+            **result,
+            "outcome": "promoted",
+            "weight": 0,
+            "version": version,
+            "canary_release": canary_left,
+            "evidence": evidence.model_dump(mode="json"),
+        }
+    except RolloutFailed:  # already reverted, with the evidence
+        raise
+    except Exception as exc:
+        _salvage(exc, revert, log)
+        raise
+
+
+def _salvage(exc: Exception, revert: Any, log: Any) -> None:
+    """Best effort after an unexpected error once the route exists: send all traffic back to stable (a crash must
+    not leave users on an unjudged canary), log what happened, and note it on the exception the run fails with."""
+    log.error("unexpected error during the rollout (%s: %s); reverting traffic to stable", type(exc).__name__, exc)
+    try:
+        revert(f"unexpected error: {type(exc).__name__}: {exc}")
+    except Exception as again:  # noqa: BLE001 - the original error is what the run fails with
+        log.error("could not revert traffic to stable: %s; check the route by hand", again)
+        exc.add_note(f"rollbook: reverting traffic to stable FAILED ({again}); check the route by hand")
+        return
+    exc.add_note("rollbook: traffic was reverted to stable (weight 0)")
+
+
+def _retire_canary(cluster: Any, request: CanaryRequest) -> str:
+    """Uninstall the canary release once stable runs its version (Flagger scales the canary away after promotion):
+    it serves no traffic any more. The promotion already succeeded, so a failed uninstall is reported, not raised."""
+    try:
+        gone = uninstall_release(
+            cluster, request.namespace, request.canary_release, request.helm_executable, request.timeout_seconds
+        )
+    except Exception as exc:  # noqa: BLE001 - reported in the result; stable is promoted either way
+        get_run_logger().warning("promotion done, but uninstalling canary %r failed: %s", request.canary_release, exc)
+        return f"NOT uninstalled ({exc}); remove it with `helm uninstall {request.canary_release}`"
+    return "uninstalled" if gone else "already gone"
 
 
 def _stop(answer: str, revert: Any, report: Any, result: dict[str, Any], log: Any) -> dict[str, Any]:

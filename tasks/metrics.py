@@ -31,6 +31,10 @@ class MetricsUnavailable(RuntimeError):
     """The metric provider could not be queried (unreachable, error answer); distinct from a failed check."""
 
 
+class MetricsUnreachable(MetricsUnavailable):
+    """No answer at all (connection refused, timeout): later queries in the same analysis would fail the same way."""
+
+
 class MetricCheck(BaseModel):
     """One metric and its acceptable range."""
 
@@ -136,7 +140,7 @@ class PrometheusProvider:
         try:
             resp = self.http.get("/api/v1/query", params={"query": promql})
         except httpx.HTTPError as exc:
-            raise MetricsUnavailable(f"prometheus unreachable at {self.http.base_url}: {exc}") from None
+            raise MetricsUnreachable(f"prometheus unreachable at {self.http.base_url}: {exc}") from None
         try:
             body: dict[str, Any] = resp.json()
         except ValueError:
@@ -159,11 +163,34 @@ class PrometheusProvider:
 
 
 def evaluate(provider: MetricProvider, checks: list[MetricCheck], target: Target) -> list[CheckResult]:
+    """Judge every check. A provider error fails that check with the reason (Flagger counts it as a failed
+    analysis too), so a Prometheus lost mid-rollout leads to a revert at the threshold instead of a crash with
+    traffic still on the canary. Once Prometheus gave no answer at all, the remaining checks are failed with the
+    same reason without waiting for more timeouts."""
     results = []
+    unreachable: MetricsUnavailable | None = None
     for check in checks:
         query = render_query(check, target)
-        results.append(judge(check, query, provider.query_scalar(query)))
+        if unreachable is not None:
+            results.append(unavailable(check, query, unreachable))
+            continue
+        try:
+            value = provider.query_scalar(query)
+        except MetricsUnavailable as exc:
+            if isinstance(exc, MetricsUnreachable):
+                unreachable = exc
+            results.append(unavailable(check, query, exc))
+            continue
+        results.append(judge(check, query, value))
     return results
+
+
+def unavailable(check: MetricCheck, query: str, exc: MetricsUnavailable) -> CheckResult:
+    """A failed check whose value is unknown because the provider could not answer."""
+    return CheckResult(
+        name=check.name, query=query, value=None, min=check.min, max=check.max, passed=False,
+        detail=f"Prometheus could not be queried: {exc}",
+    )  # fmt: skip
 
 
 @task(retries=2, retry_delay_seconds=2, timeout_seconds=30)

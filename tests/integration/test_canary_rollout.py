@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,9 +10,11 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 from helm_helpers import resume, run_in_thread, wait_paused
+from http_helpers import TcpProxy, hook_recorder
 from kubernetes import client
 from pydantic import ValidationError
 from test_progressive_traffic import http_route
@@ -91,14 +94,29 @@ def test_healthy_canary_is_promoted_after_two_approvals(
     sandbox: Sandbox, demo_chart: Path, namespace: str, releases: NginxCanaryRouter, apps: client.AppsV1Api
 ) -> None:
     deploy(sandbox, demo_chart, namespace, "web-next", "1.1.0", "--set", "ingress.enabled=false")
-    req = request(sandbox, demo_chart, namespace)
-    thread, out = run_in_thread(lambda: canary_rollout(request=req, controls=CONTROLS))
-    approve_next()  # before 100%
-    assert weight(sandbox, releases) == 100 or thread.is_alive()
-    approve_next()  # before promotion
-    thread.join(120)
+    with hook_recorder() as hooks:  # a real HTTP server: every phase's webhook, in the order the flow calls them
+        phases = ["pre-rollout", "rollout", "confirm-promotion", "post-rollout", "rollback"]
+        req = request(sandbox, demo_chart, namespace, analysis={"webhooks": [hooks.hook(p) for p in phases]})
+        thread, out = run_in_thread(lambda: canary_rollout(request=req, controls=CONTROLS))
+        approve_next()  # before 100%
+        assert weight(sandbox, releases) == 100 or thread.is_alive()
+        approve_next()  # before promotion
+        thread.join(120)
+        calls = list(hooks.calls)
     assert "error" not in out, out.get("error")
     result = out["result"]
+    assert [(path, body["phase"], body.get("weight")) for path, body in calls] == [
+        ("/pre-rollout", "pre-rollout", None),
+        ("/rollout", "rollout", 25),
+        ("/rollout", "rollout", 50),
+        ("/rollout", "rollout", 100),
+        ("/confirm-promotion", "confirm-promotion", None),
+        ("/post-rollout", "post-rollout", None),
+    ]  # no rollback call on a healthy rollout
+    for _, body in calls:
+        assert body["name"] == "web-next" and body["namespace"] == namespace and body["version"] == "1.1.0"
+        assert body["metadata"] == {"test": "recorder"}
+    assert [w["type"] for w in result["evidence"]["webhooks"]] == ["pre-rollout", "confirm-promotion", "post-rollout"]
     assert result["outcome"] == "promoted" and result["version"] == "1.1.0"
     assert [s["weight"] for s in result["evidence"]["steps"]] == [25, 50, 100]
     assert [a["action"] for a in result["evidence"]["approvals"]] == ["approve", "approve"]
@@ -107,6 +125,14 @@ def test_healthy_canary_is_promoted_after_two_approvals(
     assert image.endswith(":1.1.0")
     net = client.NetworkingV1Api(sandbox.api_client())
     assert [i.metadata.name for i in net.list_namespaced_ingress(namespace).items] == ["web-demo-app"]
+    # the canary release served its purpose: uninstalled after promotion (its Deployment and Service are gone)
+    assert result["canary_release"] == "uninstalled"
+    assert helm_releases(sandbox, namespace) == ["web"]
+    assert [d.metadata.name for d in apps.list_namespaced_deployment(namespace).items] == ["web-demo-app"]
+
+
+def helm_releases(sandbox: Sandbox, namespace: str) -> list[str]:
+    return sorted(r["name"] for r in json.loads(sandbox.helm("list", "-n", namespace, "-o", "json").stdout))
 
 
 @pytest.mark.parametrize("router", ["nginx", "gateway-api"])
@@ -123,9 +149,21 @@ def test_errors_from_50_roll_back_at_50_and_never_reach_75(
         check = GatewayApiRouter(
             namespace=namespace, http_route="web", stable_service="web-demo-app", canary_service="web-next-demo-app"
         )
-    req = request(sandbox, demo_chart, namespace, analysis={"step_weights": [25, 50, 75, 100]}, **extra)
-    with pytest.raises(RolloutFailed) as failed:
-        canary_rollout(request=req, controls=CONTROLS)
+    with hook_recorder() as hooks:
+        webhooks = [hooks.hook("rollout"), hooks.hook("rollback"), hooks.hook("post-rollout")]
+        req = request(
+            sandbox, demo_chart, namespace, analysis={"step_weights": [25, 50, 75, 100], "webhooks": webhooks}, **extra
+        )
+        with pytest.raises(RolloutFailed) as failed:
+            canary_rollout(request=req, controls=CONTROLS)
+        calls = list(hooks.calls)
+    # the failing rollout called the rollback webhook once, after the steps, with the reason
+    assert [(body["phase"], body.get("weight")) for _, body in calls] == [
+        ("rollout", 25),
+        ("rollout", 50),
+        ("rollback", None),
+    ]
+    assert "failed analyses at 50%" in calls[-1][1]["reason"] and calls[-1][1]["version"] == "1.1.0"
     message = str(failed.value)
     assert "failed analyses at 50%" in message
     assert "| 25% | 1 | request-success-rate |" in message and "| 75%" not in message
@@ -163,6 +201,51 @@ def test_slow_canary_fails_latency_and_rejection_or_timeout_reverts(
     req = request(sandbox, demo_chart, namespace, analysis={"step_weights": [30, 100]}, approval_timeout_seconds=5)
     with pytest.raises(RolloutFailed, match="rejected or timed out"):
         canary_rollout(request=req, controls=CONTROLS)
+    assert weight(sandbox, releases) == 0
+
+
+def wait_weight(sandbox: Sandbox, router: NginxCanaryRouter, wanted: int, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while weight(sandbox, router) != wanted and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert weight(sandbox, router) == wanted, f"the canary never served {wanted}%"
+
+
+def test_prometheus_lost_mid_rollout_reverts_and_unexpected_errors_revert(
+    sandbox: Sandbox, demo_chart: Path, namespace: str, releases: NginxCanaryRouter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deploy(sandbox, demo_chart, namespace, "web-next", "1.1.0", "--set", "ingress.enabled=false")
+    real = urlparse(prometheus_url(sandbox.cfg))
+    proxy = TcpProxy((str(real.hostname), int(real.port or 80)))
+    with hook_recorder() as hooks:
+        req = request(
+            sandbox, demo_chart, namespace, prometheus_url=proxy.url, analysis={"webhooks": [hooks.hook("rollback")]}
+        )
+        try:
+            thread, out = run_in_thread(lambda: canary_rollout(request=req, controls=CONTROLS))
+            wait_weight(sandbox, releases, 50)  # the analysis at 25% passed through the proxy
+        finally:
+            proxy.stop()  # Prometheus goes away before the analysis at 50%
+        thread.join(120)
+        error = out.get("error")
+        assert isinstance(error, RolloutFailed), out
+        message = str(error)
+        assert "1 failed analyses at 50%" in message and "traffic reverted to stable" in message
+        assert "Prometheus could not be queried: prometheus unreachable at " + proxy.url in message
+        assert "| 25% | 1 | request-success-rate |" in message  # the evidence before the loss is kept
+        assert weight(sandbox, releases) == 0
+        assert hooks.phases() == ["rollback"]
+
+    # any other error once traffic has moved (here a crash injected into the analysis task) sends traffic back
+    # to stable before the run fails with the original error
+    def crash(*args: Any, **kwargs: Any) -> Any:
+        assert weight(sandbox, releases) == 25  # traffic really moved before the crash
+        raise RuntimeError("injected crash in the analysis")
+
+    monkeypatch.setattr(sys.modules["flows.canary_rollout"], "run_checks", crash)  # the module, not the flow
+    with pytest.raises(RuntimeError, match="injected crash") as crashed:
+        canary_rollout(request=request(sandbox, demo_chart, namespace), controls=CONTROLS)
+    assert "traffic was reverted to stable (weight 0)" in " ".join(getattr(crashed.value, "__notes__", []))
     assert weight(sandbox, releases) == 0
 
 
@@ -239,10 +322,10 @@ def test_bad_input_and_plan_change_nothing(
     # a second rollout of the same application is refused while the first holds the lock
     from prefect.concurrency.sync import concurrency
 
-    from flows.canary_rollout import RolloutBusy, _lock_free
+    from rollbook.rollout_lock import lock_free
 
     lock = f"rollout-{namespace}-web"
-    assert _lock_free(lock)
+    assert lock_free(lock)
     with concurrency(lock, occupy=1, strict=True):
         with pytest.raises(RolloutBusy, match="another progressive rollout of 'web'"):
             canary_rollout(request=request(sandbox, demo_chart, namespace), controls=CONTROLS)

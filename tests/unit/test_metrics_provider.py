@@ -118,3 +118,24 @@ def test_checks_are_validated() -> None:
         MetricCheck(name="request-duration", min=10, max=1)
     with pytest.raises(ValidationError):
         MetricCheck(name="request-duration", max=1, window="5 minutes")
+
+
+def test_provider_errors_during_analysis_are_failed_checks_with_the_reason() -> None:
+    """A Prometheus lost mid-rollout must count against the canary (and lead to a revert), not crash the run."""
+    calls: list[str] = []
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.params["query"])
+        raise httpx.ConnectError("connection refused")
+
+    down = PrometheusProvider(httpx.Client(base_url="http://prom:9090", transport=httpx.MockTransport(refuse)))
+    checks = [MetricCheck(name="request-success-rate", min=99), MetricCheck(name="request-duration", max=500)]
+    results = evaluate(down, checks, TARGET)
+    assert [r.passed for r in results] == [False, False] and [r.value for r in results] == [None, None]
+    assert all(r.detail.startswith("Prometheus could not be queried: prometheus unreachable at http://prom:9090")
+               for r in results)  # fmt: skip
+    assert len(calls) == 1  # no answer at all: the second check is not queried (and waited for) again
+    # an error answer to one query fails that check only; the next query is still asked
+    results = evaluate(provider({"code!~": BAD_QUERY, "histogram_quantile": VECTOR_ONE}), checks, TARGET)
+    assert not results[0].passed and "bad_data" in results[0].detail
+    assert results[1].passed and results[1].value == 97.5
