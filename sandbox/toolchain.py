@@ -3,6 +3,10 @@
 Nothing here downloads a prebuilt binary: every tool is compiled from its Go module at a pinned version.
 The cache key is the pin set, so a second run with the same pins does no work and a pin change
 builds into a fresh directory instead of mixing versions.
+
+The vulnerability scanner (grype, and the sandbox's DB writer compiled against it from sandbox/grypedb/) is a
+second set with its own key (`SCANNER_PINS` plus the writer's sources): adding or bumping it rebuilds grype only,
+never Kubernetes.
 """
 
 from __future__ import annotations
@@ -31,6 +35,10 @@ PINS: dict[str, str] = {
     "crane": "0.22.1",
 }
 
+# Its own cache key: see the module docstring. syft comes at the version grype's go.mod requires.
+SCANNER_PINS: dict[str, str] = {"grype": "0.121.2"}
+GRYPEDB_SOURCE = Path(__file__).resolve().parent / "grypedb"
+
 
 class ToolchainError(RuntimeError):
     """A build step failed; the message names the step and carries the tail of its output."""
@@ -51,6 +59,19 @@ def bin_dir(pins: dict[str, str] = PINS) -> Path:
     return cache_root() / "toolchain" / pin_key(pins) / "bin"
 
 
+def scanner_key(pins: dict[str, str] = SCANNER_PINS, source: Path = GRYPEDB_SOURCE) -> str:
+    """The scanner set's key: its pins and the DB writer's sources, so editing main.go rebuilds the writer."""
+    digest = hashlib.sha256()
+    for path in sorted(source.iterdir()):
+        if path.suffix == ".go" or path.name == "go.mod":
+            digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    return "scanner-" + pin_key({**pins, "grypedb-sources": digest.hexdigest()})
+
+
+def scanner_bin_dir(pins: dict[str, str] = SCANNER_PINS) -> Path:
+    return cache_root() / "toolchain" / scanner_key(pins) / "bin"
+
+
 @dataclass(frozen=True)
 class Component:
     """One pinned tool: the binaries it yields and how to build them into a bin directory."""
@@ -58,6 +79,7 @@ class Component:
     name: str
     binaries: tuple[str, ...]
     build: Callable[[str, Path, Path], None]  # (version, work dir, bin dir)
+    pin: str = ""  # which pin's version it is built at, when not its own name
 
 
 def _log(msg: str) -> None:
@@ -183,6 +205,24 @@ def build_crane(version: str, work: Path, out: Path) -> None:
     _go_install("github.com/google/go-containerregistry/cmd/crane", version, out)
 
 
+def build_grype(version: str, work: Path, out: Path) -> None:
+    """Stamp the version as upstream's release build does: grype prints it and reports it in every JSON report."""
+    _go_install("github.com/anchore/grype/cmd/grype", version, out, f"-s -w -X main.version={version}")
+
+
+def build_grypedb(version: str, work: Path, out: Path) -> None:
+    """Build sandbox/grypedb against the same grype version as the binary, so it writes the schema grype reads.
+    A copy is built (go.sum and any go.mod edits stay out of the repository)."""
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    for path in GRYPEDB_SOURCE.iterdir():
+        if path.suffix == ".go" or path.name == "go.mod":
+            shutil.copyfile(path, work / path.name)
+    _go(["mod", "edit", f"-require=github.com/anchore/grype@v{version}"], work, "pin grype for grypedb")
+    _go(["mod", "tidy"], work, "resolve grypedb modules")
+    _go(["build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "grypedb"), "."], work, "compile grypedb")
+
+
 COMPONENTS: tuple[Component, ...] = (
     Component("etcd", ("etcd", "etcdctl", "etcdutl"), build_etcd),
     Component("kwok", ("kwok", "kwok-stages"), build_kwok),
@@ -192,6 +232,11 @@ COMPONENTS: tuple[Component, ...] = (
     Component("helm", ("helm",), build_helm),
     Component("cosign", ("cosign",), build_cosign),
     Component("crane", ("crane",), build_crane),
+)
+
+SCANNER_COMPONENTS: tuple[Component, ...] = (
+    Component("grype", ("grype",), build_grype),
+    Component("grypedb", ("grypedb",), build_grypedb, pin="grype"),
 )
 
 
@@ -208,9 +253,17 @@ def _check_go() -> None:
 
 def ensure(pins: dict[str, str] = PINS, only: list[str] | None = None) -> Path:
     """Build whatever is missing for these pins and return the bin directory. Safe to call repeatedly."""
-    out = bin_dir(pins)
+    return _ensure(COMPONENTS, pins, bin_dir(pins), only)
+
+
+def ensure_scanner(pins: dict[str, str] = SCANNER_PINS, only: list[str] | None = None) -> Path:
+    """Like `ensure`, for grype and the sandbox's grype DB writer, in their own cache directory."""
+    return _ensure(SCANNER_COMPONENTS, pins, scanner_bin_dir(pins), only)
+
+
+def _ensure(components: tuple[Component, ...], pins: dict[str, str], out: Path, only: list[str] | None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
-    wanted = [c for c in COMPONENTS if only is None or c.name in only]
+    wanted = [c for c in components if only is None or c.name in only]
     missing = [c for c in wanted if not all((out / b).exists() for b in c.binaries)]
     if not missing:
         return out
@@ -227,7 +280,7 @@ def _build(missing: list[Component], pins: dict[str, str], out: Path) -> None:
     for comp in missing:
         if all((out / b).exists() for b in comp.binaries):  # built by the process we waited for
             continue
-        version = pins[comp.name]
+        version = pins[comp.pin or comp.name]
         _log(f"building {comp.name} v{version} ...")
         start = time.monotonic()
         staging = out.parent / f"staging-{comp.name}"
@@ -247,11 +300,21 @@ def _build(missing: list[Component], pins: dict[str, str], out: Path) -> None:
 
 
 def main() -> None:
+    """Build the sandbox toolchain and the scanner set (or only the named components); print their bin dirs."""
+    only = sys.argv[1:] or None
+    sets: tuple[tuple[tuple[Component, ...], Callable[..., Path]], ...] = (
+        (COMPONENTS, ensure),
+        (SCANNER_COMPONENTS, ensure_scanner),
+    )
+    unknown = set(only or ()) - {c.name for components, _ in sets for c in components}
+    if unknown:
+        sys.exit(f"toolchain: unknown component(s): {', '.join(sorted(unknown))}")
     try:
-        path = ensure(only=sys.argv[1:] or None)
+        for components, build in sets:
+            if only is None or any(c.name in only for c in components):
+                print(build(only=only))
     except ToolchainError as exc:
         sys.exit(f"toolchain: {exc}")
-    print(path)
 
 
 if __name__ == "__main__":
