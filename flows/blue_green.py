@@ -4,8 +4,10 @@ Green (the new version) is installed beside blue with `helm --wait` and no Ingre
 It must have every pod Ready and pass an acceptance check (an HTTP call or a command) before any traffic moves.
 Traffic then shifts through the steps with the canary-rollout flow's analysis (checks every `interval_seconds`
 for `window_seconds` at each step; `threshold` failed checks revert to blue). Approvals come before 100% and
-before blue is retired. Finish: green gets the Ingress, blue loses it, the canary route goes, Deployments are
-labelled active/retired, and blue is uninstalled now or by a follow-up run after `keep_blue_seconds`.
+before blue is retired. Finish: green gets the Ingress, blue loses it, the canary route goes (with the Gateway
+API router the HTTPRoute sends to green only), Deployments are labelled active/retired, and blue is uninstalled
+now or by a follow-up run after `keep_blue_seconds`. The application's rollout lock is held from before green is
+installed to the end, so no other blue/green or canary run of the same app can interleave.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from flows.canary_rollout import (
 )
 from rollbook.artifacts import artifact_key
 from rollbook.change import ChangeControls, change_annotations
+from rollbook.rollout_lock import rollout_lock
 from tasks.cluster import resolve_cluster
 from tasks.helm import (
     annotate_release_deployments,
@@ -40,8 +43,14 @@ from tasks.helm import (
     upgrade_release,
 )
 from tasks.metrics import MetricCheck, check_prometheus, resolve_prometheus
-from tasks.progressive import RoutingNotFound, label_release_deployments, release_routing, uninstall_release
-from tasks.traffic import NginxCanaryRouter, remove_route, reset_route
+from tasks.progressive import (
+    ReleaseRouting,
+    RoutingNotFound,
+    label_release_deployments,
+    release_routing,
+    uninstall_release,
+)
+from tasks.traffic import GatewayApiRouter, NginxCanaryRouter, Router, hand_over_route, reset_route
 from tasks.webhooks import Webhook
 
 ACTION = "blue-green"
@@ -72,12 +81,21 @@ class BlueGreenRequest(ClusterSource):
     approval_timeout_seconds: int = Field(default=3600, ge=5, le=7 * 24 * 3600)
     on_approval_timeout: Literal["revert", "hold"] = "revert"
     keep_blue_seconds: int = Field(default=0, ge=0, le=30 * 24 * 3600, description="0: uninstall blue at the end.")
+    router: Literal["nginx", "gateway-api"] = Field(
+        default="nginx", description="nginx: canary Ingress beside blue's; gateway-api: HTTPRoute backend weights."
+    )
+    http_route: str | None = Field(default=None, pattern=DNS_LABEL, description="HTTPRoute name (gateway-api).")
+    lock_timeout_seconds: float = Field(
+        default=30, ge=1, le=300, description="Longest wait for the app's lock when it looked free (a race)."
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         self.analysis()  # step checks
         if self.steps[-1] != 100:
             raise ValueError(f"blue/green steps must end at 100, got {self.steps}")
+        if (self.router == "gateway-api") != bool(self.http_route):
+            raise ValueError("http_route is required with router=gateway-api, and only then")
         if self.blue_release == self.green_release:
             raise ValueError("blue_release and green_release must differ")
         if bool(self.prometheus_url) == bool(self.prometheus_block):
@@ -118,11 +136,11 @@ def acceptance_check(url: str | None, command: list[str] | None, timeout_seconds
 def blue_green(request: BlueGreenRequest, controls: ChangeControls) -> dict[str, Any]:
     """Install green at 0%, check it, shift traffic in gated steps, then retire blue."""
     log = get_run_logger()
-    ns, helm = request.namespace, request.helm_executable
+    ns = request.namespace
     key = artifact_key(ACTION, ns, request.blue_release)
     cluster = resolve_cluster(request.cluster_block, request.kubeconfig_path, request.context)
     blue = release_routing(cluster, ns, request.blue_release)
-    if blue.ingress is None:
+    if request.router == "nginx" and blue.ingress is None:
         raise ValueError(f"blue release {request.blue_release!r} has no Ingress to split traffic from")
     try:
         green_before = release_routing(cluster, ns, request.green_release)
@@ -140,12 +158,13 @@ def blue_green(request: BlueGreenRequest, controls: ChangeControls) -> dict[str,
         [
             f"## Blue/green `{request.blue_release}` ({blue.version}) → `{request.green_release}` ({request.version})",
             "",
-            f"- green: {'already installed' if green_before else 'helm install --wait'} beside blue at 0%",
+            f"- green: {'already installed' if green_before else 'helm install --wait'} beside blue at 0%; "
+            f"traffic by {request.router}" + (f" (HTTPRoute `{request.http_route}`)" if request.http_route else ""),
             f"- health: pods Ready; acceptance: {request.acceptance_url or ''} {request.acceptance_command or ''}",
             f"- steps {request.steps}; checks every {request.interval_seconds}s for {request.window_seconds}s "
             f"per step; revert to blue after {request.threshold} failed checks",
             "- approvals before 100% and before retiring blue; no answer: " + request.on_approval_timeout,
-            f"- finish: green takes the Ingress; blue {keep}",
+            f"- finish: green takes the {'route and the ' if request.http_route else ''}Ingress; blue {keep}",
         ]
     )
     if controls.plan:
@@ -153,9 +172,26 @@ def blue_green(request: BlueGreenRequest, controls: ChangeControls) -> dict[str,
         log.info("plan only: nothing changed\n%s", plan)
         return {"outcome": "planned", "plan": plan}
 
+    # one lock over the whole change (install, shift, retire); the canary-rollout subflow re-enters it
+    with rollout_lock(ns, request.blue_release, request.lock_timeout_seconds):
+        return _deliver(request, controls, cluster, blue, green_before is None, plan, key)
+
+
+def _deliver(
+    request: BlueGreenRequest,
+    controls: ChangeControls,
+    cluster: Any,
+    blue: ReleaseRouting,
+    install: bool,
+    plan: str,
+    key: str,
+) -> dict[str, Any]:
+    """Install and check green, shift traffic with analysis, then hand over and retire blue (under the lock)."""
+    log = get_run_logger()
+    ns, helm = request.namespace, request.helm_executable
     blue_status = release_status(cluster, ns, request.blue_release, helm)
     blue_values = revision_details(cluster, ns, request.blue_release, blue_status.revision, helm).values
-    if green_before is None:
+    if install:
         values = _merge(
             blue_values,
             {"image": {"tag": request.version}, "track": "green", "ingress": {"enabled": False}},
@@ -176,6 +212,7 @@ def blue_green(request: BlueGreenRequest, controls: ChangeControls) -> dict[str,
         request.acceptance_timeout_seconds,
     )
     log.info("green accepted: %s", accepted)
+    router = _router(request, blue, release_routing(cluster, ns, request.green_release))
 
     shifted = canary_rollout(
         request=CanaryRequest(
@@ -194,6 +231,9 @@ def blue_green(request: BlueGreenRequest, controls: ChangeControls) -> dict[str,
             promote=False,
             approval_timeout_seconds=request.approval_timeout_seconds,
             on_approval_timeout=request.on_approval_timeout,
+            router=request.router,
+            http_route=request.http_route,
+            lock_timeout_seconds=request.lock_timeout_seconds,
         ),
         controls=controls,
     )
@@ -201,7 +241,6 @@ def blue_green(request: BlueGreenRequest, controls: ChangeControls) -> dict[str,
     if shifted["outcome"] != "completed":
         return {**result, "outcome": shifted["outcome"]}
 
-    router = NginxCanaryRouter(namespace=ns, stable_ingress=blue.ingress, canary_service=shifted["canary"]["service"])
     answer, reason = _ask("retire blue", request, shifted)
     result["retire_approval"] = {"action": answer, "reason": reason}
     if answer == "hold":
@@ -213,17 +252,18 @@ def blue_green(request: BlueGreenRequest, controls: ChangeControls) -> dict[str,
 
     green_status = release_status(cluster, ns, request.green_release, helm)
     green_values = revision_details(cluster, ns, request.green_release, green_status.revision, helm).values
-    for release, values, live in (
+    moves = (
         (request.green_release, _merge(green_values, {"ingress": {"enabled": True}}), green_status.revision),
         (request.blue_release, _merge(blue_values, {"ingress": {"enabled": False}}), blue_status.revision),
-    ):
+    )
+    for release, values, live in moves if blue.ingress else ():  # a route-only app has no Ingress to move
         outcome = upgrade_release(
             cluster, ns, release, request.chart, values, "rollbook blue/green: move the Ingress", live, False,
             request.timeout_seconds, helm,
         )  # fmt: skip
         if not outcome.succeeded:
             raise RolloutFailed(f"moving the Ingress failed at {release!r}: {outcome.helm_error}")
-    remove_route(cluster, router)
+    hand_over_route(cluster, router)  # nginx: the canary Ingress goes; Gateway API: the route sends to green only
     label_release_deployments(cluster, ns, request.green_release, {ROLE_LABEL: "active"})
     label_release_deployments(cluster, ns, request.blue_release, {ROLE_LABEL: "retired"})
     annotate_release_deployments(
@@ -240,6 +280,20 @@ def blue_green(request: BlueGreenRequest, controls: ChangeControls) -> dict[str,
         key=key,
     )
     return {**result, "outcome": "switched"}
+
+
+def _router(request: BlueGreenRequest, blue: ReleaseRouting, green: ReleaseRouting) -> Router:
+    """The same router the canary-rollout subflow builds from the same fields, for the revert and the hand-over."""
+    if request.router == "gateway-api":
+        return GatewayApiRouter(
+            namespace=request.namespace,
+            http_route=str(request.http_route),
+            stable_service=blue.service,
+            canary_service=green.service,
+        )
+    return NginxCanaryRouter(
+        namespace=request.namespace, stable_ingress=str(blue.ingress), canary_service=green.service
+    )
 
 
 def _ask(gate: str, request: BlueGreenRequest, shifted: dict[str, Any]) -> tuple[str, str]:

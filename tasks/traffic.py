@@ -1,4 +1,4 @@
-"""Traffic routers: one small interface (ensure, read, set, reset, remove) to shift a share of requests to a canary.
+"""Traffic routers: one small interface (ensure, read, set, reset, remove, hand over) to shift requests to a canary.
 
 The weight lives only in the cluster. Every call reads it back from the API server, so a run that crashed
 between two steps and starts again continues from the weight the cluster actually serves, never from memory.
@@ -45,6 +45,8 @@ class TrafficRouter(Protocol):
     def reset(self, api: k8s_client.ApiClient) -> int: ...
 
     def remove(self, api: k8s_client.ApiClient) -> bool: ...
+
+    def hand_over(self, api: k8s_client.ApiClient) -> bool: ...
 
 
 def check_weight(weight: int) -> int:
@@ -168,6 +170,11 @@ class NginxCanaryRouter(BaseModel):
             raise
         return True
 
+    def hand_over(self, api: k8s_client.ApiClient) -> bool:
+        """Blue/green's switch: the caller has moved the main Ingress to the canary release (with Helm), so the
+        canary Ingress is no longer needed; True if it existed."""
+        return self.remove(api)
+
 
 class GatewayApiRouter(BaseModel):
     """Gateway API: backend weights on an HTTPRoute's rules (stable and canary Services side by side).
@@ -263,6 +270,29 @@ class GatewayApiRouter(BaseModel):
             self._write(api, None)
         return present
 
+    def hand_over(self, api: k8s_client.ApiClient) -> bool:
+        """Blue/green's switch: every rule that sends to the stable Service sends to the canary Service only, so
+        the stable release can be retired. Only after a full shift (the canary backend must be there); False when
+        no rule sends to stable any more (done before: a retried call changes nothing)."""
+        route = self._get(api)
+        rules = [
+            r
+            for r in route["spec"].get("rules") or []
+            if any(b.get("name") == self.stable_service for b in r.get("backendRefs") or [])
+        ]
+        if not rules:
+            return False
+        for rule in rules:
+            if not any(b.get("name") == self.canary_service for b in rule["backendRefs"]):
+                raise RouterError(
+                    f"HTTPRoute {self.namespace}/{self.http_route} has no {self.canary_service} backend to hand over to"
+                )
+            rule["backendRefs"] = [b for b in rule["backendRefs"] if b.get("name") != self.stable_service]
+        self._api(api).replace_namespaced_custom_object(
+            *GATEWAY_API, self.namespace, HTTPROUTES, self.http_route, route, _request_timeout=REQUEST_TIMEOUT_SECONDS
+        )
+        return True
+
 
 GATEWAY_API = ("gateway.networking.k8s.io", "v1")
 HTTPROUTES = "httproutes"
@@ -303,3 +333,10 @@ def reset_route(cluster: KubernetesCluster, router: Router) -> int:
 def remove_route(cluster: KubernetesCluster, router: Router) -> bool:
     with cluster.api_client() as api:
         return router.remove(api)
+
+
+@task(**_RETRY)
+def hand_over_route(cluster: KubernetesCluster, router: Router) -> bool:
+    """After a full shift, make the canary the route's only backend (blue/green's finish)."""
+    with cluster.api_client() as api:
+        return router.hand_over(api)

@@ -1,21 +1,30 @@
-"""The blue-green flow on the sandbox: green installed beside blue, gated traffic shift, blue retired."""
+"""The blue-green flow on the sandbox: green installed beside blue, gated traffic shift, blue retired.
+
+The takeover and revert scenarios run on both routers (nginx canary Ingress, Gateway API HTTPRoute weights).
+"""
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helm_helpers import run_in_thread
+from helm_helpers import run_in_thread, wait_paused
+from http_helpers import hook_recorder
 from kubernetes import client
 from test_canary_rollout import CONTROLS, approve_next, deploy
+from test_progressive_traffic import http_route
 
-from flows.blue_green import BlueGreenRequest, blue_green
+from flows.blue_green import RETIRE_DEPLOYMENT, BlueGreenRequest, blue_green, blue_green_retire
 from flows.canary_rollout import RolloutFailed
+from rollbook.rollout_lock import RolloutBusy
 from sandbox.cluster import Sandbox
 from sandbox.observability import prometheus_url
-from tasks.traffic import NginxCanaryRouter
+from tasks.traffic import GATEWAY_API, HTTPROUTES, GatewayApiRouter, NginxCanaryRouter
+
+BLUE_SERVICE, GREEN_SERVICE = "shop-demo-app", "shop-green-demo-app"
 
 
 def request(sandbox: Sandbox, demo_chart: Path, namespace: str, **extra: Any) -> BlueGreenRequest:
@@ -46,49 +55,169 @@ def releases(sandbox: Sandbox, namespace: str) -> list[str]:
     return sorted(r["name"] for r in json.loads(sandbox.helm("list", "-n", namespace, "-o", "json").stdout))
 
 
-def test_green_takes_over_after_approvals_and_blue_is_uninstalled(
-    sandbox: Sandbox, demo_chart: Path, namespace: str, apps: client.AppsV1Api
-) -> None:
+def ingresses(sandbox: Sandbox, namespace: str) -> list[str]:
+    return [
+        i.metadata.name for i in client.NetworkingV1Api(sandbox.api_client()).list_namespaced_ingress(namespace).items
+    ]
+
+
+def route_backends(sandbox: Sandbox, namespace: str) -> list[tuple[str, int | None]]:
+    route = client.CustomObjectsApi(sandbox.api_client()).get_namespaced_custom_object(
+        *GATEWAY_API, namespace, HTTPROUTES, "shop"
+    )
+    return [(b["name"], b.get("weight")) for b in route["spec"]["rules"][0]["backendRefs"]]
+
+
+@pytest.fixture(params=["nginx", "gateway-api"])
+def blue(
+    request: pytest.FixtureRequest, sandbox: Sandbox, demo_chart: Path, namespace: str
+) -> tuple[dict[str, Any], NginxCanaryRouter | GatewayApiRouter]:
+    """Blue (shop 1.0.0) serving users, and the request fields and router of the parametrized traffic router."""
     deploy(sandbox, demo_chart, namespace, "shop", "1.0.0", "--set", "track=blue")
-    req = request(sandbox, demo_chart, namespace, version="1.1.0")
-    thread, out = run_in_thread(lambda: blue_green(request=req, controls=CONTROLS))
-    approve_next()  # before 100%
-    approve_next()  # before retiring blue
-    thread.join(120)
+    if request.param == "nginx":
+        return {}, NginxCanaryRouter(namespace=namespace, stable_ingress=BLUE_SERVICE, canary_service=GREEN_SERVICE)
+    http_route(sandbox, namespace, "shop", BLUE_SERVICE)
+    return {"router": "gateway-api", "http_route": "shop"}, GatewayApiRouter(
+        namespace=namespace, http_route="shop", stable_service=BLUE_SERVICE, canary_service=GREEN_SERVICE
+    )
+
+
+def weight(sandbox: Sandbox, router: NginxCanaryRouter | GatewayApiRouter) -> int:
+    with sandbox.api_client() as api:
+        return router.read_weight(api)
+
+
+def test_green_takes_over_after_approvals_and_blue_is_uninstalled(
+    sandbox: Sandbox,
+    demo_chart: Path,
+    namespace: str,
+    apps: client.AppsV1Api,
+    blue: tuple[dict[str, Any], NginxCanaryRouter | GatewayApiRouter],
+) -> None:
+    fields, router = blue
+    with hook_recorder() as server:  # green's acceptance is an HTTP call that answers 200
+        req = request(sandbox, demo_chart, namespace, version="1.1.0", acceptance_command=None,
+                      acceptance_url=server.url + "/status/200", **fields)  # fmt: skip
+        thread, out = run_in_thread(lambda: blue_green(request=req, controls=CONTROLS))
+        wait_paused()  # green is installed and serves 50%; the gate before 100% waits, the run holds the lock
+        served = weight(sandbox, router)
+        assert served == 50
+        # a second blue/green of the same app is refused at once and changes nothing: no release, same weight
+        other = request(sandbox, demo_chart, namespace, version="1.1.0", green_release="shop-next", **fields)
+        with pytest.raises(RolloutBusy, match=f"another progressive rollout of 'shop' in '{namespace}'"):
+            blue_green(request=other, controls=CONTROLS)
+        assert releases(sandbox, namespace) == ["shop", "shop-green"] and weight(sandbox, router) == served
+        approve_next()  # before 100%
+        approve_next()  # before retiring blue
+        thread.join(120)
+        assert [path for path, _ in server.calls] == ["/status/200"]
     assert "error" not in out, out.get("error")
     result = out["result"]
     assert result["outcome"] == "switched" and result["blue"] == "uninstalled"
     assert [s["weight"] for s in result["shift"]["evidence"]["steps"]] == [50, 100]
     assert releases(sandbox, namespace) == ["shop-green"]
-    net = client.NetworkingV1Api(sandbox.api_client())
-    ingresses = net.list_namespaced_ingress(namespace).items
-    assert [(i.metadata.name, i.spec.rules[0].host) for i in ingresses] == [("shop-green-demo-app", "demo.local")]
-    green = apps.read_namespaced_deployment("shop-green-demo-app", namespace)
+    ingress = client.NetworkingV1Api(sandbox.api_client()).list_namespaced_ingress(namespace).items
+    assert [(i.metadata.name, i.spec.rules[0].host) for i in ingress] == [(GREEN_SERVICE, "demo.local")]
+    if fields:  # Gateway API: the route sends to green only (blue's backend is gone with blue)
+        assert route_backends(sandbox, namespace) == [(GREEN_SERVICE, 100)]
+    green = apps.read_namespaced_deployment(GREEN_SERVICE, namespace)
     assert green.metadata.labels["rollbook.dev/role"] == "active"
     assert green.metadata.labels["rollbook.dev/track"] == "green"
     assert green.spec.template.spec.containers[0].image.endswith(":1.1.0")
 
 
 def test_bad_green_reverts_to_blue_and_failed_acceptance_moves_nothing(
-    sandbox: Sandbox, demo_chart: Path, namespace: str
+    sandbox: Sandbox,
+    demo_chart: Path,
+    namespace: str,
+    blue: tuple[dict[str, Any], NginxCanaryRouter | GatewayApiRouter],
 ) -> None:
-    deploy(sandbox, demo_chart, namespace, "shop", "1.0.0", "--set", "track=blue")
-    router = NginxCanaryRouter(
-        namespace=namespace, stable_ingress="shop-demo-app", canary_service="shop-green-demo-app"
-    )
+    fields, router = blue
+    untouched = route_backends(sandbox, namespace) if fields else None
+    with hook_recorder() as server:  # acceptance by HTTP: a 500 stops the run before any traffic moves
+        with pytest.raises(
+            RolloutFailed, match=r"acceptance call http://127\.0\.0\.1:\d+/status/500 answered HTTP 500"
+        ):
+            failing = server.url + "/status/500"
+            blue_green(request=request(sandbox, demo_chart, namespace, version="1.2.0", acceptance_command=None,
+                                       acceptance_url=failing, **fields), controls=CONTROLS)  # fmt: skip
+        assert [path for path, _ in server.calls] == ["/status/500"]
+    assert weight(sandbox, router) == 0
+    assert ingresses(sandbox, namespace) == [BLUE_SERVICE]  # no canary Ingress was made
+    if fields:
+        assert route_backends(sandbox, namespace) == untouched  # the route was not touched
     with pytest.raises(RolloutFailed, match="acceptance command"):
-        blue_green(request=request(sandbox, demo_chart, namespace, version="1.2.0", acceptance_command=["false"]),
-                   controls=CONTROLS)  # fmt: skip
-    with sandbox.api_client() as api:
-        assert router.read_weight(api) == 0
-    assert client.NetworkingV1Api(sandbox.api_client()).list_namespaced_ingress(namespace).items[0].metadata.name == (
-        "shop-demo-app"
-    )
+        blue_green(request=request(sandbox, demo_chart, namespace, version="1.2.0", acceptance_command=["false"],
+                                   **fields), controls=CONTROLS)  # fmt: skip
+    assert weight(sandbox, router) == 0
     # 1.2.0 answers 5xx on a share of requests: reverted at the first step, blue keeps everything
     with pytest.raises(RolloutFailed, match="failed analyses at 50%"):
-        blue_green(request=request(sandbox, demo_chart, namespace, version="1.2.0"), controls=CONTROLS)
-    with sandbox.api_client() as api:
-        assert router.read_weight(api) == 0
+        blue_green(request=request(sandbox, demo_chart, namespace, version="1.2.0", **fields), controls=CONTROLS)
+    assert weight(sandbox, router) == 0
     assert releases(sandbox, namespace) == ["shop", "shop-green"]
+    if fields:
+        assert route_backends(sandbox, namespace) == [(BLUE_SERVICE, 100), (GREEN_SERVICE, 0)]
     with pytest.raises(ValueError, match="must end at 100"):
         request(sandbox, demo_chart, namespace, version="1.1.0", steps=[10, 50])
+    with pytest.raises(ValueError, match="http_route is required"):
+        request(sandbox, demo_chart, namespace, version="1.1.0", router="gateway-api")
+
+
+def _switch(req: BlueGreenRequest) -> dict[str, Any]:
+    thread, out = run_in_thread(lambda: blue_green(request=req, controls=CONTROLS))
+    approve_next()  # before 100%
+    approve_next()  # before retiring blue
+    thread.join(120)
+    assert "error" not in out, out.get("error")
+    assert out["result"]["outcome"] == "switched"
+    return dict(out["result"])
+
+
+def test_keep_window_schedules_the_retire_run(sandbox: Sandbox, demo_chart: Path, namespace: str) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+    from prefect.client.schemas.objects import StateType
+    from prefect.exceptions import ObjectNotFound
+
+    from deployments import all_deployments
+
+    deploy(sandbox, demo_chart, namespace, "shop", "1.0.0", "--set", "track=blue")
+    keep = 3600
+    with get_client(sync_client=True) as prefect:  # the server may have it from another test: start without it
+        try:
+            prefect.delete_deployment(prefect.read_deployment_by_name(RETIRE_DEPLOYMENT).id)
+        except ObjectNotFound:
+            pass
+    # no blue-green-retire deployment on the server: blue is kept and the result says it is NOT scheduled
+    result = _switch(request(sandbox, demo_chart, namespace, version="1.1.0", steps=[100], keep_blue_seconds=keep))
+    assert result["blue"].startswith(f"kept; NOT scheduled for removal ({RETIRE_DEPLOYMENT} unavailable")
+    assert releases(sandbox, namespace) == ["shop", "shop-green"]
+    # the flow function the follow-up runs uninstalls the retired release (here called by hand, as an operator would)
+    retire = {"namespace": namespace, "kubeconfig_path": str(sandbox.cfg.kubeconfig),
+              "helm_executable": str(sandbox.bins / "helm")}  # fmt: skip
+    assert blue_green_retire(release="shop", **retire) is True
+    assert releases(sandbox, namespace) == ["shop-green"]
+
+    # with the deployment registered (as `rollbook serve` registers it), the switch back schedules its run
+    deployment = next(d for d in all_deployments() if d.name == "blue-green-retire")
+    deployment_id = deployment.apply()
+    started = dt.datetime.now(dt.UTC)
+    back = request(sandbox, demo_chart, namespace, blue_release="shop-green", green_release="shop", version="1.0.0",
+                   steps=[100], keep_blue_seconds=keep)  # fmt: skip
+    result = _switch(back)
+    with get_client(sync_client=True) as prefect:
+        runs = prefect.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
+        assert len(runs) == 1, runs
+        run = runs[0]
+        assert run.state is not None and run.state.type == StateType.SCHEDULED
+        assert run.parameters == {**retire, "release": "shop-green", "cluster_block": None, "context": None}
+        assert run.expected_start_time is not None
+        assert started + dt.timedelta(seconds=keep) <= run.expected_start_time
+        assert run.expected_start_time <= dt.datetime.now(dt.UTC) + dt.timedelta(seconds=keep)
+        assert result["blue"].startswith("kept until ") and str(run.id) in result["blue"]
+        assert releases(sandbox, namespace) == ["shop", "shop-green"]  # nothing removed before the window ends
+        # what that run will do when its time comes: the flow with the run's own parameters retires blue
+        assert blue_green_retire(**run.parameters) is True
+        assert releases(sandbox, namespace) == ["shop"]
+        assert blue_green_retire(**run.parameters) is False  # already gone: a late or repeated run is harmless
+        prefect.delete_flow_run(run.id)  # no worker in the tests; do not leave a run behind
