@@ -33,7 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
 
     sub.add_parser(
-        "env", help='print shell exports (KUBECONFIG, registries, tool directory): eval "$(rollbook sandbox env)"'
+        "env",
+        help="print shell exports (KUBECONFIG, registries, tool directory, grype and its sandbox database): "
+        'eval "$(rollbook sandbox env)"',
     ).set_defaults(func=_env)
 
     fault = sub.add_parser("fault", help="switch simulated failures on or off")
@@ -103,6 +105,7 @@ def _env(args: argparse.Namespace) -> int:
         "ROLLBOOK_SANDBOX_REGISTRY": sandbox.cfg.registry_host(),
         "ROLLBOOK_SANDBOX_MIRROR": sandbox.cfg.registry_host(mirror=True),
         "ROLLBOOK_SANDBOX_BIN": sandbox.bins,
+        **sandbox.grype_env(),
     }
     for name, value in exports.items():
         print(f"export {name}={shlex.quote(str(value))}")

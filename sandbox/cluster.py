@@ -18,7 +18,7 @@ from typing import Any
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 
-from sandbox import controlplane, faults, gatewayapi, toolchain
+from sandbox import controlplane, faults, gatewayapi, toolchain, vulndb
 from sandbox.config import SandboxConfig
 from sandbox.observability import prometheus_binary, prometheus_config, prometheus_service, traffic_simulator_service
 from sandbox.pki import Pki
@@ -50,6 +50,18 @@ class Sandbox:
         if self._bins is None:
             self._bins = toolchain.ensure()
         return self._bins
+
+    @property
+    def scanner_bins(self) -> Path:
+        """grype and the DB writer: their own toolchain set, built on first use (not needed to run the cluster)."""
+        return toolchain.ensure_scanner()
+
+    def grype_env(self) -> dict[str, str]:
+        """What a flow needs to scan the sandbox's images with a real grype and the sandbox's own vulnerability
+        database (written on first use, refreshed when a day old): ROLLBOOK_GRYPE and grype's GRYPE_DB_* settings."""
+        bins = self.scanner_bins
+        db_root = vulndb.ensure_db(self.cfg.work_dir / "grype-db", bins)
+        return {"ROLLBOOK_GRYPE": str(bins / "grype"), **vulndb.grype_env(db_root)}
 
     def services(self) -> list[ServiceSpec]:
         """Start order; `down` uses the reverse."""
