@@ -162,3 +162,12 @@ def test_gateway_router_weights_and_simulated_split(
         missing = GatewayApiRouter(namespace=namespace, http_route="nope", stable_service="a", canary_service="b")
         with pytest.raises(RouterError, match="not found"):
             missing.read_weight(api)
+        # blue/green's finish: refused without a canary backend; after a full shift the route sends to it only
+        with pytest.raises(RouterError, match="no app-next-demo-app backend to hand over to"):
+            router.hand_over(api)
+        router.ensure(api)
+        router.set_weight(api, 100)
+        assert router.hand_over(api) is True
+        refs = custom.get_namespaced_custom_object(*GATEWAY_API, namespace, HTTPROUTES, "app")["spec"]["rules"][0]
+        assert [(b["name"], b["weight"], b["port"]) for b in refs["backendRefs"]] == [("app-next-demo-app", 100, 80)]
+        assert router.hand_over(api) is False  # a retried hand-over changes nothing
