@@ -1,0 +1,142 @@
+"""The checklist's vulnerability check with the real grype (built by the toolchain) against the sandbox registry.
+
+The sandbox's own grype database (sandbox/vulndb.py, written with grype's v6 writer) holds made-up advisories for
+the `rollbook/scan-demo` images: 1.0.0 has SANDBOX-2026-0001 (Critical) and SANDBOX-2026-0002 (Medium), 1.1.0
+only the Medium one, 2.0.0 none. No network is used: grype neither downloads a database nor checks for updates.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from flows.predeploy_checklist import ChecklistFailed, ChecklistRequest, predeploy_checklist
+from sandbox.cluster import Sandbox
+from sandbox.registry import SCAN_DEMO_PACKAGE, SandboxRegistries
+from sandbox.toolchain import SCANNER_PINS
+from sandbox.vulndb import CRITICAL_ADVISORY, MEDIUM_ADVISORY
+from tasks.checks import check_vulnerabilities
+from tasks.checks_model import CheckName, CheckPolicy, Status
+from tasks.scanners import GrypeScanner
+
+OTHER_CHECKS: list[CheckName] = [
+    "cluster-health",
+    "current-release",
+    "image-signature",
+    "chart",
+    "capacity",
+    "db-migration",
+]
+
+
+@pytest.fixture(scope="module")
+def grype_env(sandbox: Sandbox) -> dict[str, str]:
+    """ROLLBOOK_GRYPE and grype's GRYPE_DB_* settings for the sandbox's database (written on first use)."""
+    return sandbox.grype_env()
+
+
+@pytest.fixture
+def sandbox_db(grype_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> str:
+    """Scans in this test use the sandbox's grype and database, the way `eval "$(rollbook sandbox env)"` sets up."""
+    for name, value in grype_env.items():
+        monkeypatch.setenv(name, value)
+    return grype_env["ROLLBOOK_GRYPE"]
+
+
+@pytest.fixture
+def registries(sandbox: Sandbox) -> SandboxRegistries:
+    return SandboxRegistries(sandbox.cfg, sandbox.bins)
+
+
+def test_real_grype_reports_the_sandbox_advisories(registries: SandboxRegistries, sandbox_db: str) -> None:
+    image = registries.scan_image("1.0.0")
+    report = GrypeScanner(sandbox_db).scan(image)
+    assert report.image == image
+    assert report.scanner == f"grype {SCANNER_PINS['grype']}"
+    found = {f.id: f for f in report.findings}
+    assert set(found) == {CRITICAL_ADVISORY, MEDIUM_ADVISORY}
+    critical = found[CRITICAL_ADVISORY]
+    assert (critical.severity, critical.package, critical.version) == ("Critical", SCAN_DEMO_PACKAGE, "1.0.0")
+    assert critical.fixed_in == ["1.1.0"] and found[MEDIUM_ADVISORY].severity == "Medium"
+    assert report.database["status"]["schemaVersion"].startswith("v6.") and report.database["status"]["valid"]
+    assert report.database["status"]["path"].startswith(os.environ["GRYPE_DB_CACHE_DIR"])  # the sandbox's DB
+
+
+def test_vulnerable_image_fails_at_critical_naming_the_advisory(registries: SandboxRegistries, sandbox_db: str) -> None:
+    image = registries.scan_image("1.0.0")
+    result = check_vulnerabilities.fn([image], "grype", "critical", "warn")  # grype from ROLLBOOK_GRYPE
+    assert result.status == Status.FAIL, result.reason
+    assert f"{CRITICAL_ADVISORY} Critical {SCAN_DEMO_PACKAGE}@1.0.0" in result.reason
+    assert MEDIUM_ADVISORY not in result.reason  # below the threshold: counted, not named
+    assert result.evidence["counts"] == {image: {"critical": 1, "medium": 1}}
+
+
+def test_threshold_above_the_findings_passes_and_at_them_fails(registries: SandboxRegistries, sandbox_db: str) -> None:
+    image = registries.scan_image("1.1.0")  # only the Medium advisory affects 1.1.0
+    above = check_vulnerabilities.fn([image], "grype", "high", "warn")
+    assert above.status == Status.PASS, above.reason
+    assert above.reason == "no finding at or above high in 1 image(s)"
+    assert above.evidence["counts"] == {image: {"medium": 1}}  # what is below the threshold stays visible
+    at = check_vulnerabilities.fn([image], "grype", "medium", "warn")
+    assert at.status == Status.FAIL and f"{MEDIUM_ADVISORY} Medium {SCAN_DEMO_PACKAGE}@1.1.0" in at.reason
+
+
+def test_clean_image_passes_at_any_threshold(registries: SandboxRegistries, sandbox_db: str) -> None:
+    image = registries.scan_image("2.0.0")  # the package is there, at a version no advisory affects
+    report = GrypeScanner(sandbox_db).scan(image)
+    assert report.findings == []
+    result = check_vulnerabilities.fn([image], "grype", "negligible", "fail")
+    assert result.status == Status.PASS, result.reason
+    assert result.evidence["counts"] == {image: {}}
+
+
+def test_a_fail_on_severity_setting_does_not_hide_the_report(
+    registries: SandboxRegistries, sandbox_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A grype config's fail-on-severity makes grype exit 2 with the report on stdout: still a report, not an error."""
+    monkeypatch.setenv("GRYPE_FAIL_ON_SEVERITY", "medium")
+    report = GrypeScanner(sandbox_db).scan(registries.scan_image("1.1.0"))
+    assert [f.id for f in report.findings] == [MEDIUM_ADVISORY]
+
+
+def test_checklist_flow_blocks_on_the_critical_advisory(
+    sandbox: Sandbox, registries: SandboxRegistries, demo_chart: Path, namespace: str, sandbox_db: str
+) -> None:
+    """The whole flow, only the scan enabled: the verdict blocks and the report names the advisory."""
+    fields = {
+        "kubeconfig_path": str(sandbox.cfg.kubeconfig),
+        "namespace": namespace,
+        "release": "scan",
+        "chart": str(demo_chart),
+        "images": [registries.scan_image("1.0.0")],
+        "helm_executable": str(sandbox.bins / "helm"),
+        "severity_threshold": "critical",
+    }
+    required = CheckPolicy(required=["vulnerabilities"], warn_only=[], skip=OTHER_CHECKS)
+    with pytest.raises(ChecklistFailed, match="vulnerabilities"):
+        predeploy_checklist(ChecklistRequest(**fields, policy=required))
+    verdict = predeploy_checklist(ChecklistRequest(**fields, policy=CheckPolicy(required=[], skip=OTHER_CHECKS)))
+    scan = next(r for r in verdict.results if r.check == "vulnerabilities")
+    assert scan.status == "fail" and CRITICAL_ADVISORY in scan.reason
+
+
+@pytest.mark.parametrize("auto_update", ["false", "true"])
+def test_without_a_database_the_policy_decides(
+    registries: SandboxRegistries,
+    grype_env: dict[str, str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    auto_update: str,
+) -> None:
+    """An empty DB directory; with auto-update on, grype also tries its download server, unreachable here."""
+    monkeypatch.setenv("ROLLBOOK_GRYPE", grype_env["ROLLBOOK_GRYPE"])
+    monkeypatch.setenv("GRYPE_DB_CACHE_DIR", str(tmp_path / "no-db"))
+    monkeypatch.setenv("GRYPE_DB_AUTO_UPDATE", auto_update)
+    image = registries.scan_image("1.0.0")
+    for policy in ("warn", "fail"):
+        result = check_vulnerabilities.fn([image], "grype", "critical", policy)
+        assert result.status == Status(policy), result.reason
+        assert result.reason.startswith("scan not possible: grype vulnerability database not available"), result.reason
+        assert result.evidence["scanned"] == []
