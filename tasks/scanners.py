@@ -122,7 +122,9 @@ def parse_grype(report: dict[str, Any], image: str = "") -> ScanReport:
 
 
 class GrypeScanner:
-    """Runs the grype binary ($ROLLBOOK_GRYPE, else grype on PATH) and parses its JSON report."""
+    """Runs the grype binary (the given one, else $ROLLBOOK_GRYPE, else grype on PATH, else the one the sandbox
+    toolchain built, as for cosign) and parses its JSON report. Its database is never chosen here: grype's own
+    settings decide, so the sandbox's made-up advisories are used only where its GRYPE_DB_* are exported."""
 
     name = "grype"
 
@@ -131,9 +133,12 @@ class GrypeScanner:
         self.timeout_seconds = timeout_seconds
 
     def scan(self, image: str) -> ScanReport:
-        binary = shutil.which(self.executable)
+        binary = shutil.which(self.executable) or (_toolchain_grype() if self.executable == "grype" else None)
         if binary is None:
-            raise ScannerUnavailable(f"grype not found ({self.executable!r}): install it or set ROLLBOOK_GRYPE")
+            raise ScannerUnavailable(
+                f"grype not found ({self.executable!r}): install it, set ROLLBOOK_GRYPE "
+                "or build it with `python -m sandbox.toolchain grype`"
+            )
         # registry: scans the image from the registry without a container runtime
         argv = [binary, f"registry:{image}", "-o", "json"]
         # a checklist must not phone home for a newer grype; any GRYPE_* the caller set wins
@@ -153,6 +158,15 @@ class GrypeScanner:
             return parse_grype(json.loads(proc.stdout), image)
         except (json.JSONDecodeError, ValueError) as exc:
             raise ScannerUnavailable(f"grype answered with an unreadable report: {exc}") from None
+
+
+def _toolchain_grype() -> str | None:
+    try:
+        from sandbox import toolchain
+    except ImportError:  # installed without the sandbox
+        return None
+    candidate = toolchain.scanner_bin_dir() / "grype"
+    return str(candidate) if candidate.is_file() else None
 
 
 def grype_error(stderr: str) -> str:

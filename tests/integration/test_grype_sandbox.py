@@ -83,10 +83,14 @@ def test_threshold_above_the_findings_passes_and_at_them_fails(registries: Sandb
     assert at.status == Status.FAIL and f"{MEDIUM_ADVISORY} Medium {SCAN_DEMO_PACKAGE}@1.1.0" in at.reason
 
 
-def test_clean_image_passes_at_any_threshold(registries: SandboxRegistries, sandbox_db: str) -> None:
+def test_clean_image_passes_at_any_threshold(
+    registries: SandboxRegistries, sandbox_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     image = registries.scan_image("2.0.0")  # the package is there, at a version no advisory affects
-    report = GrypeScanner(sandbox_db).scan(image)
-    assert report.findings == []
+    monkeypatch.delenv("ROLLBOOK_GRYPE")  # no grype on PATH here either: the toolchain's grype is found
+    report = GrypeScanner().scan(image)
+    assert report.findings == [] and report.scanner == f"grype {SCANNER_PINS['grype']}"
+    monkeypatch.setenv("ROLLBOOK_GRYPE", sandbox_db)
     result = check_vulnerabilities.fn([image], "grype", "negligible", "fail")
     assert result.status == Status.PASS, result.reason
     assert result.evidence["counts"] == {image: {}}
