@@ -32,6 +32,7 @@ from rollbook.rollout_lock import RolloutBusy as RolloutBusy  # re-exported: cal
 from rollbook.rollout_lock import rollout_lock
 from tasks.cluster import resolve_cluster
 from tasks.helm import (
+    UpgradeOutcome,
     annotate_release_deployments,
     release_pods_ready,
     release_status,
@@ -383,20 +384,7 @@ def _run(
                     log,
                 )
 
-        status = release_status(cluster, request.namespace, request.stable_release, request.helm_executable)
-        stable_values = revision_details(
-            cluster, request.namespace, request.stable_release, status.revision, request.helm_executable
-        ).values
-        canary_status = release_status(cluster, request.namespace, request.canary_release, request.helm_executable)
-        canary_values = revision_details(
-            cluster, request.namespace, request.canary_release, canary_status.revision, request.helm_executable
-        ).values
-        values = {**stable_values, "image": {**stable_values.get("image", {}), **canary_values.get("image", {})}}
-        outcome = upgrade_release(
-            cluster, request.namespace, request.stable_release, request.chart, values,
-            f"rollbook canary promotion to {version}", status.revision, False, request.timeout_seconds,
-            request.helm_executable,
-        )  # fmt: skip
+        outcome = _promote_stable(cluster, request, version)
         if not outcome.succeeded:
             revert(f"promotion upgrade of {request.stable_release!r} failed")
             raise RolloutFailed(f"promotion of {request.stable_release!r} failed: {outcome.helm_error}")
@@ -436,6 +424,20 @@ def _salvage(exc: Exception, revert: Any, log: Any) -> None:
         exc.add_note(f"rollbook: reverting traffic to stable FAILED ({again}); check the route by hand")
         return
     exc.add_note("rollbook: traffic was reverted to stable (weight 0)")
+
+
+def _promote_stable(cluster: Any, request: CanaryRequest, version: str) -> UpgradeOutcome:
+    """Upgrade stable (its own values) to the canary's image with --wait; helm rolls back on failure."""
+    ns, helm = request.namespace, request.helm_executable
+    status = release_status(cluster, ns, request.stable_release, helm)
+    stable_values = revision_details(cluster, ns, request.stable_release, status.revision, helm).values
+    canary_status = release_status(cluster, ns, request.canary_release, helm)
+    canary_values = revision_details(cluster, ns, request.canary_release, canary_status.revision, helm).values
+    values = {**stable_values, "image": {**stable_values.get("image", {}), **canary_values.get("image", {})}}
+    return upgrade_release(
+        cluster, ns, request.stable_release, request.chart, values, f"rollbook canary promotion to {version}",
+        status.revision, False, request.timeout_seconds, helm,
+    )  # fmt: skip
 
 
 def _retire_canary(cluster: Any, request: CanaryRequest) -> str:

@@ -220,4 +220,5 @@ def test_keep_window_schedules_the_retire_run(sandbox: Sandbox, demo_chart: Path
         assert blue_green_retire(**run.parameters) is True
         assert releases(sandbox, namespace) == ["shop"]
         assert blue_green_retire(**run.parameters) is False  # already gone: a late or repeated run is harmless
-        prefect.delete_flow_run(run.id)  # no worker in the tests; do not leave a run behind
+        prefect.delete_flow_run(run.id)  # no worker in the tests; leave neither the run nor the deployment behind
+        prefect.delete_deployment(deployment_id)
