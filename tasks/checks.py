@@ -18,13 +18,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import yaml
 from kubernetes import client as k8s_client
 from kubernetes.client.exceptions import ApiException
 from kubernetes.utils.quantity import parse_quantity
-
-# a page of 500 pods is megabytes of JSON; orjson parses it several times faster than json
-from orjson import loads as _loads
 from prefect import task
 from pydantic import BaseModel
 
@@ -34,11 +32,11 @@ from rollbook.helm_releases import parse_manifest
 from tasks.checks_model import CheckResult, Status, one_line
 from tasks.cluster import REQUEST_TIMEOUT_SECONDS
 from tasks.helm import NAMESPACE_ANNOTATION, RELEASE_ANNOTATION, helm_argv, kubeconfig_file
+from tasks.listing import Node, Pod, PodSpec, Quantity, Raw, pages
 from tasks.policies import retry_transient
 from tasks.scanners import SCANNERS, ScannerUnavailable, severity_rank
 from tasks.signing import SignatureError, verify_image, write_docker_config
 
-PAGE_SIZE = 500
 NAMES_SHOWN = 20  # bad nodes/pods named in evidence; the count is always complete
 HELM_TIMEOUT_SECONDS = 120
 INSTANCE_LABEL = "app.kubernetes.io/instance"
@@ -48,31 +46,15 @@ PodNeed = tuple[str, int, int]  # (workload, cpu_m, memory) of one pod
 _RETRY: dict[str, Any] = {"retries": 2, "retry_delay_seconds": [1, 3], "retry_condition_fn": retry_transient}
 
 
-# ---------------------------------------------------------------- paging
-
-
-def pages(list_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Iterator[list[JSON]]:
-    """Items of a list call, one page (PAGE_SIZE) at a time, as JSON dicts; the caller keeps what it needs."""
-    token: str | None = None
-    while True:
-        resp = list_fn(
-            *args,
-            limit=PAGE_SIZE,
-            _continue=token,
-            _preload_content=False,
-            _request_timeout=max(REQUEST_TIMEOUT_SECONDS, 30),
-            **kwargs,
-        )
-        body = _loads(resp.data)
-        yield body.get("items") or []
-        token = (body.get("metadata") or {}).get("continue")
-        if not token:
-            return
-
-
 def _named(names: list[str]) -> str:
     shown = ", ".join(names[:NAMES_SHOWN])
     return shown + (f" (+{len(names) - NAMES_SHOWN} more)" if len(names) > NAMES_SHOWN else "")
+
+
+@lru_cache(maxsize=4096)
+def _quantity(value: Quantity) -> Decimal:
+    """Quantity strings repeat across thousands of pods and nodes ("100m", "128Mi"): parse each once."""
+    return Decimal(parse_quantity(str(value)))
 
 
 # ---------------------------------------------------------------- cluster health
@@ -87,22 +69,20 @@ class NodeFacts(BaseModel):
     pods: int
 
 
-def node_facts(node: JSON) -> NodeFacts:
-    status = node.get("status") or {}
-    alloc = status.get("allocatable") or {}
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+def node_facts(node: Node) -> NodeFacts:
+    alloc = node.status.allocatable
     return NodeFacts(
-        name=str((node.get("metadata") or {}).get("name")),
-        ready=ready,
-        cordoned=bool((node.get("spec") or {}).get("unschedulable")),
-        cpu_m=int(parse_quantity(alloc.get("cpu", "0")) * 1000),
-        memory=int(parse_quantity(alloc.get("memory", "0"))),
-        pods=int(parse_quantity(alloc.get("pods", "0"))),
+        name=node.metadata.name,
+        ready=any(c.type == "Ready" and c.status == "True" for c in node.status.conditions),
+        cordoned=node.spec.unschedulable,
+        cpu_m=int(_quantity(alloc.get("cpu", "0")) * 1000),
+        memory=int(_quantity(alloc.get("memory", "0"))),
+        pods=int(_quantity(alloc.get("pods", "0"))),
     )
 
 
 def iter_nodes(api: k8s_client.ApiClient) -> Iterator[NodeFacts]:
-    for page in pages(k8s_client.CoreV1Api(api).list_node):
+    for page in pages(k8s_client.CoreV1Api(api).list_node, Node):
         for node in page:
             yield node_facts(node)
 
@@ -219,7 +199,7 @@ def check_current_release(cluster: KubernetesCluster, namespace: str, release: s
         selectors: list[str] = []
         try:
             for kind, lister in _WORKLOAD_LISTERS:
-                for page in pages(getattr(apps, lister), namespace):
+                for page in pages(getattr(apps, lister), Raw, namespace):
                     for obj in page:
                         notes = revisions.annotations_of(obj)
                         if notes.get(RELEASE_ANNOTATION) == release and (
@@ -232,7 +212,7 @@ def check_current_release(cluster: KubernetesCluster, namespace: str, release: s
                 raise
         seen: set[str] = set()
         for selector in selectors:
-            for page in pages(core.list_namespaced_pod, namespace, label_selector=selector):
+            for page in pages(core.list_namespaced_pod, Raw, namespace, label_selector=selector):
                 for pod in page:
                     name = str(revisions.meta(pod).get("name"))
                     if name in seen or revisions.meta(pod).get("deletionTimestamp"):
@@ -544,25 +524,14 @@ class Need(BaseModel):
     per_node: bool = False
 
 
-@lru_cache(maxsize=4096)
-def _quantity(text: str) -> Decimal:
-    """Request strings repeat across thousands of pods ("100m", "128Mi"): parse each once."""
-    return Decimal(parse_quantity(text))
-
-
-def pod_request(pod_spec: JSON) -> tuple[int, int]:
+def pod_request(spec: PodSpec) -> tuple[int, int]:
     """The scheduler's view of a pod's request: sum of containers, or the largest init container if larger,
     plus the pod overhead. (cpu millicores, memory bytes)."""
-
-    def req(c: JSON, key: str) -> Decimal:
-        return _quantity(str(((c.get("resources") or {}).get("requests") or {}).get(key, "0")))
-
     out = []
     for key in ("cpu", "memory"):
-        main = sum((req(c, key) for c in pod_spec.get("containers") or []), Decimal(0))
-        init = max((req(c, key) for c in pod_spec.get("initContainers") or []), default=Decimal(0))
-        overhead = _quantity(str((pod_spec.get("overhead") or {}).get(key, "0")))
-        out.append(max(main, init) + overhead)
+        main = sum((_quantity(c.resources.requests.get(key, "0")) for c in spec.containers), Decimal(0))
+        init = max((_quantity(c.resources.requests.get(key, "0")) for c in spec.init_containers), default=Decimal(0))
+        out.append(max(main, init) + _quantity(spec.overhead.get(key, "0")))
     return int(out[0] * 1000), int(out[1])
 
 
@@ -587,7 +556,7 @@ def release_needs(manifests: list[JSON]) -> list[Need]:
             continue
         spec = obj.get("spec") or {}
         replicas = int((spec.get("parallelism", 1) if kind == "Job" else spec.get("replicas", 1)) or 0)
-        cpu, mem = pod_request((spec.get("template") or {}).get("spec") or {})
+        cpu, mem = pod_request(msgspec.convert((spec.get("template") or {}).get("spec") or {}, PodSpec))
         needs.append(
             Need(
                 workload=f"{kind}/{(obj.get('metadata') or {}).get('name')}",
@@ -708,17 +677,14 @@ def pod_requests_by_node(cluster: KubernetesCluster, namespace: str, release: st
     with cluster.api_client() as api:
         core = k8s_client.CoreV1Api(api)
         selector = "status.phase!=Succeeded,status.phase!=Failed,spec.nodeName!="
-        for page in pages(core.list_pod_for_all_namespaces, field_selector=selector):
+        for page in pages(core.list_pod_for_all_namespaces, Pod, field_selector=selector):
             for pod in page:
-                meta = pod.get("metadata") or {}
-                if meta.get("namespace") == namespace and (meta.get("labels") or {}).get(INSTANCE_LABEL) == release:
+                if pod.metadata.namespace == namespace and pod.metadata.labels.get(INSTANCE_LABEL) == release:
                     replaced += 1
                     continue
-                spec = pod.get("spec") or {}
-                cpu, mem = pod_request(spec)
-                node = spec.get("nodeName") or ""
-                old_cpu, old_mem = used.get(node, (0, 0))
-                used[node] = (old_cpu + cpu, old_mem + mem)
+                cpu, mem = pod_request(pod.spec)
+                old_cpu, old_mem = used.get(pod.spec.node_name, (0, 0))
+                used[pod.spec.node_name] = (old_cpu + cpu, old_mem + mem)
     return PodRequests(used=used, replaced=replaced, seconds=time.monotonic() - started)
 
 

@@ -8,6 +8,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from pydantic import ValidationError
 
@@ -25,6 +26,7 @@ from tasks.checks import (
     release_needs,
 )
 from tasks.checks_model import CheckPolicy, CheckResult, Status, Waiver, decide, markdown, table_rows
+from tasks.listing import Node, Pod, PodSpec, decode_page
 from tasks.scanners import GrypeScanner, ScannerUnavailable, parse_grype, severity_rank
 
 GRYPE = Path(__file__).resolve().parents[1] / "data" / "grype"
@@ -159,7 +161,20 @@ def test_pod_request_counts_init_containers_and_overhead_like_the_scheduler() ->
         "initContainers": [{"resources": {"requests": {"cpu": "1", "memory": "32Mi"}}}],
         "overhead": {"memory": "10Mi"},
     }
-    assert pod_request(spec) == (1000, 138 * MI)
+    assert pod_request(msgspec.convert(spec, PodSpec)) == (1000, 138 * MI)
+
+
+def test_pod_pages_decode_only_what_capacity_reads() -> None:
+    pod = {
+        "metadata": {"name": "p", "namespace": "shop", "labels": {"app.kubernetes.io/instance": "demo"}},
+        "spec": {"nodeName": "n7", "containers": [{"image": "x", "resources": {"requests": {"cpu": "250m"}}}]},
+        "status": {"phase": "Running", "podIP": "10.0.0.1"},
+    }
+    page = json.dumps({"kind": "PodList", "metadata": {"continue": "next"}, "items": [pod]}).encode()
+    items, token = decode_page(page, Pod)
+    assert token == "next" and items[0].spec.node_name == "n7" and items[0].metadata.namespace == "shop"
+    assert pod_request(items[0].spec) == (250, 0)
+    assert decode_page(b'{"metadata": {}, "items": null}', Pod) == ([], "")
 
 
 def test_release_needs_from_rendered_manifests() -> None:
@@ -210,7 +225,7 @@ def test_node_facts_keep_only_what_the_checks_need() -> None:
             "conditions": [{"type": "Ready", "status": "False"}],
         },
     }
-    facts = node_facts(node)
+    facts = node_facts(decode_page(json.dumps({"items": [node]}).encode(), Node)[0][0])
     assert (facts.name, facts.ready, facts.cordoned, facts.cpu_m, facts.memory) == ("n1", False, True, 31500, 125 * GI)
 
 
