@@ -17,6 +17,7 @@ from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from urllib3.exceptions import HTTPError
 
 from sandbox import controlplane, faults, gatewayapi, toolchain, vulndb
 from sandbox.config import SandboxConfig
@@ -96,7 +97,7 @@ class Sandbox:
                 self._apply_stage_crd(bins)
         self._apply_default_stages(bins)
         self.kubectl("apply", "--server-side", "-f", str(gatewayapi.crd_dir()))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/httproutes.gateway.networking.k8s.io")
+        self._wait_established("httproutes.gateway.networking.k8s.io")
         for stage in (faults.crashloop_by_label(), faults.node_not_ready(), faults.pod_ready_again()):
             self.set_fault_stage(stage)
         created = self.ensure_nodes(nodes)
@@ -140,7 +141,21 @@ class Sandbox:
 
     def _apply_stage_crd(self, bins: Path) -> None:
         self.kubectl("apply", "--server-side", "-f", str(bins / "kwok-stages" / "kwok.x-k8s.io_stages.yaml"))
-        self.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/stages.kwok.x-k8s.io")
+        self._wait_established("stages.kwok.x-k8s.io")
+
+    def _wait_established(self, crd: str, timeout: float = 120) -> None:
+        """Wait for a CRD to be served. Read through the API rather than `kubectl wait`, which fails at once
+        (instead of waiting) while a just-started API server's discovery does not list CRDs yet."""
+        crds = client.ApiextensionsV1Api(self.api_client())
+
+        def established() -> bool:
+            try:
+                conditions = crds.read_custom_resource_definition_status(crd, _request_timeout=10).status.conditions
+            except (ApiException, HTTPError):  # not served yet, or the API server is still starting
+                return False
+            return any(c.type == "Established" and c.status == "True" for c in conditions or [])
+
+        wait_until(established, timeout, f"CRD {crd} Established", interval=0.5)
 
     def _apply_default_stages(self, bins: Path) -> None:
         files = sorted(p for p in (bins / "kwok-stages").glob("*.yaml") if not p.name.startswith("kwok.x-k8s.io"))
