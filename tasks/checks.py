@@ -30,7 +30,7 @@ from blocks import ContainerRegistry, KubernetesCluster
 from rollbook import revisions
 from rollbook.helm_releases import parse_manifest
 from tasks.checks_model import CheckResult, Status, one_line
-from tasks.cluster import REQUEST_TIMEOUT_SECONDS
+from tasks.cluster import REQUEST_TIMEOUT_SECONDS, namespace_exists
 from tasks.helm import NAMESPACE_ANNOTATION, RELEASE_ANNOTATION, helm_argv, kubeconfig_file
 from tasks.listing import Node, Pod, PodSpec, Quantity, Raw, pages
 from tasks.policies import retry_transient
@@ -383,16 +383,6 @@ def render_chart(
     if proc.returncode != 0:
         return Rendered(ok=False, error=f"helm template: {_helm_error(proc)}")
     return Rendered(ok=True, manifests=parse_manifest(proc.stdout))
-
-
-def namespace_exists(api: k8s_client.ApiClient, namespace: str) -> bool:
-    try:
-        k8s_client.CoreV1Api(api).read_namespace(namespace, _request_timeout=REQUEST_TIMEOUT_SECONDS)
-    except ApiException as exc:
-        if exc.status == 404:
-            return False
-        raise
-    return True
 
 
 def server_dry_run(api: k8s_client.ApiClient, namespace: str, manifests: list[JSON]) -> tuple[list[str], int]:

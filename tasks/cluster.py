@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from kubernetes import client as k8s_client
+from kubernetes.client.exceptions import ApiException
 from prefect import task
 
 from blocks import KubernetesCluster
@@ -58,3 +59,13 @@ def count_pods(cluster: KubernetesCluster, namespace: str) -> int:
             token = page.metadata._continue if page.metadata else None
             if not token:
                 return total
+
+
+def namespace_exists(api: k8s_client.ApiClient, namespace: str) -> bool:
+    try:
+        k8s_client.CoreV1Api(api).read_namespace(namespace, _request_timeout=REQUEST_TIMEOUT_SECONDS)
+    except ApiException as exc:
+        if exc.status == 404:
+            return False
+        raise
+    return True

@@ -37,6 +37,7 @@ from pydantic import BaseModel
 from blocks import KubernetesCluster
 from rollbook import redaction
 from rollbook.helm_releases import PENDING_STATUSES, RevisionInfo, parse_manifest
+from tasks.cluster import namespace_exists
 from tasks.policies import retry_transient
 
 T = TypeVar("T")
@@ -250,17 +251,6 @@ class RevisionDetails(BaseModel):
     manifest: list[dict[str, Any]]
 
 
-def _namespace_exists(cluster: KubernetesCluster, namespace: str) -> bool:
-    with cluster.api_client() as api:
-        try:
-            k8s_client.CoreV1Api(api).read_namespace(namespace, _request_timeout=REQUEST_TIMEOUT_SECONDS)
-        except ApiException as exc:
-            if exc.status == 404:
-                return False
-            raise
-    return True
-
-
 @task(retries=3, retry_delay_seconds=[2, 5, 10], retry_condition_fn=retry_helm, timeout_seconds=90)
 def release_history(
     cluster: KubernetesCluster, namespace: str, release: str, helm: str = DEFAULT_HELM
@@ -276,7 +266,9 @@ def release_history(
         error = _classify(exc, "history", release, namespace)
         if isinstance(error, ReleaseNotFound):
             with contextlib.suppress(ApiException):  # no right to read namespaces: keep helm's answer
-                if not _namespace_exists(cluster, namespace):
+                with cluster.api_client() as api:
+                    exists = namespace_exists(api, namespace)
+                if not exists:
                     raise ReleaseNotFound("namespace does not exist", release, namespace) from None
         raise error from None
     except TimeoutError:
