@@ -144,3 +144,14 @@ def test_without_a_database_the_policy_decides(
         assert result.status == Status(policy), result.reason
         assert result.reason.startswith("scan not possible: grype vulnerability database not available"), result.reason
         assert result.evidence["scanned"] == []
+
+
+def test_a_database_past_its_maximum_age_is_unavailable(
+    registries: SandboxRegistries, sandbox_db: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """grype refuses a database built longer ago than db.max-allowed-built-age (5 days by default; 1s here)."""
+    monkeypatch.setenv("GRYPE_DB_MAX_ALLOWED_BUILT_AGE", "1s")
+    result = check_vulnerabilities.fn([registries.scan_image("1.0.0")], "grype", "critical", "fail")
+    assert result.status == Status.FAIL
+    assert result.reason.startswith("scan not possible: grype vulnerability database not available")
+    assert "max allowed age is 1 second" in result.reason
