@@ -50,7 +50,7 @@ from tasks.progressive import (
     release_routing,
     uninstall_release,
 )
-from tasks.traffic import GatewayApiRouter, NginxCanaryRouter, Router, hand_over_route, reset_route
+from tasks.traffic import hand_over_route, make_router, reset_route
 from tasks.webhooks import Webhook
 
 ACTION = "blue-green"
@@ -212,7 +212,9 @@ def _deliver(
         request.acceptance_timeout_seconds,
     )
     log.info("green accepted: %s", accepted)
-    router = _router(request, blue, release_routing(cluster, ns, request.green_release))
+    green = release_routing(cluster, ns, request.green_release)
+    change = change_annotations(controls, ACTION, **{"green": request.green_release, "version": request.version})
+    router = make_router(request.router, ns, blue.service, green.service, blue.ingress, request.http_route, change)
 
     shifted = canary_rollout(
         request=CanaryRequest(
@@ -280,20 +282,6 @@ def _deliver(
         key=key,
     )
     return {**result, "outcome": "switched"}
-
-
-def _router(request: BlueGreenRequest, blue: ReleaseRouting, green: ReleaseRouting) -> Router:
-    """The same router the canary-rollout subflow builds from the same fields, for the revert and the hand-over."""
-    if request.router == "gateway-api":
-        return GatewayApiRouter(
-            namespace=request.namespace,
-            http_route=str(request.http_route),
-            stable_service=blue.service,
-            canary_service=green.service,
-        )
-    return NginxCanaryRouter(
-        namespace=request.namespace, stable_ingress=str(blue.ingress), canary_service=green.service
-    )
 
 
 def _ask(gate: str, request: BlueGreenRequest, shifted: dict[str, Any]) -> tuple[str, str]:

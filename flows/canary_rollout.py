@@ -43,10 +43,9 @@ from tasks.metrics import CheckResult, MetricCheck, check_prometheus, resolve_pr
 from tasks.metrics import Target as MetricTarget
 from tasks.progressive import release_routing, uninstall_release
 from tasks.traffic import (
-    GatewayApiRouter,
-    NginxCanaryRouter,
     Router,
     ensure_route,
+    make_router,
     read_weight,
     remove_route,
     reset_route,
@@ -250,18 +249,10 @@ def canary_rollout(request: CanaryRequest, controls: ChangeControls) -> dict[str
     # everything below up to the lock only reads: bad input fails here, before any change
     stable = release_routing(cluster, ns, request.stable_release)
     canary = release_routing(cluster, ns, request.canary_release)
-    router: Router
-    if request.router == "gateway-api":
-        router = GatewayApiRouter(
-            namespace=ns,
-            http_route=str(request.http_route),
-            stable_service=stable.service,
-            canary_service=canary.service,
-        )
-    elif stable.ingress is None:
+    if request.router == "nginx" and stable.ingress is None:
         raise ValueError(f"stable release {request.stable_release!r} has no Ingress to split traffic from")
-    else:
-        router = NginxCanaryRouter(namespace=ns, stable_ingress=stable.ingress, canary_service=canary.service)
+    change = change_annotations(controls, ACTION, **{"canary": request.canary_release, "version": canary.version})
+    router = make_router(request.router, ns, stable.service, canary.service, stable.ingress, request.http_route, change)
     check_prometheus(prometheus)
     current = read_weight(cluster, router)
     todo = _remaining(steps, current)

@@ -65,6 +65,9 @@ class NginxCanaryRouter(BaseModel):
     stable_ingress: str = Field(description="The Ingress that serves the stable version (left untouched).")
     canary_service: str = Field(description="Service of the new version that the canary Ingress sends traffic to.")
     canary_ingress: str = Field(default="", description="Name of the canary Ingress; default <stable_ingress>-canary.")
+    change: dict[str, str] = Field(
+        default_factory=dict, description="Annotations written with every change (who, which flow run, why)."
+    )
 
     @property
     def canary_name(self) -> str:
@@ -123,7 +126,7 @@ class NginxCanaryRouter(BaseModel):
                 "name": self.canary_name,
                 "namespace": self.namespace,
                 "labels": {MANAGED_BY_LABEL: "nginx", "rollbook.dev/stable-ingress": self.stable_ingress},
-                "annotations": {CANARY: "true", CANARY_WEIGHT: "0"},
+                "annotations": {**self.change, CANARY: "true", CANARY_WEIGHT: "0"},
             },
             "spec": spec,
         }
@@ -143,7 +146,7 @@ class NginxCanaryRouter(BaseModel):
         check_weight(weight)
         if self._get(api, self.canary_name) is None:
             raise RouterError(f"canary ingress {self.namespace}/{self.canary_name} not found (call ensure first)")
-        patch = {"metadata": {"annotations": {CANARY: "true", CANARY_WEIGHT: str(weight)}}}
+        patch = {"metadata": {"annotations": {**self.change, CANARY: "true", CANARY_WEIGHT: str(weight)}}}
         k8s_client.NetworkingV1Api(api).patch_namespaced_ingress(
             self.canary_name, self.namespace, patch, _request_timeout=REQUEST_TIMEOUT_SECONDS
         )
@@ -191,6 +194,9 @@ class GatewayApiRouter(BaseModel):
     http_route: str
     stable_service: str
     canary_service: str
+    change: dict[str, str] = Field(
+        default_factory=dict, description="Annotations written with every change (who, which flow run, why)."
+    )
 
     def _api(self, api: k8s_client.ApiClient) -> k8s_client.CustomObjectsApi:
         return k8s_client.CustomObjectsApi(api)
@@ -205,6 +211,10 @@ class GatewayApiRouter(BaseModel):
                 raise RouterError(f"HTTPRoute {self.namespace}/{self.http_route} not found") from None
             raise
         return route
+
+    def _annotate(self, route: dict[str, Any]) -> None:
+        meta = route.setdefault("metadata", {})
+        meta["annotations"] = {**(meta.get("annotations") or {}), **self.change}
 
     def _rules(self, route: dict[str, Any]) -> list[dict[str, Any]]:
         rules = [
@@ -240,6 +250,7 @@ class GatewayApiRouter(BaseModel):
                 refs.append({**{k: v for k, v in stable.items() if k != "weight"}, "name": self.canary_service})
                 refs[-1]["weight"] = weight
             rule["backendRefs"] = refs
+        self._annotate(route)
         self._api(api).replace_namespaced_custom_object(
             *GATEWAY_API, self.namespace, HTTPROUTES, self.http_route, route, _request_timeout=REQUEST_TIMEOUT_SECONDS
         )
@@ -288,6 +299,7 @@ class GatewayApiRouter(BaseModel):
                     f"HTTPRoute {self.namespace}/{self.http_route} has no {self.canary_service} backend to hand over to"
                 )
             rule["backendRefs"] = [b for b in rule["backendRefs"] if b.get("name") != self.stable_service]
+        self._annotate(route)
         self._api(api).replace_namespaced_custom_object(
             *GATEWAY_API, self.namespace, HTTPROUTES, self.http_route, route, _request_timeout=REQUEST_TIMEOUT_SECONDS
         )
@@ -298,6 +310,35 @@ GATEWAY_API = ("gateway.networking.k8s.io", "v1")
 HTTPROUTES = "httproutes"
 
 Router = NginxCanaryRouter | GatewayApiRouter
+
+
+def make_router(
+    kind: str,
+    namespace: str,
+    stable_service: str,
+    canary_service: str,
+    stable_ingress: str | None,
+    http_route: str | None,
+    change: dict[str, str],
+) -> Router:
+    """The router of a rollout, built the same way by every flow that shifts traffic (and by its revert);
+    `change` annotates every object it writes."""
+    if kind == "gateway-api":
+        if not http_route:
+            raise ValueError("the gateway-api router needs an HTTPRoute name")
+        return GatewayApiRouter(
+            namespace=namespace,
+            http_route=http_route,
+            stable_service=stable_service,
+            canary_service=canary_service,
+            change=change,
+        )
+    if stable_ingress is None:
+        raise ValueError(f"service {stable_service!r} has no Ingress to split traffic from")
+    return NginxCanaryRouter(
+        namespace=namespace, stable_ingress=stable_ingress, canary_service=canary_service, change=change
+    )
+
 
 _RETRY: dict[str, Any] = dict(
     retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient, timeout_seconds=60

@@ -168,12 +168,18 @@ def test_errors_from_50_roll_back_at_50_and_never_reach_75(
     assert "failed analyses at 50%" in message
     assert "| 25% | 1 | request-success-rate |" in message and "| 75%" not in message
     assert weight(sandbox, check) == 0
+    networking = client.NetworkingV1Api(sandbox.api_client())
     if router == "gateway-api":  # the stable Ingress was never touched and no canary Ingress was made
-        names = [
-            i.metadata.name
-            for i in client.NetworkingV1Api(sandbox.api_client()).list_namespaced_ingress(namespace).items
-        ]
-        assert names == ["web-demo-app"]
+        assert [i.metadata.name for i in networking.list_namespaced_ingress(namespace).items] == ["web-demo-app"]
+        changed: Any = client.CustomObjectsApi(sandbox.api_client()).get_namespaced_custom_object(
+            "gateway.networking.k8s.io", "v1", namespace, "httproutes", "web"
+        )
+        notes = changed["metadata"]["annotations"]
+    else:
+        notes = networking.read_namespaced_ingress("web-demo-app-canary", namespace).metadata.annotations
+    # every weight change says who asked, why, and which flow run made it
+    assert notes["rollbook.dev/action"] == "canary-rollout" and notes["rollbook.dev/canary"] == "web-next"
+    assert notes["rollbook.dev/requested-by"] == CONTROLS.requested_by and notes["rollbook.dev/flow-run-id"]
 
 
 def test_slow_canary_fails_latency_and_rejection_or_timeout_reverts(
