@@ -264,7 +264,10 @@ def _deliver(
             request.timeout_seconds, helm,
         )  # fmt: skip
         if not outcome.succeeded:
-            raise RolloutFailed(f"moving the Ingress failed at {release!r}: {outcome.helm_error}")
+            raise RolloutFailed(
+                f"moving the Ingress failed at {release!r}: {outcome.helm_error}. Green still serves 100% through "
+                "the canary route and blue is kept; fix the cause, then move the Ingress with helm and uninstall blue"
+            )
     hand_over_route(cluster, router)  # nginx: the canary Ingress goes; Gateway API: the route sends to green only
     label_release_deployments(cluster, ns, request.green_release, {ROLE_LABEL: "active"})
     label_release_deployments(cluster, ns, request.blue_release, {ROLE_LABEL: "retired"})
