@@ -23,7 +23,14 @@ PORT_OFFSETS = {
     "registry-mirror": 7,
     "prometheus": 8,
     "traffic-simulator": 9,
+    "alertmanager": 10,
+    "alert-webhook": 11,  # reserved for a flow's Alertmanager webhook listener; nothing in the sandbox listens
+    "s3": 12,
+    "postgres": 13,
 }
+# Sandboxes sit PORT_BLOCK ports apart (free_base_port), so one's offsets must stay below it: a test session's
+# sandbox and the demo sandbox never share a port.
+PORT_BLOCK = 20
 DEFAULT_BASE_PORT = 24300
 
 
@@ -62,10 +69,10 @@ class SandboxConfig:
         return f"127.0.0.1:{self.port('registry-mirror' if mirror else 'registry')}"
 
 
-def free_base_port(start: int, attempts: int = 20, step: int = 20) -> int:
+def free_base_port(start: int, attempts: int = 20, step: int = PORT_BLOCK) -> int:
     """The first base port from `start` whose whole port block is free, so a second sandbox (a parallel test
     session, a benchmark) never collides with one already running."""
     for base in range(start, start + attempts * step, step):
         if SandboxConfig(Path("."), base).ports_free():
             return base
-    raise RuntimeError(f"no free block of {len(PORT_OFFSETS)} ports from {start} in {attempts} tries")
+    raise RuntimeError(f"no free block of {PORT_BLOCK} ports from {start} in {attempts} tries")

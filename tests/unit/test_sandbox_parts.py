@@ -12,7 +12,7 @@ from pathlib import Path
 from cryptography import x509
 
 from sandbox import faults, registry, toolchain, vulndb
-from sandbox.config import PORT_OFFSETS, SandboxConfig
+from sandbox.config import PORT_BLOCK, PORT_OFFSETS, SandboxConfig
 from sandbox.pki import Pki
 
 
@@ -35,6 +35,12 @@ def test_ports_are_distinct_offsets_of_the_base(tmp_path: Path) -> None:
     ports = [cfg.port(name) for name in PORT_OFFSETS]
     assert len(set(ports)) == len(ports) and min(ports) == 30000
     assert cfg.registry_host(mirror=True) == f"127.0.0.1:{cfg.port('registry-mirror')}"
+
+
+def test_every_port_fits_in_one_block_so_sandboxes_never_overlap(tmp_path: Path) -> None:
+    assert max(PORT_OFFSETS.values()) < PORT_BLOCK
+    one, next_block = SandboxConfig(tmp_path, 30000), SandboxConfig(tmp_path, 30000 + PORT_BLOCK)
+    assert not {one.port(n) for n in PORT_OFFSETS} & {next_block.port(n) for n in PORT_OFFSETS}
 
 
 def test_fault_stages_outbid_the_default_lifecycle() -> None:
