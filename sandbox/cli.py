@@ -6,13 +6,15 @@ import argparse
 import json
 import shlex
 
+from sandbox import datastores
 from sandbox.cluster import Sandbox
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sandbox",
-        help="a local Kubernetes control plane (etcd, apiserver, controller-manager, scheduler, kwok) and registries",
+        help="a local Kubernetes control plane (etcd, apiserver, controller-manager, scheduler, kwok), registries, "
+        "Prometheus and an S3 endpoint",
         description="Build (once, cached) and run a real local Kubernetes control plane with kwok-simulated nodes, "
         "two OCI registries with signed demo images, and switchable faults. "
         "ROLLBOOK_SANDBOX_DIR / ROLLBOOK_SANDBOX_BASE_PORT select another sandbox.",
@@ -34,7 +36,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     sub.add_parser(
         "env",
-        help="print shell exports (KUBECONFIG, registries, tool directory, grype and its sandbox database): "
+        help="print shell exports (KUBECONFIG, registries, tool directory, grype and its sandbox database, "
+        "S3 URL): "
         'eval "$(rollbook sandbox env)"',
     ).set_defaults(func=_env)
 
@@ -105,6 +108,7 @@ def _env(args: argparse.Namespace) -> int:
         "ROLLBOOK_SANDBOX_REGISTRY": sandbox.cfg.registry_host(),
         "ROLLBOOK_SANDBOX_MIRROR": sandbox.cfg.registry_host(mirror=True),
         "ROLLBOOK_SANDBOX_BIN": sandbox.bins,
+        "ROLLBOOK_SANDBOX_S3_URL": datastores.s3_url(sandbox.cfg),
         **sandbox.grype_env(),
     }
     for name, value in exports.items():

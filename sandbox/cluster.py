@@ -19,9 +19,14 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from sandbox import controlplane, faults, gatewayapi, toolchain, vulndb
+from sandbox import controlplane, datastores, faults, gatewayapi, toolchain, vulndb
 from sandbox.config import SandboxConfig
-from sandbox.observability import prometheus_binary, prometheus_config, prometheus_service, traffic_simulator_service
+from sandbox.observability import (
+    prometheus_binary,
+    prometheus_config,
+    prometheus_service,
+    traffic_simulator_service,
+)
 from sandbox.pki import Pki
 from sandbox.registry import SandboxRegistries, registry_service
 from sandbox.services import ServiceSpec, ServiceStatus, Supervisor, wait_until
@@ -75,6 +80,7 @@ class Sandbox:
             controlplane.kwok(cfg, b, pki),
             traffic_simulator_service(cfg),
             prometheus_service(cfg),
+            datastores.s3_service(cfg),
             registry_service(cfg, b, mirror=False),
             registry_service(cfg, b, mirror=True),
         ]
