@@ -16,9 +16,12 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # Programs the sandbox runs that come from Debian rather than the Go module proxy (installed once, as root).
+SYSTEM_DEPS := prometheus prometheus-alertmanager
 system-deps:
-	@command -v prometheus >/dev/null || { apt-get update -qq && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null; }
+	@missing=""; for pkg in $(SYSTEM_DEPS); do \
+	  dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$pkg"; done; \
+	  test -z "$$missing" || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
 
 lint: venv
 	$(BIN)/ruff check .

@@ -8,13 +8,14 @@ import shlex
 
 from sandbox import datastores
 from sandbox.cluster import Sandbox
+from sandbox.observability import alertmanager_url
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sandbox",
         help="a local Kubernetes control plane (etcd, apiserver, controller-manager, scheduler, kwok), registries, "
-        "Prometheus and an S3 endpoint",
+        "Prometheus, Alertmanager and an S3 endpoint",
         description="Build (once, cached) and run a real local Kubernetes control plane with kwok-simulated nodes, "
         "two OCI registries with signed demo images, and switchable faults. "
         "ROLLBOOK_SANDBOX_DIR / ROLLBOOK_SANDBOX_BASE_PORT select another sandbox.",
@@ -37,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.add_parser(
         "env",
         help="print shell exports (KUBECONFIG, registries, tool directory, grype and its sandbox database, "
-        "S3 URL): "
+        "S3 and Alertmanager URLs): "
         'eval "$(rollbook sandbox env)"',
     ).set_defaults(func=_env)
 
@@ -109,6 +110,7 @@ def _env(args: argparse.Namespace) -> int:
         "ROLLBOOK_SANDBOX_MIRROR": sandbox.cfg.registry_host(mirror=True),
         "ROLLBOOK_SANDBOX_BIN": sandbox.bins,
         "ROLLBOOK_SANDBOX_S3_URL": datastores.s3_url(sandbox.cfg),
+        "ROLLBOOK_SANDBOX_ALERTMANAGER_URL": alertmanager_url(sandbox.cfg),
         **sandbox.grype_env(),
     }
     for name, value in exports.items():

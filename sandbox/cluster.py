@@ -22,6 +22,9 @@ from urllib3.exceptions import HTTPError
 from sandbox import controlplane, datastores, faults, gatewayapi, toolchain, vulndb
 from sandbox.config import SandboxConfig
 from sandbox.observability import (
+    alertmanager_binary,
+    alertmanager_config,
+    alertmanager_service,
     prometheus_binary,
     prometheus_config,
     prometheus_service,
@@ -79,6 +82,7 @@ class Sandbox:
             controlplane.kube_scheduler(cfg, b, pki),
             controlplane.kwok(cfg, b, pki),
             traffic_simulator_service(cfg),
+            alertmanager_service(cfg),
             prometheus_service(cfg),
             datastores.s3_service(cfg),
             registry_service(cfg, b, mirror=False),
@@ -94,8 +98,10 @@ class Sandbox:
         self.pki.ensure()
         controlplane.write_kubeconfig(self.cfg, self.pki)
         controlplane.write_kwok_config(self.cfg)
-        prometheus_binary()  # fail before starting anything when Prometheus is not installed
+        prometheus_binary()  # fail before starting anything when a Debian-packaged service is not installed
+        alertmanager_binary()
         prometheus_config(self.cfg)
+        alertmanager_config(self.cfg)
         for spec in self.services():
             _say(f"starting {spec.name}")
             self.supervisor.start(spec)

@@ -1,8 +1,9 @@
-"""Observability services of the sandbox: a real Prometheus server and the traffic simulator it scrapes.
+"""Observability services of the sandbox: a real Prometheus server, the traffic simulator it scrapes, and the
+Alertmanager it sends alerts to.
 
-Prometheus comes from the Debian package (`apt-get install prometheus`); the sandbox runs its own instance on
-its own port and data directory, scraping the simulator every second so a rollout step can be judged within
-seconds. A missing binary fails `up` with the command that installs it.
+Prometheus and Alertmanager come from the Debian packages (`make system-deps`); the sandbox runs its own
+instances on its own ports and data directories, scraping the simulator every second so a rollout step can be
+judged within seconds. A missing binary fails `up` with the command that installs it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from sandbox.config import SandboxConfig
 from sandbox.services import ServiceError, ServiceSpec
 
 PROMETHEUS_INSTALL = "apt-get install -y --no-install-recommends prometheus"
+ALERTMANAGER_INSTALL = "apt-get install -y --no-install-recommends prometheus-alertmanager"
+ALERTMANAGER_BINARY = "prometheus-alertmanager"  # the Debian package's name for it
+ALERT_RECEIVER = "rollbook"
 SCRAPE_INTERVAL = "1s"
 
 
@@ -24,6 +28,15 @@ def prometheus_binary() -> str:
     found = shutil.which("prometheus")
     if not found:
         raise ServiceError(f"prometheus: binary not found on PATH; install it with `{PROMETHEUS_INSTALL}`")
+    return found
+
+
+def alertmanager_binary() -> str:
+    found = shutil.which(ALERTMANAGER_BINARY)
+    if not found:
+        raise ServiceError(
+            f"alertmanager: {ALERTMANAGER_BINARY} not found on PATH; install it with `{ALERTMANAGER_INSTALL}`"
+        )
     return found
 
 
@@ -35,6 +48,10 @@ def prometheus_config(cfg: SandboxConfig) -> Path:
         "global:\n"
         f"  scrape_interval: {SCRAPE_INTERVAL}\n"
         f"  evaluation_interval: {SCRAPE_INTERVAL}\n"
+        "alerting:\n"
+        "  alertmanagers:\n"
+        "    - static_configs:\n"
+        f"        - targets: ['127.0.0.1:{cfg.port('alertmanager')}']\n"
         "scrape_configs:\n"
         "  - job_name: traffic-simulator\n"
         "    static_configs:\n"
@@ -45,6 +62,53 @@ def prometheus_config(cfg: SandboxConfig) -> Path:
 
 def prometheus_url(cfg: SandboxConfig) -> str:
     return f"http://127.0.0.1:{cfg.port('prometheus')}"
+
+
+def alertmanager_url(cfg: SandboxConfig) -> str:
+    return f"http://127.0.0.1:{cfg.port('alertmanager')}"
+
+
+def alert_webhook_url(cfg: SandboxConfig) -> str:
+    """Where Alertmanager sends every notification: a port reserved for a flow's webhook listener. Nothing
+    listens there yet; Alertmanager only logs the failed delivery and retries, it keeps running."""
+    return f"http://127.0.0.1:{cfg.port('alert-webhook')}/alerts"
+
+
+def alertmanager_config(cfg: SandboxConfig) -> Path:
+    """Write (or rewrite) the routing: every alert to the `rollbook` webhook receiver, grouped by alert name,
+    with short waits so a test or a rollout sees a notification within seconds."""
+    path = cfg.work_dir / "alertmanager" / "alertmanager.yml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(
+        "route:\n"
+        f"  receiver: {ALERT_RECEIVER}\n"
+        "  group_by: ['alertname']\n"
+        "  group_wait: 1s\n"
+        "  group_interval: 5s\n"
+        "  repeat_interval: 1h\n"
+        "receivers:\n"
+        f"  - name: {ALERT_RECEIVER}\n"
+        "    webhook_configs:\n"
+        f"      - url: '{alert_webhook_url(cfg)}'\n"
+        "        send_resolved: true\n"
+    )
+    return path
+
+
+def alertmanager_service(cfg: SandboxConfig) -> ServiceSpec:
+    """Cluster mode is off (empty --cluster.listen-address): one instance needs no gossip port."""
+    port = cfg.port("alertmanager")
+    data = cfg.work_dir / "alertmanager" / "data"
+    binary = shutil.which(ALERTMANAGER_BINARY) or ALERTMANAGER_BINARY  # `up` checks with alertmanager_binary()
+    argv = [
+        binary,
+        f"--config.file={cfg.work_dir / 'alertmanager' / 'alertmanager.yml'}",
+        f"--storage.path={data}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",
+    ]
+    ready = lambda: httpx.get(f"http://127.0.0.1:{port}/-/ready", timeout=2).status_code == 200  # noqa: E731
+    return ServiceSpec("alertmanager", argv, (port,), ready, dirs=(data,))
 
 
 def prometheus_service(cfg: SandboxConfig) -> ServiceSpec:

@@ -1,19 +1,27 @@
-"""The sandbox's S3 endpoint is a real service reached over its real protocol."""
+"""The sandbox's Alertmanager and S3 endpoint are real services reached over their real protocols."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+import threading
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import boto3
+import httpx
 
 from sandbox import datastores
 from sandbox.cluster import Sandbox
 from sandbox.config import PORT_BLOCK, SandboxConfig, free_base_port
-from sandbox.services import port_open
+from sandbox.observability import alertmanager_config, alertmanager_service, alertmanager_url, prometheus_url
+from sandbox.services import port_open, wait_until
 
 
 def test_s3_put_and_get_an_object(sandbox: Sandbox) -> None:
@@ -31,6 +39,42 @@ def test_s3_put_and_get_an_object(sandbox: Sandbox) -> None:
     assert [o["Key"] for o in s3.list_objects_v2(Bucket=bucket)["Contents"]] == ["runs/1/evidence.json"]
 
 
+def test_alertmanager_keeps_a_posted_alert_for_the_rollbook_receiver(sandbox: Sandbox) -> None:
+    url, name = alertmanager_url(sandbox.cfg), f"RollbookTest{uuid.uuid4().hex[:8]}"
+    alert = {"labels": {"alertname": name, "severity": "warning"}, "annotations": {"summary": "from a test"}}
+    assert httpx.post(f"{url}/api/v2/alerts", json=[alert], timeout=5).status_code == 200
+    listed = httpx.get(f"{url}/api/v2/alerts", params={"filter": f'alertname="{name}"'}, timeout=5).json()
+    assert [a["labels"]["alertname"] for a in listed] == [name]
+    assert listed[0]["annotations"]["summary"] == "from a test"
+    assert listed[0]["receivers"] == [{"name": "rollbook"}] and listed[0]["status"]["state"] == "active"
+
+
+def test_prometheus_lists_the_sandbox_alertmanager_as_active(sandbox: Sandbox) -> None:
+    expected = f"{alertmanager_url(sandbox.cfg)}/api/v2/alerts"
+
+    def active() -> list[str]:
+        data = httpx.get(f"{prometheus_url(sandbox.cfg)}/api/v1/alertmanagers", timeout=5).json()["data"]
+        return [a["url"] for a in data["activeAlertmanagers"]]
+
+    wait_until(lambda: expected in active(), 30, f"Prometheus to list {expected}")
+    assert active() == [expected]
+
+
+def test_alertmanager_notifies_the_webhook_on_its_reserved_port(sandbox: Sandbox) -> None:
+    """What a flow's webhook listener will receive: the route and receiver really deliver to the reserved port."""
+    name = f"RollbookWebhook{uuid.uuid4().hex[:8]}"
+    with _webhook_listener(sandbox.cfg.port("alert-webhook")) as received:
+        alert = {"labels": {"alertname": name}}
+        httpx.post(f"{alertmanager_url(sandbox.cfg)}/api/v2/alerts", json=[alert], timeout=5).raise_for_status()
+
+        def delivered() -> bool:
+            return any(b.get("groupLabels", {}).get("alertname") == name for _, b in list(received))
+
+        wait_until(delivered, 30, f"Alertmanager to deliver {name} to the webhook")
+    path, body = next((p, b) for p, b in received if b.get("groupLabels", {}).get("alertname") == name)
+    assert path == "/alerts" and body["receiver"] == "rollbook" and body["status"] == "firing"
+
+
 def test_sandbox_env_exports_the_data_service_urls(sandbox: Sandbox) -> None:
     env = {**os.environ, "ROLLBOOK_SANDBOX_DIR": str(sandbox.cfg.work_dir)}
     env["ROLLBOOK_SANDBOX_BASE_PORT"] = str(sandbox.cfg.base_port)
@@ -38,13 +82,15 @@ def test_sandbox_env_exports_the_data_service_urls(sandbox: Sandbox) -> None:
     out = subprocess.run(argv, capture_output=True, text=True, timeout=300, env=env, check=True).stdout
     exports = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines())
     assert exports["ROLLBOOK_SANDBOX_S3_URL"] == datastores.s3_url(sandbox.cfg)
+    assert exports["ROLLBOOK_SANDBOX_ALERTMANAGER_URL"] == alertmanager_url(sandbox.cfg)
 
 
 def test_down_frees_the_data_service_ports(tmp_path: Path, sandbox: Sandbox) -> None:
-    """On a second sandbox (two blocks up, clear of the lifecycle test's), only the data services."""
+    """On a second sandbox (two blocks up, clear of the lifecycle test's), only these two services."""
     other = Sandbox(SandboxConfig(tmp_path / "other", free_base_port(sandbox.cfg.base_port + 2 * PORT_BLOCK)))
     cfg = other.cfg
-    specs = [datastores.s3_service(cfg)]
+    alertmanager_config(cfg)
+    specs = [alertmanager_service(cfg), datastores.s3_service(cfg)]
     for spec in specs:
         other.supervisor.start(spec)
     ports = [p for spec in specs for p in spec.ports]
@@ -52,3 +98,26 @@ def test_down_frees_the_data_service_ports(tmp_path: Path, sandbox: Sandbox) -> 
     other.purge()
     assert not any(port_open(p) for p in ports)
     assert sandbox.is_up()  # the session's sandbox was not touched
+
+
+@contextmanager
+def _webhook_listener(port: int) -> Iterator[list[tuple[str, dict[str, Any]]]]:
+    received: list[tuple[str, dict[str, Any]]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802 (http.server naming)
+            received.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield received
+    finally:
+        server.shutdown()
+        server.server_close()
