@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # Programs the sandbox runs that come from Debian rather than the Go module proxy (installed once, as root).
-SYSTEM_DEPS := prometheus prometheus-alertmanager
+SYSTEM_DEPS := prometheus prometheus-alertmanager postgresql
 system-deps:
 	@missing=""; for pkg in $(SYSTEM_DEPS); do \
 	  dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$pkg"; done; \

@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "sandbox",
         help="a local Kubernetes control plane (etcd, apiserver, controller-manager, scheduler, kwok), registries, "
-        "Prometheus, Alertmanager and an S3 endpoint",
+        "Prometheus, Alertmanager, an S3 endpoint and PostgreSQL",
         description="Build (once, cached) and run a real local Kubernetes control plane with kwok-simulated nodes, "
         "two OCI registries with signed demo images, and switchable faults. "
         "ROLLBOOK_SANDBOX_DIR / ROLLBOOK_SANDBOX_BASE_PORT select another sandbox.",
@@ -27,7 +27,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     up.set_defaults(func=_up)
 
     down = sub.add_parser("down", help="stop exactly what `up` started and free its ports")
-    down.add_argument("--purge", action="store_true", help="also delete etcd data, registries and keys")
+    down.add_argument(
+        "--purge", action="store_true", help="also delete etcd data, registries, keys and PostgreSQL data"
+    )
     down.set_defaults(func=_down)
 
     sub.add_parser("status", help="show each service: pid, ready, ports, log file").set_defaults(func=_status)
@@ -38,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub.add_parser(
         "env",
         help="print shell exports (KUBECONFIG, registries, tool directory, grype and its sandbox database, "
-        "S3 and Alertmanager URLs): "
+        "S3, Alertmanager and PostgreSQL URLs): "
         'eval "$(rollbook sandbox env)"',
     ).set_defaults(func=_env)
 
@@ -113,6 +115,8 @@ def _env(args: argparse.Namespace) -> int:
         "ROLLBOOK_SANDBOX_ALERTMANAGER_URL": alertmanager_url(sandbox.cfg),
         **sandbox.grype_env(),
     }
+    if datastores.postgres_password_file(sandbox.cfg).exists():  # made by the first `up`
+        exports["ROLLBOOK_SANDBOX_DATABASE_URL"] = datastores.database_url(sandbox.cfg)
     for name, value in exports.items():
         print(f"export {name}={shlex.quote(str(value))}")
     return 0

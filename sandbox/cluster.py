@@ -85,6 +85,7 @@ class Sandbox:
             alertmanager_service(cfg),
             prometheus_service(cfg),
             datastores.s3_service(cfg),
+            datastores.postgres_service(cfg),
             registry_service(cfg, b, mirror=False),
             registry_service(cfg, b, mirror=True),
         ]
@@ -100,8 +101,11 @@ class Sandbox:
         controlplane.write_kwok_config(self.cfg)
         prometheus_binary()  # fail before starting anything when a Debian-packaged service is not installed
         alertmanager_binary()
+        pg_bins = datastores.postgres_bin_dir()
         prometheus_config(self.cfg)
         alertmanager_config(self.cfg)
+        if datastores.ensure_postgres_cluster(self.cfg, pg_bins):
+            _say("postgres cluster initialised")
         for spec in self.services():
             _say(f"starting {spec.name}")
             self.supervisor.start(spec)
@@ -122,7 +126,8 @@ class Sandbox:
         return stopped
 
     def purge(self) -> None:
-        """Stop and delete the work directory (etcd data, registries, keys): the next `up` starts from nothing."""
+        """Stop and delete the work directory (etcd data, registries, keys, the PostgreSQL cluster): the next `up`
+        starts from nothing."""
         self.down()
         shutil.rmtree(self.cfg.work_dir, ignore_errors=True)
 

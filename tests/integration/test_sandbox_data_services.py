@@ -1,4 +1,4 @@
-"""The sandbox's Alertmanager and S3 endpoint are real services reached over their real protocols."""
+"""The sandbox's Alertmanager, S3 endpoint and PostgreSQL are real services reached over their real protocols."""
 
 from __future__ import annotations
 
@@ -75,6 +75,28 @@ def test_alertmanager_notifies_the_webhook_on_its_reserved_port(sandbox: Sandbox
     assert path == "/alerts" and body["receiver"] == "rollbook" and body["status"] == "firing"
 
 
+def test_postgres_create_insert_select(sandbox: Sandbox) -> None:
+    table = f"runs_{uuid.uuid4().hex[:8]}"
+    sql = (
+        f"CREATE TABLE {table} (id serial PRIMARY KEY, outcome text NOT NULL);"
+        f"INSERT INTO {table} (outcome) VALUES ('rolled-back'), ('promoted');"
+        f"SELECT outcome FROM {table} ORDER BY id;"
+    )
+    assert _psql(sandbox.cfg, sql) == ["rolled-back", "promoted"]  # --command prints the last result only
+    assert _psql(sandbox.cfg, "SHOW listen_addresses; SELECT current_user, current_database();") == [
+        "127.0.0.1",
+        "rollbook|rollbook",
+    ]
+
+
+def test_postgres_data_belongs_to_the_postgres_user_and_the_password_to_root_only(sandbox: Sandbox) -> None:
+    data = datastores.postgres_data_dir(sandbox.cfg)
+    assert data.owner() == "postgres" and (data / "PG_VERSION").exists()
+    secret = datastores.postgres_password_file(sandbox.cfg)
+    assert oct(secret.stat().st_mode & 0o777) == "0o600"
+    assert secret.read_text().strip() not in (sandbox.supervisor.log_file("postgres").read_text())
+
+
 def test_sandbox_env_exports_the_data_service_urls(sandbox: Sandbox) -> None:
     env = {**os.environ, "ROLLBOOK_SANDBOX_DIR": str(sandbox.cfg.work_dir)}
     env["ROLLBOOK_SANDBOX_BASE_PORT"] = str(sandbox.cfg.base_port)
@@ -83,21 +105,33 @@ def test_sandbox_env_exports_the_data_service_urls(sandbox: Sandbox) -> None:
     exports = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines())
     assert exports["ROLLBOOK_SANDBOX_S3_URL"] == datastores.s3_url(sandbox.cfg)
     assert exports["ROLLBOOK_SANDBOX_ALERTMANAGER_URL"] == alertmanager_url(sandbox.cfg)
+    assert exports["ROLLBOOK_SANDBOX_DATABASE_URL"] == datastores.database_url(sandbox.cfg)
 
 
-def test_down_frees_the_data_service_ports(tmp_path: Path, sandbox: Sandbox) -> None:
-    """On a second sandbox (two blocks up, clear of the lifecycle test's), only these two services."""
+def test_down_frees_the_data_service_ports_and_purge_deletes_the_database(tmp_path: Path, sandbox: Sandbox) -> None:
+    """On a second sandbox (two blocks up, clear of the lifecycle test's), only these three services."""
     other = Sandbox(SandboxConfig(tmp_path / "other", free_base_port(sandbox.cfg.base_port + 2 * PORT_BLOCK)))
-    cfg = other.cfg
+    cfg, pg_bins = other.cfg, datastores.postgres_bin_dir()
     alertmanager_config(cfg)
-    specs = [alertmanager_service(cfg), datastores.s3_service(cfg)]
+    assert datastores.ensure_postgres_cluster(cfg, pg_bins)
+    specs = [alertmanager_service(cfg), datastores.s3_service(cfg), datastores.postgres_service(cfg, pg_bins)]
     for spec in specs:
         other.supervisor.start(spec)
     ports = [p for spec in specs for p in spec.ports]
     assert all(port_open(p) for p in ports)
     other.purge()
     assert not any(port_open(p) for p in ports)
+    assert not cfg.work_dir.exists()
     assert sandbox.is_up()  # the session's sandbox was not touched
+
+
+def _psql(cfg: SandboxConfig, sql: str) -> list[str]:
+    argv = [str(datastores.postgres_bin_dir() / "psql"), *datastores.psql_connection_args(cfg)]
+    argv += ["--tuples-only", "--no-align", "--quiet", "--set=ON_ERROR_STOP=1", f"--command={sql}"]
+    env = {**os.environ, **datastores.psql_env(cfg)}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, proc.stderr
+    return [line for line in proc.stdout.splitlines() if line]
 
 
 @contextmanager
