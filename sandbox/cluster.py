@@ -6,10 +6,13 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +27,11 @@ from sandbox.config import SandboxConfig
 from sandbox.observability import (
     alertmanager_binary,
     alertmanager_config,
+    alertmanager_config_file,
     alertmanager_service,
     prometheus_binary,
     prometheus_config,
+    prometheus_config_file,
     prometheus_service,
     traffic_simulator_service,
 )
@@ -102,8 +107,8 @@ class Sandbox:
         prometheus_binary()  # fail before starting anything when a Debian-packaged service is not installed
         alertmanager_binary()
         pg_bins = datastores.postgres_bin_dir()
-        prometheus_config(self.cfg)
-        alertmanager_config(self.cfg)
+        self.write_config("prometheus", prometheus_config_file(self.cfg), prometheus_config)
+        self.write_config("alertmanager", alertmanager_config_file(self.cfg), alertmanager_config)
         if datastores.ensure_postgres_cluster(self.cfg, pg_bins):
             _say("postgres cluster initialised")
         for spec in self.services():
@@ -120,6 +125,19 @@ class Sandbox:
         _say(f"{created} node(s) created")
         images = SandboxRegistries(self.cfg, bins).publish_demo_images()
         return UpReport(round(time.monotonic() - start, 1), nodes, images)
+
+    def write_config(self, service: str, path: Path, write: Callable[[SandboxConfig], Path]) -> bool:
+        """(Re)write a service's config; if it runs and the config changed (a sandbox started by an older
+        rollbook, before Prometheus sent alerts to Alertmanager), SIGHUP makes it reload without a restart.
+        True when a running service was told to reload."""
+        before = path.read_text() if path.exists() else None
+        write(self.cfg)
+        pid = self.supervisor.pid(service)
+        if pid is None or path.read_text() == before:
+            return False
+        _say(f"{service}: config changed, reloading")
+        os.kill(pid, signal.SIGHUP)
+        return True
 
     def down(self) -> list[str]:
         stopped = [spec.name for spec in reversed(self.services()) if self.supervisor.stop(spec)]

@@ -40,9 +40,17 @@ def alertmanager_binary() -> str:
     return found
 
 
+def prometheus_config_file(cfg: SandboxConfig) -> Path:
+    return cfg.work_dir / "prometheus" / "prometheus.yml"
+
+
+def alertmanager_config_file(cfg: SandboxConfig) -> Path:
+    return cfg.work_dir / "alertmanager" / "alertmanager.yml"
+
+
 def prometheus_config(cfg: SandboxConfig) -> Path:
-    """Write (or rewrite) the scrape configuration: the simulator, every second."""
-    path = cfg.work_dir / "prometheus" / "prometheus.yml"
+    """Write (or rewrite) the scrape configuration (the simulator, every second) and where alerts go."""
+    path = prometheus_config_file(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         "global:\n"
@@ -77,7 +85,7 @@ def alert_webhook_url(cfg: SandboxConfig) -> str:
 def alertmanager_config(cfg: SandboxConfig) -> Path:
     """Write (or rewrite) the routing: every alert to the `rollbook` webhook receiver, grouped by alert name,
     with short waits so a test or a rollout sees a notification within seconds."""
-    path = cfg.work_dir / "alertmanager" / "alertmanager.yml"
+    path = alertmanager_config_file(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         "route:\n"
@@ -102,7 +110,7 @@ def alertmanager_service(cfg: SandboxConfig) -> ServiceSpec:
     binary = shutil.which(ALERTMANAGER_BINARY) or ALERTMANAGER_BINARY  # `up` checks with alertmanager_binary()
     argv = [
         binary,
-        f"--config.file={cfg.work_dir / 'alertmanager' / 'alertmanager.yml'}",
+        f"--config.file={alertmanager_config_file(cfg)}",
         f"--storage.path={data}",
         f"--web.listen-address=127.0.0.1:{port}",
         "--cluster.listen-address=",
@@ -117,7 +125,7 @@ def prometheus_service(cfg: SandboxConfig) -> ServiceSpec:
     binary = shutil.which("prometheus") or "prometheus"  # `up` checks with prometheus_binary() before starting
     argv = [
         binary,
-        f"--config.file={cfg.work_dir / 'prometheus' / 'prometheus.yml'}",
+        f"--config.file={prometheus_config_file(cfg)}",
         f"--storage.tsdb.path={data}",
         "--storage.tsdb.retention.time=1d",
         f"--web.listen-address=127.0.0.1:{port}",

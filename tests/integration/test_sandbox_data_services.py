@@ -20,7 +20,15 @@ import httpx
 from sandbox import datastores
 from sandbox.cluster import Sandbox
 from sandbox.config import PORT_BLOCK, SandboxConfig, free_base_port
-from sandbox.observability import alertmanager_config, alertmanager_service, alertmanager_url, prometheus_url
+from sandbox.observability import (
+    alertmanager_config,
+    alertmanager_service,
+    alertmanager_url,
+    prometheus_config,
+    prometheus_config_file,
+    prometheus_service,
+    prometheus_url,
+)
 from sandbox.services import port_open, wait_until
 
 
@@ -51,13 +59,26 @@ def test_alertmanager_keeps_a_posted_alert_for_the_rollbook_receiver(sandbox: Sa
 
 def test_prometheus_lists_the_sandbox_alertmanager_as_active(sandbox: Sandbox) -> None:
     expected = f"{alertmanager_url(sandbox.cfg)}/api/v2/alerts"
+    wait_until(lambda: expected in _active_alertmanagers(sandbox.cfg), 30, f"Prometheus to list {expected}")
+    assert _active_alertmanagers(sandbox.cfg) == [expected]
 
-    def active() -> list[str]:
-        data = httpx.get(f"{prometheus_url(sandbox.cfg)}/api/v1/alertmanagers", timeout=5).json()["data"]
-        return [a["url"] for a in data["activeAlertmanagers"]]
 
-    wait_until(lambda: expected in active(), 30, f"Prometheus to list {expected}")
-    assert active() == [expected]
+def test_up_reloads_a_running_prometheus_whose_config_changed(tmp_path: Path, sandbox: Sandbox) -> None:
+    """A sandbox started before Prometheus sent alerts: the next `up` makes its running Prometheus reload."""
+    other = Sandbox(SandboxConfig(tmp_path / "other", free_base_port(sandbox.cfg.base_port + 2 * PORT_BLOCK)))
+    path = prometheus_config_file(other.cfg)
+    path.parent.mkdir(parents=True)
+    path.write_text("global:\n  scrape_interval: 1s\n")  # what an older sandbox ran with: no alerting section
+    try:
+        pid = other.supervisor.start(prometheus_service(other.cfg))
+        assert _active_alertmanagers(other.cfg) == []
+        assert other.write_config("prometheus", path, prometheus_config)
+        expected = [f"{alertmanager_url(other.cfg)}/api/v2/alerts"]
+        wait_until(lambda: _active_alertmanagers(other.cfg) == expected, 30, "Prometheus to reload its config")
+        assert not other.write_config("prometheus", path, prometheus_config)  # unchanged: no reload
+        assert other.supervisor.pid("prometheus") == pid  # reloaded, not restarted
+    finally:
+        other.purge()
 
 
 def test_alertmanager_notifies_the_webhook_on_its_reserved_port(sandbox: Sandbox) -> None:
@@ -123,6 +144,11 @@ def test_down_frees_the_data_service_ports_and_purge_deletes_the_database(tmp_pa
     assert not any(port_open(p) for p in ports)
     assert not cfg.work_dir.exists()
     assert sandbox.is_up()  # the session's sandbox was not touched
+
+
+def _active_alertmanagers(cfg: SandboxConfig) -> list[str]:
+    data = httpx.get(f"{prometheus_url(cfg)}/api/v1/alertmanagers", timeout=5).json()["data"]
+    return [a["url"] for a in data["activeAlertmanagers"]]
 
 
 def _psql(cfg: SandboxConfig, sql: str) -> list[str]:
