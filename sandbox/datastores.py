@@ -17,6 +17,7 @@ import pwd
 import re
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,7 @@ POSTGRES_USER = "postgres"  # the system user Debian's package creates; the serv
 DB_NAME = "rollbook"
 DB_ROLE = "rollbook"  # the cluster's superuser, with a password kept in the work dir
 INIT_TIMEOUT = 120
+FAST_SHUTDOWN = signal.SIGINT  # the server's "fast" mode: disconnect clients, checkpoint, exit
 
 
 # -- S3 ---------------------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -140,7 +141,10 @@ def test_down_frees_the_data_service_ports_and_purge_deletes_the_database(tmp_pa
         other.supervisor.start(spec)
     ports = [p for spec in specs for p in spec.ports]
     assert all(port_open(p) for p in ports)
-    other.purge()
+    with _idle_psql(cfg):  # an open connection must not hold up `down`
+        started = time.monotonic()
+        other.purge()
+        assert time.monotonic() - started < 10
     assert not any(port_open(p) for p in ports)
     assert not cfg.work_dir.exists()
     assert sandbox.is_up()  # the session's sandbox was not touched
@@ -158,6 +162,21 @@ def _psql(cfg: SandboxConfig, sql: str) -> list[str]:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, env=env, stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr
     return [line for line in proc.stdout.splitlines() if line]
+
+
+@contextmanager
+def _idle_psql(cfg: SandboxConfig) -> Iterator[None]:
+    """A psql session that stays connected, doing nothing, until the block ends."""
+    argv = [str(datastores.postgres_bin_dir() / "psql"), *datastores.psql_connection_args(cfg)]
+    env = {**os.environ, **datastores.psql_env(cfg)}
+    client = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, env=env)
+    count = "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'psql'"
+    try:
+        wait_until(lambda: int(_psql(cfg, count)[0]) >= 2, 10, "the idle psql to connect")  # it and this query
+        yield
+    finally:
+        client.kill()
+        client.wait(timeout=10)
 
 
 @contextmanager
