@@ -1,8 +1,10 @@
 """One small, uniform way to run a sandbox service: a command, its ports, a readiness check, a log file.
 
 Processes are started in their own session so they outlive the `rollbook sandbox up` that started them.
-A pid file records each one; before trusting it we check that the pid still runs the same executable,
-so `down` never signals an unrelated process that happened to reuse the pid.
+A pid file records each one with the process's start time (from /proc); before trusting it we check that the
+pid still has that start time, so `down` never signals an unrelated process that happened to reuse the pid.
+The start time, unlike the executable, survives an `exec`: a service started through a launcher (setpriv) is
+still recognised once the launcher has replaced itself with the real program.
 """
 
 from __future__ import annotations
@@ -72,14 +74,17 @@ class Supervisor:
         return self.log_dir / f"{name}.log"
 
     def pid(self, name: str) -> int | None:
-        """The recorded pid, if that process is still alive and still runs the recorded executable."""
+        """The recorded pid, if that process is still alive and is still the one we started."""
         pid_file = self._pid_file(name)
         if not pid_file.exists():
             return None
-        pid_text, _, exe = pid_file.read_text().partition("\n")
+        pid_text, _, started = pid_file.read_text().partition("\n")
+        started = started.strip()
         try:
             pid = int(pid_text)
-            if _proc_exe(pid) != exe.strip():
+            # pid files written before start times were recorded hold the executable's path
+            now = os.readlink(f"/proc/{pid}/exe") if started.startswith("/") else _proc_start(pid)
+            if now != started:
                 return None
         except (ValueError, OSError):
             return None
@@ -122,12 +127,11 @@ class Supervisor:
                 env={**os.environ, **spec.env},
                 start_new_session=True,
             )
-        time.sleep(0.05)
         try:
-            exe = _proc_exe(proc.pid)
+            started = _proc_start(proc.pid)
         except OSError:  # already gone; start() reports it with the log
-            exe = ""
-        self._pid_file(spec.name).write_text(f"{proc.pid}\n{exe}\n")
+            started = ""
+        self._pid_file(spec.name).write_text(f"{proc.pid}\n{started}\n")
         return proc.pid
 
     def stop(self, spec: ServiceSpec, timeout: float = 15.0) -> bool:
@@ -160,8 +164,12 @@ def probe(spec: ServiceSpec) -> bool:
         return False
 
 
-def _proc_exe(pid: int) -> str:
-    return os.readlink(f"/proc/{pid}/exe")
+def _proc_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat): with the pid, it names
+    one process for the machine's uptime. The command name (field 2) may hold spaces, so fields are counted
+    after its closing parenthesis."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    return stat[stat.rindex(")") + 2 :].split()[19]
 
 
 def _alive(pid: int) -> bool:

@@ -43,9 +43,24 @@ def test_a_reused_pid_is_not_ours(tmp_path: Path) -> None:
     spec = _http_server(_free_port(), tmp_path)
     pid_file = tmp_path / "run" / "pids" / "web.pid"
     pid_file.parent.mkdir(parents=True)
-    pid_file.write_text("1\n/some/other/binary\n")  # pid 1 runs something else: never signal it
+    pid_file.write_text("1\n12345\n")  # pid 1 started at another time: someone else's, never signal it
     assert supervisor.pid("web") is None
     assert not supervisor.stop(spec)
+
+
+def test_a_service_started_through_a_launcher_is_still_ours_after_its_exec(tmp_path: Path) -> None:
+    import dataclasses
+    import shutil
+
+    # a launcher that replaces itself with the server only after a while (setpriv does it for postgres): the pid's
+    # executable changes after the pid file is written, and the service must still be recognised as ours
+    plain = _http_server(_free_port(), tmp_path)
+    launcher = [str(shutil.which("sh")), "-c", 'sleep 0.5; exec "$0" "$@"']
+    spec = dataclasses.replace(plain, argv=[*launcher, *plain.argv])
+    supervisor = Supervisor(tmp_path / "run")
+    pid = supervisor.start(spec)
+    assert supervisor.pid("web") == pid and supervisor.start(spec) == pid
+    assert supervisor.stop(spec) and not port_open(spec.ports[0])
 
 
 def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
