@@ -276,11 +276,13 @@ class Sandbox:
 
     def set_node_not_ready(self, node: str, not_ready: bool = True) -> None:
         """Take a node's simulated kubelet down (or bring it back): the node reports NotReady and its pods are
-        frozen, so they recover only when the node does."""
+        frozen, so they recover only when the node does. Returns once the node reports the new state (kwok's
+        stage fires about a second after the label), so a caller never reads the old one."""
         core = client.CoreV1Api(self.api_client())
         if not_ready:
             self._label_pods_on(core, node, "NotReady")
             core.patch_node(node, {"metadata": {"labels": {faults.FAULT_LABEL: "NotReady"}}})
+            wait_until(lambda: not _node_ready(core, node), 60, f"node {node} to report NotReady")
             self._mark_pods_not_ready(core, node)
             return
         core.patch_node(node, {"metadata": {"labels": {faults.FAULT_LABEL: None}}})
