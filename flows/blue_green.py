@@ -22,7 +22,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.exceptions import FlowPauseTimeout
 from pydantic import Field, HttpUrl, model_validator
 
-from flows._cluster_source import DNS_LABEL, RELEASE_NAME, ClusterSource
+from flows._cluster_source import DNS_LABEL, RELEASE_NAME
+from flows._traffic_source import TrafficSource
 from flows.canary_rollout import (
     CanaryAnalysis,
     CanaryRequest,
@@ -58,7 +59,7 @@ ROLE_LABEL = "rollbook.dev/role"
 RETIRE_DEPLOYMENT = "blue-green-retire/blue-green-retire"
 
 
-class BlueGreenRequest(ClusterSource):
+class BlueGreenRequest(TrafficSource):
     namespace: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL)
     blue_release: str = Field(min_length=1, max_length=53, pattern=RELEASE_NAME, description="Serves users now.")
     green_release: str = Field(min_length=1, max_length=53, pattern=RELEASE_NAME, description="Installed by the run.")
@@ -67,8 +68,6 @@ class BlueGreenRequest(ClusterSource):
     green_values: dict[str, Any] = Field(default_factory=dict, description="Extra values for green only.")
     helm_executable: str = Field(default="helm", min_length=1)
     timeout_seconds: int = Field(default=300, ge=10, le=3600, description="helm --wait timeout.")
-    prometheus_url: HttpUrl | None = None
-    prometheus_block: str | None = None
     steps: list[int] = Field(default_factory=lambda: [10, 25, 50, 75, 100], description="Weights; must end at 100.")
     interval_seconds: int = Field(default=30, ge=1, le=3600, description="Time between two checks at a step.")
     window_seconds: int = Field(default=120, ge=1, le=24 * 3600, description="How long each step is observed.")
@@ -81,25 +80,14 @@ class BlueGreenRequest(ClusterSource):
     approval_timeout_seconds: int = Field(default=3600, ge=5, le=7 * 24 * 3600)
     on_approval_timeout: Literal["revert", "hold"] = "revert"
     keep_blue_seconds: int = Field(default=0, ge=0, le=30 * 24 * 3600, description="0: uninstall blue at the end.")
-    router: Literal["nginx", "gateway-api"] = Field(
-        default="nginx", description="nginx: canary Ingress beside blue's; gateway-api: HTTPRoute backend weights."
-    )
-    http_route: str | None = Field(default=None, pattern=DNS_LABEL, description="HTTPRoute name (gateway-api).")
-    lock_timeout_seconds: float = Field(
-        default=30, ge=1, le=300, description="Longest wait for the app's lock when it looked free (a race)."
-    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         self.analysis()  # step checks
         if self.steps[-1] != 100:
             raise ValueError(f"blue/green steps must end at 100, got {self.steps}")
-        if (self.router == "gateway-api") != bool(self.http_route):
-            raise ValueError("http_route is required with router=gateway-api, and only then")
         if self.blue_release == self.green_release:
             raise ValueError("blue_release and green_release must differ")
-        if bool(self.prometheus_url) == bool(self.prometheus_block):
-            raise ValueError("give exactly one of prometheus_url or prometheus_block")
         return self
 
     def analysis(self) -> CanaryAnalysis:

@@ -22,10 +22,11 @@ from prefect import flow, get_run_logger, pause_flow_run
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
 from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from blocks.prometheus import PrometheusConnection
-from flows._cluster_source import DNS_LABEL, RELEASE_NAME, ClusterSource
+from flows._cluster_source import DNS_LABEL, RELEASE_NAME
+from flows._traffic_source import TrafficSource
 from rollbook.artifacts import artifact_key
 from rollbook.change import ChangeControls, change_annotations
 from rollbook.rollout_lock import RolloutBusy as RolloutBusy  # re-exported: callers catch it from here
@@ -96,7 +97,7 @@ class CanaryAnalysis(BaseModel):
         return [*weights, self.max_weight]
 
 
-class CanaryRequest(ClusterSource):
+class CanaryRequest(TrafficSource):
     """Which releases, where the metrics are, and how to decide."""
 
     namespace: str = Field(min_length=1, max_length=63, pattern=DNS_LABEL)
@@ -105,8 +106,6 @@ class CanaryRequest(ClusterSource):
     chart: str = Field(min_length=1, description="Chart of the stable release (path or reference), for promotion.")
     helm_executable: str = Field(default="helm", min_length=1)
     timeout_seconds: int = Field(default=300, ge=10, le=3600, description="helm --wait timeout for promotion.")
-    prometheus_url: HttpUrl | None = Field(default=None, description="Prometheus base URL (or prometheus_block).")
-    prometheus_block: str | None = Field(default=None, description="Saved 'Rollbook Prometheus Connection' block.")
     analysis: CanaryAnalysis = Field(default_factory=CanaryAnalysis)
     approve_before_final_step: bool = Field(default=True, description="Ask a person before the last weight.")
     approve_before_promotion: bool = Field(default=True, description="Ask a person before promoting.")
@@ -115,20 +114,9 @@ class CanaryRequest(ClusterSource):
         default="revert", description="No answer in time: send all traffic back to stable, or keep the weight."
     )
     promote: bool = Field(default=True, description="After the last step: upgrade stable to the canary's image.")
-    router: Literal["nginx", "gateway-api"] = Field(
-        default="nginx", description="nginx: canary Ingress beside the stable one; gateway-api: HTTPRoute weights."
-    )
-    http_route: str | None = Field(default=None, pattern=DNS_LABEL, description="HTTPRoute name (gateway-api).")
-    lock_timeout_seconds: float = Field(
-        default=30, ge=1, le=300, description="Longest wait for the app's lock when it looked free (a race)."
-    )
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
-        if bool(self.prometheus_url) == bool(self.prometheus_block):
-            raise ValueError("give exactly one of prometheus_url or prometheus_block")
-        if (self.router == "gateway-api") != bool(self.http_route):
-            raise ValueError("http_route is required with router=gateway-api, and only then")
         if self.stable_release == self.canary_release:
             raise ValueError("stable_release and canary_release must differ")
         return self
