@@ -17,27 +17,18 @@ from helm_helpers import resume, run_in_thread, wait_paused
 from http_helpers import TcpProxy, hook_recorder
 from kubernetes import client
 from pydantic import ValidationError
-from test_progressive_traffic import http_route
+from test_progressive_traffic import deploy, http_route
 
 from flows.canary_rollout import CanaryRequest, RolloutBusy, RolloutFailed, canary_rollout
 from rollbook.change import ChangeControls
 from sandbox.cluster import Sandbox
 from sandbox.observability import prometheus_url
-from sandbox.registry import DEMO_REPOSITORY
 from tasks.metrics import MetricsUnavailable
 from tasks.progressive import RoutingNotFound
 from tasks.traffic import GatewayApiRouter, NginxCanaryRouter
 
 CONTROLS = ChangeControls(reason="integration test of the canary runbook", requested_by="pytest")
 PROFILE = "podAnnotations.sandbox\\.rollbook\\.dev/profile"
-
-
-def deploy(sandbox: Sandbox, chart: Path, namespace: str, release: str, tag: str, *extra: str) -> None:
-    sandbox.helm(
-        "upgrade", release, str(chart), "--install", "-n", namespace, "--wait", "--timeout=60s",
-        "--set", f"image.repository={sandbox.cfg.registry_host()}/{DEMO_REPOSITORY}", "--set", f"image.tag={tag}",
-        "--set", "replicas=1", *extra,
-    )  # fmt: skip
 
 
 def request(sandbox: Sandbox, demo_chart: Path, namespace: str, **extra: Any) -> CanaryRequest:
