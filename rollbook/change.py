@@ -8,6 +8,7 @@ why, and which flow run did it.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Literal
 
 from prefect import get_run_logger, pause_flow_run
 from prefect.exceptions import FlowPauseTimeout
@@ -31,6 +32,25 @@ class ChangeControls(BaseModel):
         default=3600, ge=10, le=7 * 24 * 3600, description="How long to wait for approval; no answer means no change."
     )
     approval_poll_seconds: int = Field(default=10, ge=1, le=60, description="How often the paused run checks.")
+
+
+# How a changing flow ended when it returns (a flow that fails raises instead, with the evidence):
+# changed: it made its change; unchanged: the cluster already was as asked (a re-run after success included);
+# planned: plan mode, nothing changed; not-approved: rejected or timed out at a gate, nothing changed;
+# reverted: it started, its own checks failed and it put things back as they were.
+Outcome = Literal["changed", "unchanged", "planned", "not-approved", "reverted"]
+
+
+class ChangeResult(BaseModel):
+    """What every flow that changes a cluster returns; each flow adds its own evidence fields to a subclass."""
+
+    outcome: Outcome
+    summary: str = Field(description="One line a person reads first: what happened, to what, and why.")
+    approval: str | None = Field(default=None, description="The approver's answer, when a gate was passed.")
+
+    @property
+    def changed(self) -> bool:
+        return self.outcome == "changed"
 
 
 class Decision(RunInput):
