@@ -1,37 +1,53 @@
-"""Runbook: roll a Helm release back to its previous good revision (or a chosen one), wait, verify, audit."""
+"""Runbook: roll a Helm release back to its previous good revision (or a chosen one), wait, verify, audit.
+
+A re-run finishes the job instead of reversing it: the target is resolved once and recorded on the release's
+Deployments before helm runs, so a rollback already applied by rollbook is recognised ("unchanged"), and a
+release an interrupted helm left pending is shown with its evidence and, when asked (`recover_pending`) and
+approved, marked failed the way helm's storage allows and then rolled back.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import datetime as dt
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from pydantic import Field
 
+from blocks import KubernetesCluster
 from flows._helm_target import HelmReleaseTarget
 from rollbook.artifacts import artifact_key
-from rollbook.change import ChangeControls, change_annotations, request_approval
+from rollbook.change import ChangeControls, Outcome, change_annotations, request_approval
+from rollbook.helm_recovery import (
+    FROM_REVISION,
+    RESULT,
+    TO_REVISION,
+    RollbackRecord,
+    StuckRelease,
+    applied_rollback,
+    recovery_target,
+    refusal,
+    rollback_record,
+    stuck_release,
+    too_recent,
+)
 from rollbook.helm_releases import (
     RevisionInfo,
     RollbackRefused,
-    changes_markdown,
     choose_rollback_target,
-    history_table,
     image_changes,
     latest,
     values_changes,
 )
+from rollbook.helm_results import HelmRollbackResult
+from rollbook.reports.helm import rollback_plan, rollback_summary, stuck_markdown, titled
+from rollbook.types import Revision
 from tasks.cluster import resolve_cluster
-from tasks.helm import (
-    HelmError,
-    HelmOperationFailed,
-    annotate_release_deployments,
-    release_history,
-    release_pods_ready,
-    release_status,
-    revision_details,
-    rollback_release,
-)
+from tasks.helm_changes import rollback_release
+from tasks.helm_errors import HelmError, HelmOperationFailed
+from tasks.helm_release import ReleaseStatus, release_history, release_status, revision_details
+from tasks.helm_storage import mark_revision_failed
+from tasks.release_workloads import annotate_release_deployments, release_deployment_annotations, release_pods_ready
 
 ACTION = "helm-rollback"
 
@@ -39,14 +55,28 @@ ACTION = "helm-rollback"
 class HelmRollbackRequest(HelmReleaseTarget):
     """Which release to roll back, and to what."""
 
-    revision: int | None = Field(
+    revision: Revision | None = Field(
         default=None,
-        ge=1,
         description="Revision to roll back to; empty: the newest deployed/superseded revision before the live one.",
     )
     settle_seconds: int = Field(
         default=30, ge=0, le=120, description="After helm's wait, how long to give pods to report Ready."
     )
+    cleanup_on_fail: bool = Field(
+        default=False, description="helm --cleanup-on-fail: delete new resources this rollback created if it fails."
+    )
+    recover_pending: bool = Field(
+        default=False,
+        description="If an interrupted helm left the release pending-install/-upgrade/-rollback, mark that revision "
+        "failed (helm's release Secret) and roll back; without it such a release is refused with the evidence.",
+    )
+    pending_grace_seconds: int = Field(
+        default=300, ge=0, le=86400, description="Refuse recovery while the pending revision is younger than this."
+    )
+
+
+class ReleaseStuck(RuntimeError):
+    """The release is pending after an interrupted helm; the message shows the evidence and what to run."""
 
 
 class RollbackNotHealthy(RuntimeError):
@@ -54,142 +84,238 @@ class RollbackNotHealthy(RuntimeError):
 
 
 @flow(name="helm-rollback")
-def helm_rollback(request: HelmRollbackRequest, controls: ChangeControls) -> dict[str, Any]:
-    """Show the history, pick the previous good revision, roll back with --wait, verify status and pods, audit."""
-    log = get_run_logger()
+def helm_rollback(request: HelmRollbackRequest, controls: ChangeControls) -> HelmRollbackResult:
+    """Read the history, recognise a rollback already applied or a stuck release, plan, approve, roll back
+    with --wait, verify status and pods, and record it on the release's Deployments."""
     ns, name, helm = request.namespace, request.release, request.helm_executable
     key = artifact_key(ACTION, ns, name)
     cluster = resolve_cluster(request.cluster_block, request.kubeconfig_path, request.context)
 
     history = release_history(cluster, ns, name, helm)
-    log.info("history of %s in %s:\n%s", name, ns, history_table(history))
-    live = latest(history)
-    try:
-        target = choose_rollback_target(history, request.revision)
-    except RollbackRefused as exc:
-        raise RollbackRefused(f"release {name!r} in namespace {ns!r}: {exc}; nothing was changed") from None
-
-    live_details = revision_details(cluster, ns, name, live.revision, helm)
-    target_details = revision_details(cluster, ns, name, target.revision, helm)
-    value_diff = values_changes(live_details.values, target_details.values)
-    image_diff = image_changes(live_details.manifest, target_details.manifest)
-    plan_md = _plan_markdown(request, controls, history, live, target, live_details.chart, target_details.chart)
-    plan_md += "\n\n" + changes_markdown(value_diff, image_diff)
-    result: dict[str, Any] = {
-        "release": name,
-        "namespace": ns,
-        "from_revision": live.revision,
-        "to_revision": target.revision,
-        "from_chart": live_details.chart,
-        "to_chart": target_details.chart,
-        "value_changes": [c.model_dump(mode="json") for c in value_diff],
-        "image_changes": [c.model_dump(mode="json") for c in image_diff],
-        "changed": False,
-    }
+    done = _applied_by_rollbook(cluster, request, history)
+    if done is not None:
+        return _confirm_applied(cluster, request, controls, *done, key=key)
+    stuck = _stuck_or_refuse(request, history)
+    target = _target(request, history, stuck)
+    result, plan_md = _plan(cluster, request, controls, history, target, stuck)
 
     if controls.plan:
-        create_markdown_artifact("# Plan (nothing changed)\n\n" + plan_md, key=key, description="helm rollback plan")
-        log.info("plan only: would roll back %s from %d to %d; nothing changed", name, live.revision, target.revision)
-        return {**result, "planned": True}
-
+        create_markdown_artifact(titled("Plan (nothing changed)", plan_md), key=key, description="helm rollback plan")
+        return result.model_copy(update={"outcome": "planned", "summary": f"plan only: {result.summary}"})
     decision = request_approval(controls, plan_md)
     if not decision.approved:
-        create_markdown_artifact(
-            f"# Not approved: nothing changed\n\n_{decision.comment or 'no comment'}_\n\n" + plan_md,
-            key=key,
-            description="helm rollback not approved",
-        )
-        log.warning("rollback of %s not approved (%s): nothing changed", name, decision.comment)
-        return {**result, "approved": False, "comment": decision.comment}
+        create_markdown_artifact(titled("Not approved: nothing changed", plan_md, decision.comment), key=key)
+        get_run_logger().warning("rollback of %s not approved (%s): nothing changed", name, decision.comment)
+        summary = f"not approved ({decision.comment}): {result.summary}; nothing changed"
+        return result.model_copy(update={"outcome": "not-approved", "summary": summary, "approval": decision.comment})
 
+    if stuck is not None:
+        note = f"marked failed by rollbook {ACTION}: interrupted {stuck.status} ({controls.reason})"
+        mark_revision_failed(cluster, ns, name, stuck.revision, expected_status=stuck.status, note=note)
+    after = _roll_back(cluster, request, controls, result, plan_md, key)
+    result = result.model_copy(update={"approval": decision.comment, "recovered": stuck})
+    return _verify(cluster, request, controls, result, after, key=key, plan_md=plan_md)
+
+
+def _annotations(controls: ChangeControls, result: HelmRollbackResult, outcome: str, **extra: str) -> dict[str, str]:
+    details = {
+        TO_REVISION: str(result.to_revision),
+        FROM_REVISION: str(result.from_revision),
+        RESULT: outcome,
+        "release": result.release,
+        **extra,
+    }
+    return change_annotations(controls, ACTION, **{k.removeprefix("rollbook.dev/"): v for k, v in details.items()})
+
+
+def _applied_by_rollbook(
+    cluster: KubernetesCluster, request: HelmRollbackRequest, history: list[RevisionInfo]
+) -> tuple[RevisionInfo, RollbackRecord] | None:
+    """The live revision and rollbook's record when it is a rollbook rollback to the requested target (or to
+    any, for "previous": rolling back again right after would pick the bad version, undoing the undo)."""
+    if latest(history).rollback_revision is None:
+        return None
+    annotations = release_deployment_annotations(cluster, request.namespace, request.release)
+    record = next((r for a in annotations.values() if (r := rollback_record(a, release=request.release))), None)
+    live = applied_rollback(history, record, request.revision)
+    return (live, record) if live is not None and record is not None else None
+
+
+def _confirm_applied(
+    cluster: KubernetesCluster,
+    request: HelmRollbackRequest,
+    controls: ChangeControls,
+    live: RevisionInfo,
+    record: RollbackRecord,
+    *,
+    key: str,
+) -> HelmRollbackResult:
+    """A re-run after the rollback was applied: verify it, complete an unfinished audit record (a run that died
+    after helm), roll back nothing."""
+    target = live.rollback_revision or 0
+    result = HelmRollbackResult(
+        outcome="unchanged",
+        summary=f"revision {live.revision} is already rollbook's rollback to revision {target}; not rolling back again",
+        release=request.release,
+        namespace=request.namespace,
+        from_revision=live.revision - 1,
+        to_revision=target,
+    )
+    get_run_logger().info(result.summary)
+    status = ReleaseStatus(
+        release=request.release, namespace=request.namespace, revision=live.revision, status=live.status
+    )
+    audit = record.result != "succeeded" and not controls.plan
+    return _verify(cluster, request, controls, result, status, key=key, annotate=audit)
+
+
+def _stuck_or_refuse(request: HelmRollbackRequest, history: list[RevisionInfo]) -> StuckRelease | None:
+    stuck = stuck_release(history, release=request.release, namespace=request.namespace)
+    if stuck is None:
+        return None
+    now = dt.datetime.now(dt.UTC)
+    if not request.recover_pending:
+        try:
+            target: int | None = recovery_target(history, stuck, request.revision).revision
+        except RollbackRefused:
+            target = None
+        raise ReleaseStuck(refusal(stuck, now, target=target))
+    young = too_recent(stuck, now, grace_seconds=request.pending_grace_seconds)
+    if young:
+        raise ReleaseStuck(young)
+    get_run_logger().warning("recovering: %s", stuck.evidence(now))
+    return stuck
+
+
+def _target(request: HelmRollbackRequest, history: list[RevisionInfo], stuck: StuckRelease | None) -> RevisionInfo:
     try:
-        after = rollback_release(cluster, ns, name, target.revision, live.revision, request.timeout_seconds, helm)
-    except HelmError as exc:
-        create_markdown_artifact(f"# Rollback FAILED\n\n```\n{exc}\n```\n\n" + plan_md, key=key)
-        if isinstance(exc, HelmOperationFailed):  # helm applied the old manifests, then its wait failed
-            failed = change_annotations(
-                controls,
-                ACTION,
-                **{"rolled-back-to-revision": str(target.revision), "release": name, "rollback-result": "failed"},
-            )
-            annotate_release_deployments(cluster, ns, name, failed, return_state=True)  # best effort
-        raise
-    annotations = change_annotations(
-        controls, ACTION, **{"rolled-back-to-revision": str(target.revision), "release": name}
-    )
-    annotated = annotate_release_deployments(cluster, ns, name, annotations)
-    status = release_status(cluster, ns, name, helm)
-    pods = release_pods_ready(cluster, ns, name, request.settle_seconds)
-    healthy = status.status == "deployed" and status.revision == after.revision and pods.all_ready
-    result.update(
-        changed=True,
-        approved=True,
-        new_revision=after.revision,
-        status=status.status,
-        pods_ready=pods.all_ready,
-        pod_problems=pods.problems,
-        annotated_deployments=annotated,
-        live_images={f"{w.kind}/{w.name}": w.images for w in pods.workloads},
-    )
-    create_markdown_artifact(
-        _summary_markdown(result, annotations, healthy) + "\n\n## Plan that was approved\n\n" + plan_md,
-        key=key,
-        description="helm rollback result",
-    )
-    if not healthy:
-        raise RollbackNotHealthy(
-            f"release {name!r} in namespace {ns!r} rolled back to revision {target.revision} as revision "
-            f"{after.revision}, but status is {status.status} (revision {status.revision}) and pods: "
-            f"{'; '.join(pods.problems) or 'all Ready'}"
-        )
-    log.info(
-        "rolled back %s in %s to revision %d (now revision %d, all pods Ready)",
-        name,
-        ns,
-        target.revision,
-        after.revision,
-    )
-    return result
+        if stuck is not None:
+            return recovery_target(history, stuck, request.revision)
+        return choose_rollback_target(history, request.revision)
+    except RollbackRefused as exc:
+        where = f"release {request.release!r} in namespace {request.namespace!r}"
+        raise RollbackRefused(f"{where}: {exc}; nothing was changed") from None
 
 
-def _plan_markdown(
+def _plan(
+    cluster: KubernetesCluster,
     request: HelmRollbackRequest,
     controls: ChangeControls,
     history: list[RevisionInfo],
-    live: RevisionInfo,
     target: RevisionInfo,
-    live_chart: str,
-    target_chart: str,
-) -> str:
-    how = "requested" if request.revision is not None else "previous good revision (failed/pending ones skipped)"
-    return "\n".join(
-        [
-            f"## Roll back `{request.release}` in `{request.namespace}`",
-            "",
-            f"- from live revision **{live.revision}** ({live.status}, chart `{live_chart}`)",
-            f"- to revision **{target.revision}** ({target.status}, chart `{target_chart}`), {how}",
-            f"- helm rollback with `--wait`, timeout {request.timeout_seconds}s",
-            f"- requested by **{controls.requested_by}**: {controls.reason}",
-            "",
-            "### History",
-            "",
-            history_table(history),
-        ]
+    stuck: StuckRelease | None,
+) -> tuple[HelmRollbackResult, str]:
+    """What the rollback would change (values, images, chart) as the result so far and the plan's markdown."""
+    ns, name, helm = request.namespace, request.release, request.helm_executable
+    live = latest(history)
+    live_details = revision_details(cluster, ns, name, live.revision, helm)
+    target_details = revision_details(cluster, ns, name, target.revision, helm)
+    result = HelmRollbackResult(
+        outcome="planned",
+        summary=f"roll back {name} in {ns} from revision {live.revision} to {target.revision}",
+        release=name,
+        namespace=ns,
+        from_revision=live.revision,
+        to_revision=target.revision,
+        from_chart=live_details.chart,
+        to_chart=target_details.chart,
+        value_changes=values_changes(live_details.values, target_details.values),
+        image_changes=image_changes(live_details.manifest, target_details.manifest),
     )
+    how = "requested" if request.revision is not None else "previous good revision (failed/pending ones skipped)"
+    if stuck is not None and request.revision is None and stuck.rollback_to is not None:
+        how = f"the target of the interrupted rollback (revision {stuck.revision})"
+    then = f"Secret `{stuck.secret}` will be marked **failed**, as helm does when an operation fails" if stuck else ""
+    note = stuck_markdown(stuck, dt.datetime.now(dt.UTC), then=then) if stuck else ""
+    plan_md = rollback_plan(
+        result,
+        history,
+        how=how,
+        timeout_seconds=request.timeout_seconds,
+        requested_by=controls.requested_by,
+        reason=controls.reason,
+        stuck_note=note,
+    )
+    return result, plan_md
 
 
-def _summary_markdown(result: dict[str, Any], annotations: dict[str, str], healthy: bool) -> str:
-    lines = [
-        f"# Rollback {'succeeded' if healthy else 'NOT HEALTHY'}: `{result['release']}` in `{result['namespace']}`",
-        "",
-        f"- revision {result['from_revision']} → {result['to_revision']} (new revision {result['new_revision']}, "
-        f"status **{result['status']}**)",
-        f"- pods Ready: **{result['pods_ready']}**"
-        + (f" ({'; '.join(result['pod_problems'])})" if result["pod_problems"] else ""),
-        f"- annotated Deployments: {', '.join(result['annotated_deployments']) or 'none'}",
-        "",
-        "| annotation | value |",
-        "|---|---|",
-        *(f"| `{k}` | {v} |" for k, v in sorted(annotations.items())),
-    ]
-    return "\n".join(lines)
+def _roll_back(
+    cluster: KubernetesCluster,
+    request: HelmRollbackRequest,
+    controls: ChangeControls,
+    result: HelmRollbackResult,
+    plan_md: str,
+    key: str,
+) -> ReleaseStatus:
+    """Record the intent on the Deployments, then `helm rollback --wait`; a failure is recorded and raised."""
+    ns, name = request.namespace, request.release
+    assert result.from_revision is not None
+    annotate_release_deployments(cluster, ns, name, _annotations(controls, result, "started"))
+    try:
+        return rollback_release(
+            cluster,
+            ns,
+            name,
+            result.to_revision,
+            result.from_revision,
+            timeout_seconds=request.timeout_seconds,
+            cleanup_on_fail=request.cleanup_on_fail,
+            helm=request.helm_executable,
+        )
+    except HelmError as exc:
+        create_markdown_artifact(titled("Rollback FAILED", f"```\n{exc}\n```\n\n{plan_md}"), key=key)
+        if isinstance(exc, HelmOperationFailed):  # helm applied the old manifests, then its wait failed
+            failed = _annotations(controls, result, "failed")
+            annotate_release_deployments(cluster, ns, name, failed, return_state=True)  # best effort
+        raise
+
+
+def _verify(
+    cluster: KubernetesCluster,
+    request: HelmRollbackRequest,
+    controls: ChangeControls,
+    result: HelmRollbackResult,
+    after: ReleaseStatus,
+    *,
+    key: str,
+    plan_md: str = "",
+    annotate: bool = True,
+) -> HelmRollbackResult:
+    """Status deployed on the new revision and every pod Ready, recorded on the Deployments and reported."""
+    ns, name = request.namespace, request.release
+    done = _annotations(controls, result, "succeeded", **{"release-revision": str(after.revision)})
+    annotated = annotate_release_deployments(cluster, ns, name, done) if annotate else []
+    status = release_status(cluster, ns, name, request.helm_executable)
+    pods = release_pods_ready(cluster, ns, name, request.settle_seconds)
+    healthy = status.status == "deployed" and status.revision == after.revision and pods.all_ready
+    outcome: Outcome = "unchanged" if result.outcome == "unchanged" else "changed"
+    summary = (
+        result.summary
+        if outcome == "unchanged"
+        else (
+            f"rolled back {name} in {ns} from revision {result.from_revision} to {result.to_revision} "
+            f"(now revision {after.revision}, {'all pods Ready' if pods.all_ready else 'pods NOT Ready'})"
+        )
+    )
+    result = result.model_copy(
+        update={
+            "outcome": outcome,
+            "summary": summary,
+            "new_revision": after.revision,
+            "status": status.status,
+            "pods_ready": pods.all_ready,
+            "pod_problems": pods.problems,
+            "annotated_deployments": annotated,
+            "live_images": {f"{w.kind}/{w.name}": w.images for w in pods.workloads},
+        }
+    )
+    body = rollback_summary(result, done) + (f"\n\n## Plan that was approved\n\n{plan_md}" if plan_md else "")
+    create_markdown_artifact(body, key=key, description="helm rollback result")
+    if not healthy:
+        raise RollbackNotHealthy(
+            f"release {name!r} in namespace {ns!r} rolled back to revision {result.to_revision} as revision "
+            f"{after.revision}, but status is {status.status} (revision {status.revision}) and pods: "
+            f"{'; '.join(pods.problems) or 'all Ready'}"
+        )
+    get_run_logger().info(summary)
+    return result

@@ -24,7 +24,8 @@ from flows.helm_rollback import HelmRollbackRequest, helm_rollback
 from rollbook.artifacts import artifact_key
 from rollbook.change import ChangeControls
 from tasks.cluster import resolve_cluster
-from tasks.helm import release_pods_ready, release_status
+from tasks.helm_release import release_status
+from tasks.release_workloads import release_pods_ready
 from tasks.scratch_namespace import delete_scratch_namespace, ensure_scratch_namespace
 
 PURPOSE = "rollback-rehearsal"
@@ -118,7 +119,7 @@ def rollback_rehearsal(request: RollbackRehearsalRequest) -> dict[str, Any]:
                 ),
                 controls,
             )
-            return f"revision {out['live_revision']} live"
+            return f"revision {out.live_revision} live"
 
         return action
 
@@ -139,7 +140,7 @@ def rollback_rehearsal(request: RollbackRehearsalRequest) -> dict[str, Any]:
             ),
             controls,
         )
-        return f"revision {out['from_revision']} -> {out['to_revision']} (new revision {out['new_revision']})"
+        return f"revision {out.from_revision} -> {out.to_revision} (new revision {out.new_revision})"
 
     def create() -> str:
         nonlocal created

@@ -1,7 +1,8 @@
 """Pure logic about Helm releases: which revision to roll back to, and what a change would alter.
 
 Nothing here runs helm or talks to a cluster, so every rule can be unit-tested on plain data; the tasks in
-`tasks/helm.py` fetch the data and the flows combine both.
+`tasks/helm_release.py` and `tasks/helm_changes.py` fetch the data and the flows combine both. Reports are
+rendered in `rollbook/reports/helm.py`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ from pydantic import BaseModel, ConfigDict
 GOOD_STATUSES = frozenset({"deployed", "superseded"})
 # Another helm operation is running (or died half-way): nothing may be started on top of it.
 PENDING_STATUSES = frozenset({"pending-install", "pending-upgrade", "pending-rollback", "uninstalling"})
+# Pending states an interrupted helm leaves behind that a rollback can clear (an uninstall is not rolled back).
+RECOVERABLE_STATUSES = frozenset({"pending-install", "pending-upgrade", "pending-rollback"})
+_ROLLBACK_DESCRIPTION = re.compile(r"^Rollback to (\d+)\b")
 
 # Value paths whose contents must never reach a report, a log or an approval form.
 _SENSITIVE_KEY = re.compile(r"(password|passwd|secret|token|api[-_]?key|credential|private[-_]?key)", re.IGNORECASE)
@@ -37,11 +41,43 @@ class RevisionInfo(BaseModel):
     app_version: str = ""
     description: str = ""
     updated: dt.datetime | None = None
-    rollback_revision: int | None = None  # set by helm on revisions created by a rollback
+    rollback_revision: int | None = None  # the revision a rollback restored (helm's "Rollback to N")
 
 
 class RollbackRefused(ValueError):
     """The request cannot be honoured as asked; nothing was changed."""
+
+
+def parse_helm_time(value: Any) -> dt.datetime | None:
+    """helm's timestamps (RFC 3339 with nanoseconds) as aware datetimes; None when absent or unreadable."""
+    if not value:
+        return None
+    text = str(value).replace("Z", "+00:00")
+    head, dot, tail = text.partition(".")  # helm prints nanoseconds; Python parses at most microseconds
+    if dot:
+        digits = tail[: len(tail) - len(tail.lstrip("0123456789"))]
+        text = f"{head}.{digits[:6]}{tail[len(digits) :]}"
+    try:
+        return dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def revision_from_helm(raw: Mapping[str, Any]) -> RevisionInfo:
+    """One row of `helm history -o json`; the rollback target comes from helm's own "Rollback to N"."""
+    description = str(raw.get("description", ""))
+    restored = raw.get("rollback_revision")
+    if restored is None and (match := _ROLLBACK_DESCRIPTION.match(description)):
+        restored = int(match.group(1))
+    return RevisionInfo(
+        revision=int(raw["revision"]),
+        status=str(raw.get("status", "unknown")),
+        chart=str(raw.get("chart", "")),
+        app_version=str(raw.get("app_version", "")),
+        description=description,
+        updated=parse_helm_time(raw.get("updated")),
+        rollback_revision=restored,
+    )
 
 
 def latest(history: Iterable[RevisionInfo]) -> RevisionInfo:
@@ -220,31 +256,3 @@ def manifest_changes(
     if len(lines) > max_lines:
         lines = [*lines[:max_lines], f"... {len(lines) - max_lines} more diff line(s) not shown"]
     return lines
-
-
-def history_table(history: Iterable[RevisionInfo]) -> str:
-    """Markdown table of a release history, newest last, as `helm history` prints it."""
-    rows = ["| revision | status | chart | app version | updated | description |", "|---|---|---|---|---|---|"]
-    for r in sorted(history, key=lambda r: r.revision):
-        updated = r.updated.strftime("%Y-%m-%d %H:%M:%S") if r.updated else ""
-        description = r.description.replace("|", "\\|").replace("\n", " ")[:120]
-        rows.append(f"| {r.revision} | {r.status} | {r.chart} | {r.app_version} | {updated} | {description} |")
-    return "\n".join(rows)
-
-
-def changes_markdown(values: list[ValueChange], images: list[ImageChange], manifest: list[str] | None = None) -> str:
-    """The 'what would change' part of plans and approval forms."""
-    parts = []
-    if images:
-        parts.append("**Images**\n")
-        parts.extend(f"- `{c.workload}`: {', '.join(c.before) or '-'} → {', '.join(c.after) or '-'}" for c in images)
-    else:
-        parts.append("**Images**: unchanged")
-    if values:
-        parts.append("\n**Values**\n")
-        parts.extend(f"- `{c.path}` ({c.change}): `{c.before!r}` → `{c.after!r}`" for c in values)
-    else:
-        parts.append("\n**Values**: unchanged")
-    if manifest:
-        parts.append("\n**Manifest diff**\n\n```diff\n" + "\n".join(manifest) + "\n```")
-    return "\n".join(parts)

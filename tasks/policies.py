@@ -18,7 +18,13 @@ _TRANSIENT_4XX = {408, 425, 429}
 
 
 def is_transient(exc: BaseException) -> bool:
-    """True if trying the same call again could succeed (network trouble, 5xx, throttling)."""
+    """True if trying the same call again could succeed (network trouble, 5xx, throttling).
+
+    An error that says so itself (a boolean `transient` attribute, as helm's errors carry) is believed.
+    """
+    declared = getattr(exc, "transient", None)
+    if isinstance(declared, bool):
+        return declared
     if isinstance(exc, ApiException):
         status = exc.status or 0
         return status >= 500 or status in _TRANSIENT_4XX or status == 0
@@ -33,11 +39,23 @@ def retry_transient(task: Any, task_run: Any, state: Any) -> bool:
     return is_transient(data) if isinstance(data, BaseException) else True
 
 
-def _policy(*, retries: int, delays: list[float], timeout_seconds: float) -> dict[str, Any]:
+def retry_declared(task: Any, task_run: Any, state: Any) -> bool:
+    """`retry_condition_fn` for tasks that raise their own errors (helm's): an error with a boolean `transient`
+    attribute decides for itself, the task's other refusals (RuntimeError, LookupError) are final, and anything
+    else (a connection error from the Kubernetes client, say) follows `retry_transient`."""
+    data = getattr(state, "data", None)
+    if isinstance(data, RuntimeError | LookupError) and not isinstance(getattr(data, "transient", None), bool):
+        return False
+    return retry_transient(task, task_run, state)
+
+
+def _policy(
+    *, retries: int, delays: list[float], timeout_seconds: float, condition: Any = retry_transient
+) -> dict[str, Any]:
     return {
         "retries": retries,
         "retry_delay_seconds": delays,
-        "retry_condition_fn": retry_transient,
+        "retry_condition_fn": condition,
         "timeout_seconds": timeout_seconds,
     }
 
@@ -50,3 +68,23 @@ KUBE_LIST = _policy(retries=5, delays=[1, 2, 4, 8, 8], timeout_seconds=180)
 PREFECT_API = _policy(retries=3, delays=[1, 2, 4], timeout_seconds=30)
 # Queries to a metrics backend (Prometheus).
 METRICS_API = _policy(retries=2, delays=[1, 2], timeout_seconds=60)
+# Read-only helm commands (history, status, get, template): helm itself is bounded to 90 s inside the task.
+HELM_READ = _policy(retries=4, delays=[2, 4, 8, 8], timeout_seconds=200, condition=retry_declared)
+# helm rollback/upgrade: the task re-reads the history before acting, so a retry never repeats a change; its
+# own deadline is the request's helm --timeout (at most an hour) plus a margin.
+HELM_CHANGE = _policy(retries=3, delays=[5, 10, 10], timeout_seconds=3800, condition=retry_declared)
+# Tasks that wait inside one attempt (a namespace to finish terminating): the same retries, a longer bound.
+KUBE_API_LONG = _policy(retries=5, delays=[1, 2, 4, 8, 8], timeout_seconds=300)
+# Waits that ride out API-server outages themselves, within their own deadline (`wait_for_rollout`): a task
+# retry would restart the wait from zero and stretch its bound, so there is none. Callers narrow the timeout
+# with `.with_options(timeout_seconds=...)` to their wait plus a margin.
+KUBE_WAIT = _policy(retries=0, delays=[], timeout_seconds=3 * 3600)
+# cosign/crane-like tools reaching an OCI registry (each call bounded by the tool's own timeout inside the task).
+REGISTRY_TOOL = _policy(retries=2, delays=[2, 5], timeout_seconds=600)
+# A vulnerability scan of several images: not retried (a scan that cannot run is an answer, not an error).
+SCAN = _policy(retries=0, delays=[], timeout_seconds=1800)
+# Read-only queries to an application database (migration status): a dropped connection is retried.
+DATABASE_READ = _policy(retries=2, delays=[1, 3], timeout_seconds=60)
+# The user's own endpoints and commands (rollout webhooks, acceptance checks): never repeated by rollbook, as the
+# answer is the evidence (a repeat could hide a flaky service or repeat a side effect); each call has its own timeout.
+USER_HOOK = _policy(retries=0, delays=[], timeout_seconds=3700)

@@ -9,14 +9,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pyhelm3
 from kubernetes import client as k8s_client
 from prefect import task
 from pydantic import BaseModel
 
 from blocks import KubernetesCluster
 from tasks.cluster import REQUEST_TIMEOUT_SECONDS
-from tasks.policies import retry_transient
-from tasks.traffic import CANARY
+from tasks.helm_cli import DEFAULT_HELM, run_pyhelm3
+from tasks.helm_errors import HelmUnavailable, classify
+from tasks.policies import HELM_CHANGE, KUBE_API
+from tasks.release_workloads import patch_release_deployments
+from tasks.routers.nginx import CANARY
 
 INSTANCE = "app.kubernetes.io/instance"
 VERSION = "app.kubernetes.io/version"
@@ -64,38 +68,28 @@ def _routing(api: k8s_client.ApiClient, namespace: str, release: str) -> Release
     )
 
 
-@task(retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient, timeout_seconds=60)
+@task(**KUBE_API)
 def release_routing(cluster: KubernetesCluster, namespace: str, release: str) -> ReleaseRouting:
     with cluster.api_client() as api:
         return _routing(api, namespace, release)
 
 
-@task(retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient, timeout_seconds=60)
+@task(**KUBE_API)
 def label_release_deployments(
     cluster: KubernetesCluster, namespace: str, release: str, labels: dict[str, str]
 ) -> list[str]:
-    """Merge `labels` into the metadata of the release's Deployments (not the pod template: no rollout)."""
-    names = []
-    with cluster.api_client() as api:
-        apps = k8s_client.AppsV1Api(api)
-        opts: dict[str, Any] = {"label_selector": f"{INSTANCE}={release}", "_preload_content": False}
-        for dep in _items(apps.list_namespaced_deployment(namespace, **opts)):
-            name = dep["metadata"]["name"]
-            apps.patch_namespaced_deployment(
-                name, namespace, {"metadata": {"labels": labels}}, _request_timeout=REQUEST_TIMEOUT_SECONDS
-            )
-            names.append(name)
-    return names
+    """Merge `labels` into the metadata of the release's Deployments (not the pod template: no rollout).
+
+    The release's Deployments are the ones `annotate_release_deployments` annotates (helm's ownership
+    annotations), so a label and an audit annotation always land on the same objects."""
+    return patch_release_deployments(cluster, namespace, release, {"labels": labels})
 
 
-@task(retries=1, retry_delay_seconds=5, timeout_seconds=660)
+@task(**HELM_CHANGE)
 def uninstall_release(
-    cluster: KubernetesCluster, namespace: str, release: str, helm: str = "helm", timeout_seconds: int = 300
+    cluster: KubernetesCluster, namespace: str, release: str, helm: str = DEFAULT_HELM, timeout_seconds: int = 300
 ) -> bool:
     """`helm uninstall --wait`; False if the release was already gone (a retry after success is harmless)."""
-    import pyhelm3
-
-    from tasks.helm import _run_pyhelm3
 
     async def work(client: pyhelm3.Client, command: pyhelm3.Command) -> bool:
         try:
@@ -104,4 +98,11 @@ def uninstall_release(
             return False
         return True
 
-    return _run_pyhelm3(cluster, helm, timeout_seconds + 30, work)
+    try:
+        return run_pyhelm3(cluster, helm, timeout_seconds + 30, work)
+    except pyhelm3.errors.Error as exc:
+        raise classify(exc, "uninstall", release, namespace) from None
+    except TimeoutError:
+        raise HelmUnavailable(
+            f"uninstall: helm did not finish within {timeout_seconds + 30}s", release, namespace
+        ) from None

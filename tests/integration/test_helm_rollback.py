@@ -25,7 +25,8 @@ from blocks import KubernetesCluster
 from flows.helm_rollback import HelmRollbackRequest, helm_rollback
 from rollbook.helm_releases import RollbackRefused
 from sandbox.cluster import Sandbox
-from tasks.helm import HelmOperationFailed, ReleaseChanged, ReleaseNotFound, rollback_release
+from tasks.helm_changes import rollback_release
+from tasks.helm_errors import HelmOperationFailed, ReleaseChanged, ReleaseNotFound
 
 
 @pytest.fixture
@@ -45,8 +46,8 @@ def test_rollback_skips_failed_revision_and_audits(
 ) -> None:
     result = helm_rollback(HelmRollbackRequest(**target_fields(sandbox, namespace, timeout_seconds=60)), CONTROLS)
 
-    assert (result["from_revision"], result["to_revision"], result["new_revision"]) == (4, 2, 5)
-    assert result["changed"] and result["status"] == "deployed" and result["pods_ready"]
+    assert (result.from_revision, result.to_revision, result.new_revision) == (4, 2, 5)
+    assert result.outcome == "changed" and result.status == "deployed" and result.pods_ready
     assert history(sandbox, namespace)[-1] == (5, "deployed")
     assert image(apps, namespace) == f"{repo(sandbox)}:1.1.0"
     deployment = apps.read_namespaced_deployment(DEPLOYMENT, namespace)
@@ -56,7 +57,7 @@ def test_rollback_skips_failed_revision_and_audits(
     assert annotations["rollbook.dev/release"] == "demo"
     assert annotations["rollbook.dev/requested-by"] == "pytest"
     assert not any(k.startswith("rollbook.dev/") for k in deployment.spec.template.metadata.annotations or {})
-    assert result["annotated_deployments"] == [DEPLOYMENT]
+    assert result.annotated_deployments == [DEPLOYMENT]
 
 
 def test_bad_input_is_refused_and_changes_nothing(
@@ -90,12 +91,12 @@ def test_plan_reports_and_changes_nothing(
     controls = CONTROLS.model_copy(update={"plan": True})
     result = helm_rollback(HelmRollbackRequest(**target_fields(sandbox, namespace)), controls)
 
-    assert result["planned"] and not result["changed"]
-    assert (result["from_revision"], result["to_revision"]) == (4, 2)
-    assert result["from_chart"] == result["to_chart"] == "demo-app-0.1.0"
-    tag = next(c for c in result["value_changes"] if c["path"] == "image.tag")
-    assert (tag["before"], tag["after"]) == ("1.2.0", "1.1.0")
-    assert result["image_changes"][0]["after"] == [f"{repo(sandbox)}:1.1.0"]
+    assert result.outcome == "planned" and not result.changed
+    assert (result.from_revision, result.to_revision) == (4, 2)
+    assert result.from_chart == result.to_chart == "demo-app-0.1.0"
+    tag = next(c for c in result.value_changes if c.path == "image.tag")
+    assert (tag.before, tag.after) == ("1.2.0", "1.1.0")
+    assert result.image_changes[0].after == [f"{repo(sandbox)}:1.1.0"]
     assert history(sandbox, namespace) == with_failed_revision
     assert image(apps, namespace) == f"{repo(sandbox)}:1.2.0"
 
@@ -111,7 +112,7 @@ def test_rejected_approval_changes_nothing(
     resume(run.id, {"approved": False, "comment": "not now"})
     thread.join(120)
     assert "error" not in out, out.get("error")
-    assert out["result"]["approved"] is False and out["result"]["changed"] is False
+    assert out["result"].outcome == "not-approved" and out["result"].approval == "not now"
     assert history(sandbox, namespace) == with_failed_revision
     assert image(apps, namespace) == f"{repo(sandbox)}:1.2.0"
 
@@ -123,7 +124,7 @@ def test_approval_timeout_changes_nothing(
         update={"require_approval": True, "approval_poll_seconds": 1, "approval_timeout_seconds": 10}
     )
     result = helm_rollback(HelmRollbackRequest(**target_fields(sandbox, namespace)), controls)
-    assert result["approved"] is False and "timed out" in result["comment"]
+    assert result.outcome == "not-approved" and "timed out" in (result.approval or "")
     assert history(sandbox, namespace) == with_failed_revision
 
 
@@ -133,11 +134,11 @@ def test_rollback_task_is_safe_to_repeat(
     """A retried attempt finds its own earlier rollback and stops; a stale plan is refused."""
     cluster = KubernetesCluster(kubeconfig_path=str(sandbox.cfg.kubeconfig))
     helm = str(sandbox.bins / "helm")
-    first = rollback_release(cluster, namespace, "demo", 2, 4, 60, helm)
-    again = rollback_release(cluster, namespace, "demo", 2, 4, 60, helm)
+    first = rollback_release(cluster, namespace, "demo", 2, 4, timeout_seconds=60, helm=helm)
+    again = rollback_release(cluster, namespace, "demo", 2, 4, timeout_seconds=60, helm=helm)
     assert first.revision == again.revision == 5 and again.status == "deployed"
     with pytest.raises(ReleaseChanged, match="live revision is 5 .*expected 4"):
-        rollback_release(cluster, namespace, "demo", 1, 4, 60, helm)
+        rollback_release(cluster, namespace, "demo", 1, 4, timeout_seconds=60, helm=helm)
     assert len(history(sandbox, namespace)) == 5
 
 

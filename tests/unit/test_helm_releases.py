@@ -13,7 +13,9 @@ from rollbook.helm_releases import (
     deep_merge,
     image_changes,
     manifest_changes,
+    parse_helm_time,
     previous_good,
+    revision_from_helm,
     set_path,
     values_changes,
 )
@@ -113,3 +115,19 @@ def test_image_and_manifest_changes_hide_secrets() -> None:
 
 def test_artifact_key() -> None:
     assert artifact_key("helm-rollback", "My_NS", "web.v2") == "helm-rollback-my-ns-web-v2"
+
+
+def test_parse_helm_time_with_nanoseconds() -> None:
+    parsed = parse_helm_time("2026-11-27T07:24:12.527008327Z")
+    assert parsed is not None and parsed.microsecond == 527008 and parsed.utcoffset() is not None
+    assert parse_helm_time(None) is None
+    assert parse_helm_time("yesterday") is None
+
+
+def test_revision_from_helm_reads_the_rollback_target_from_helms_description() -> None:
+    row = {"revision": 5, "status": "deployed", "chart": "demo-app-0.1.0", "app_version": "1.0.0",
+           "description": "Rollback to 2", "updated": "2026-11-27T07:24:12.527008327Z"}  # fmt: skip
+    info = revision_from_helm(row)
+    assert (info.revision, info.status, info.rollback_revision) == (5, "deployed", 2)
+    assert revision_from_helm({**row, "description": "Upgrade complete"}).rollback_revision is None
+    assert revision_from_helm({**row, "description": "Rollback to 12 (pending)"}).rollback_revision == 12

@@ -1,27 +1,36 @@
-"""Helm task plumbing that needs no cluster: error classification, retry decisions, inline kubeconfigs."""
+"""Helm task plumbing that needs no cluster: error classification, retry decisions, inline kubeconfigs, helm's
+release storage encoding, release membership, and the pre-checks of rollback and upgrade."""
 
 from __future__ import annotations
 
+import base64
+import gzip
+import json
 import pickle
 import stat
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pyhelm3
 import pytest
 
 from blocks import KubernetesCluster
-from tasks.helm import (
+from rollbook.helm_releases import RevisionInfo
+from tasks.helm_changes import _already_rolled_back, _check_upgrade_start
+from tasks.helm_cli import kubeconfig_file
+from tasks.helm_errors import (
     HelmOperationFailed,
     HelmUnavailable,
     ReleaseBusy,
+    ReleaseChanged,
     ReleaseNotFound,
     RevisionNotFound,
-    _classify,
-    _parse_time,
-    kubeconfig_file,
-    retry_helm,
+    classify,
 )
+from tasks.helm_storage import decode_release, encode_release, secret_name
+from tasks.policies import HELM_CHANGE, HELM_READ, KUBE_API, retry_declared
+from tasks.release_workloads import belongs_to, problems_of
 
 
 def _error(stderr: str, cls: type[pyhelm3.errors.Error] = pyhelm3.errors.Error) -> pyhelm3.errors.Error:
@@ -42,7 +51,7 @@ def _error(stderr: str, cls: type[pyhelm3.errors.Error] = pyhelm3.errors.Error) 
     ],
 )  # fmt: skip
 def test_classify(stderr: str, revision: int | None, expected: type[Exception]) -> None:
-    error = _classify(_error(stderr), "op", "web", "prod", revision)
+    error = classify(_error(stderr), "op", "web", "prod", revision)
     assert type(error) is expected
     assert "release 'web' in namespace 'prod'" in str(error)
     if revision is not None:
@@ -50,15 +59,23 @@ def test_classify(stderr: str, revision: int | None, expected: type[Exception]) 
     assert pickle.loads(pickle.dumps(error)).args == error.args  # Prefect may pickle failed states
 
 
-def test_retry_only_transient() -> None:
-    def state(exc: BaseException) -> SimpleNamespace:
-        return SimpleNamespace(data=exc)
+def _state(exc: BaseException) -> SimpleNamespace:
+    return SimpleNamespace(data=exc)
 
-    assert retry_helm(None, None, state(HelmUnavailable("x", "r", "n")))
-    assert retry_helm(None, None, state(ConnectionResetError()))
-    assert not retry_helm(None, None, state(ReleaseNotFound("x", "r", "n")))
-    assert not retry_helm(None, None, state(HelmOperationFailed("x", "r", "n")))
-    assert not retry_helm(None, None, state(FileNotFoundError("helm")))
+
+def test_helm_policies_retry_only_what_may_heal() -> None:
+    for policy in (HELM_READ, HELM_CHANGE):
+        assert policy["retry_condition_fn"] is retry_declared
+    assert retry_declared(None, None, _state(HelmUnavailable("x", "r", "n")))
+    assert retry_declared(None, None, _state(ConnectionResetError()))
+    assert not retry_declared(None, None, _state(ReleaseNotFound("x", "r", "n")))
+    assert not retry_declared(None, None, _state(HelmOperationFailed("x", "r", "n")))
+    assert not retry_declared(None, None, _state(ReleaseChanged("x", "r", "n")))
+    assert not retry_declared(None, None, _state(FileNotFoundError("helm")))
+    assert not retry_declared(None, None, _state(RuntimeError("our own refusal")))
+    # the Kubernetes-API policy believes an error that declares itself permanent (marking a Secret failed)
+    assert not KUBE_API["retry_condition_fn"](None, None, _state(ReleaseChanged("x", "r", "n")))
+    assert KUBE_API["retry_condition_fn"](None, None, _state(HelmUnavailable("x", "r", "n")))
 
 
 def test_inline_kubeconfig_is_private_and_removed() -> None:
@@ -69,7 +86,75 @@ def test_inline_kubeconfig_is_private_and_removed() -> None:
     assert not Path(path).exists()
 
 
-def test_parse_helm_time_with_nanoseconds() -> None:
-    parsed = _parse_time("2026-11-27T07:24:12.527008327Z")
-    assert parsed is not None and parsed.microsecond == 527008 and parsed.utcoffset() is not None
-    assert _parse_time(None) is None
+def test_release_storage_round_trip_matches_helms_encoding() -> None:
+    release = {"name": "demo", "version": 5, "info": {"status": "pending-rollback", "description": "Rollback to 2"}}
+    # what the API returns for a Secret helm wrote: base64 (API) of base64 (helm) of gzip of JSON
+    helm_text = base64.b64encode(gzip.compress(json.dumps(release).encode()))
+    assert decode_release(base64.b64encode(helm_text).decode()) == release
+    assert decode_release(encode_release(release)) == release
+    plain = base64.b64encode(base64.b64encode(json.dumps(release).encode())).decode()  # helm also reads plain JSON
+    assert decode_release(plain) == release
+    assert secret_name("demo", 5) == "sh.helm.release.v1.demo.v5"
+
+
+def _obj(release: str | None, namespace: str | None = "prod") -> dict[str, Any]:
+    annotations = {}
+    if release is not None:
+        annotations["meta.helm.sh/release-name"] = release
+    if namespace is not None:
+        annotations["meta.helm.sh/release-namespace"] = namespace
+    return {"metadata": {"name": "x", "annotations": annotations}}
+
+
+def test_membership_is_helms_ownership_annotations() -> None:
+    assert belongs_to(_obj("web"), "prod", "web")
+    assert belongs_to(_obj("web", None), "prod", "web")  # objects from before helm wrote the namespace
+    assert not belongs_to(_obj("web-canary"), "prod", "web")
+    assert not belongs_to(_obj("web", "staging"), "prod", "web")
+    assert not belongs_to(_obj(None), "prod", "web")
+
+
+def test_pod_problems_name_waiting_reasons_and_scheduling() -> None:
+    pod = {
+        "metadata": {"name": "web-1"},
+        "spec": {"containers": [{"name": "app", "image": "reg/app:2"}]},
+        "status": {
+            "containerStatuses": [{"name": "app", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}],
+            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3"}],
+        },
+    }
+    found = [(p.container, p.image, p.reason) for p in problems_of(pod)]
+    assert found == [("app", "reg/app:2", "CrashLoopBackOff"), ("", "", "Unschedulable")]
+    starting = {
+        **pod,
+        "status": {"containerStatuses": [{"name": "app", "state": {"waiting": {"reason": "ContainerCreating"}}}]},
+    }
+    assert problems_of(starting) == []
+
+
+def _rows(*rows: tuple[int, str, str]) -> list[RevisionInfo]:
+    return [RevisionInfo(revision=r, status=s, description=d) for r, s, d in rows]
+
+
+def test_a_retried_rollback_recognises_its_own_result() -> None:
+    done = [*_rows((4, "superseded", "")), RevisionInfo(revision=5, status="deployed", rollback_revision=2)]
+    assert _already_rolled_back(done, 2, 4) == done[-1]
+    assert _already_rolled_back(done, 1, 4) is None  # a rollback to another revision is someone else's
+    pending = [*done[:-1], RevisionInfo(revision=5, status="pending-rollback", rollback_revision=2)]
+    assert _already_rolled_back(pending, 2, 4) is None
+
+
+def test_upgrade_start_checks() -> None:
+    where = ("web", "prod")
+    history = _rows((1, "superseded", ""), (2, "deployed", "rollbook helm-atomic-upgrade (run-1): go"))
+    assert _check_upgrade_start(
+        history, description="rollbook helm-atomic-upgrade (run-1): go", expected_live=1, install=False, where=where
+    )
+    assert not _check_upgrade_start(history, description="other", expected_live=2, install=False, where=where)
+    with pytest.raises(ReleaseChanged, match="found live revision 2 .*expected 1"):
+        _check_upgrade_start(history, description="other", expected_live=1, install=False, where=where)
+    with pytest.raises(ReleaseNotFound, match="install=False"):
+        _check_upgrade_start([], description="d", expected_live=None, install=False, where=where)
+    stuck = _rows((1, "deployed", ""), (2, "pending-upgrade", ""))
+    with pytest.raises(ReleaseBusy, match="pending-upgrade"):
+        _check_upgrade_start(stuck, description="d", expected_live=2, install=False, where=where)

@@ -1,0 +1,175 @@
+"""Pure rules for a re-run of a Helm rollback: a release left pending by an interrupted helm, and a rollback
+that is already applied.
+
+helm marks a release `pending-*` before it changes anything and `deployed`/`failed` when it is done; a helm
+killed in between (worker lost, API server gone) leaves the pending status behind, and every later helm
+command refuses with "another operation is in progress". The only way out helm's storage allows is to mark
+that revision failed (what helm itself would have written) and act again. These functions decide, on plain
+history rows and annotations, whether that is the case, what the evidence is, and which revision the rollback
+must still reach, so a re-run finishes the job the first run started instead of reversing it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+
+from pydantic import BaseModel, ConfigDict
+
+from rollbook.change import ANNOTATION_PREFIX
+from rollbook.helm_releases import (
+    RECOVERABLE_STATUSES,
+    RevisionInfo,
+    RollbackRefused,
+    choose_rollback_target,
+    latest,
+)
+
+ROLLBACK_ACTION = "helm-rollback"
+# Audit annotations the helm-rollback flow writes on the release's Deployments before and after helm runs.
+TO_REVISION = ANNOTATION_PREFIX + "rolled-back-to-revision"
+FROM_REVISION = ANNOTATION_PREFIX + "rollback-from-revision"
+RESULT = ANNOTATION_PREFIX + "rollback-result"
+
+
+class StuckRelease(BaseModel):
+    """Evidence that a release is stuck in a pending state, for the refusal message and the approval form."""
+
+    model_config = ConfigDict(frozen=True)
+
+    release: str
+    namespace: str
+    revision: int
+    status: str
+    since: dt.datetime | None
+    description: str
+    last_deployed: int | None
+    rollback_to: int | None  # for pending-rollback: the revision the interrupted rollback was restoring
+
+    @property
+    def secret(self) -> str:
+        """The Secret in which helm stores this revision (helm's `secret` storage driver, the default)."""
+        return f"sh.helm.release.v1.{self.release}.v{self.revision}"
+
+    def age_seconds(self, now: dt.datetime) -> float | None:
+        return (now - self.since).total_seconds() if self.since else None
+
+    def evidence(self, now: dt.datetime) -> str:
+        age = self.age_seconds(now)
+        since = f"since {self.since:%Y-%m-%d %H:%M:%S %Z} ({age:.0f}s ago)" if self.since and age is not None else ""
+        deployed = f"revision {self.last_deployed}" if self.last_deployed else "none"
+        return (
+            f"release {self.release!r} in namespace {self.namespace!r} is stuck in {self.status} at revision "
+            f"{self.revision} {since} ({self.description or 'no description'}); last deployed revision: {deployed}"
+        ).replace("  ", " ")
+
+
+def stuck_release(history: Iterable[RevisionInfo], *, release: str, namespace: str) -> StuckRelease | None:
+    """The evidence when the live revision is pending-install/-upgrade/-rollback, else None."""
+    revisions = sorted(history, key=lambda r: r.revision)
+    live = latest(revisions)
+    if live.status not in RECOVERABLE_STATUSES:
+        return None
+    deployed = [r.revision for r in revisions if r.status == "deployed" and r.revision < live.revision]
+    return StuckRelease(
+        release=release,
+        namespace=namespace,
+        revision=live.revision,
+        status=live.status,
+        since=live.updated,
+        description=live.description,
+        last_deployed=deployed[-1] if deployed else None,
+        rollback_to=live.rollback_revision if live.status == "pending-rollback" else None,
+    )
+
+
+def as_failed(history: Iterable[RevisionInfo], revision: int) -> list[RevisionInfo]:
+    """The history as it reads once `revision` is marked failed (to choose the target before touching anything)."""
+    return [r.model_copy(update={"status": "failed"}) if r.revision == revision else r for r in history]
+
+
+def recovery_target(history: Iterable[RevisionInfo], stuck: StuckRelease, requested: int | None) -> RevisionInfo:
+    """Where the rollback goes once the stuck revision is marked failed.
+
+    An interrupted rollback is finished: its target, not the previous revision (which is the bad version the
+    rollback was leaving). An interrupted upgrade or install goes back to the previous good revision. An
+    explicit `requested` revision wins, with the usual checks.
+    """
+    revisions = as_failed(history, stuck.revision)
+    if requested is None and stuck.rollback_to is not None:
+        requested = stuck.rollback_to
+    try:
+        return choose_rollback_target(revisions, requested)
+    except RollbackRefused as exc:
+        raise RollbackRefused(f"after marking revision {stuck.revision} failed: {exc}") from None
+
+
+class RollbackRecord(BaseModel):
+    """What a rollbook rollback wrote on the release's Deployments."""
+
+    model_config = ConfigDict(frozen=True)
+
+    to_revision: int
+    from_revision: int | None
+    result: str
+
+
+def rollback_record(annotations: Mapping[str, str], *, release: str) -> RollbackRecord | None:
+    """The record of the last rollbook rollback of `release` on one Deployment's annotations, if any."""
+    if annotations.get(ANNOTATION_PREFIX + "action") != ROLLBACK_ACTION:
+        return None
+    if annotations.get(ANNOTATION_PREFIX + "release") != release:
+        return None
+    try:
+        to_revision = int(annotations[TO_REVISION])
+        from_text = annotations.get(FROM_REVISION)
+        from_revision = int(from_text) if from_text else None
+    except (KeyError, ValueError):
+        return None
+    return RollbackRecord(to_revision=to_revision, from_revision=from_revision, result=annotations.get(RESULT, ""))
+
+
+def applied_rollback(
+    history: Iterable[RevisionInfo], record: RollbackRecord | None, requested: int | None
+) -> RevisionInfo | None:
+    """The live revision when it is a rollbook rollback already done, so a re-run must not roll back again.
+
+    True when the live revision is deployed, helm made it as "Rollback to T", rollbook recorded a rollback to
+    T starting from the revision just before it, and the request asks for T or for "previous" (which right
+    after such a rollback would otherwise pick the bad version again: the undo of the undo).
+    """
+    revisions = sorted(history, key=lambda r: r.revision)
+    live = latest(revisions)
+    if record is None or live.status != "deployed" or live.rollback_revision is None:
+        return None
+    if record.to_revision != live.rollback_revision or record.from_revision != live.revision - 1:
+        return None
+    if requested is not None and requested != live.rollback_revision:
+        return None
+    return live
+
+
+def refusal(stuck: StuckRelease, now: dt.datetime, *, target: int | None) -> str:
+    """Why a rollback of a stuck release is refused without `recover_pending`, naming exactly what to run."""
+    to = f"rolls back to revision {target}" if target is not None else "rolls back"
+    return (
+        f"{stuck.evidence(now)}. helm refuses every install, upgrade and rollback of this release until that "
+        f"revision is no longer pending. If no helm command is still working on it, run helm-rollback again with "
+        f"request.recover_pending=true (with controls.require_approval=true to review this evidence first): it "
+        f"marks revision {stuck.revision} failed in Secret {stuck.secret} and {to}, e.g. `rollbook run helm-rollback "
+        f"--param request.namespace={stuck.namespace} --param request.release={stuck.release} "
+        f"--param request.recover_pending=true --param controls.reason=... --param controls.requested_by=...`; "
+        "nothing was changed"
+    )
+
+
+def too_recent(stuck: StuckRelease, now: dt.datetime, *, grace_seconds: int) -> str | None:
+    """A reason to refuse recovery: the pending revision is so young that its helm may still be running."""
+    age = stuck.age_seconds(now)
+    if age is None or age >= grace_seconds:
+        return None
+    return (
+        f"{stuck.evidence(now)}: it became pending only {age:.0f}s ago and a helm command may still be working on "
+        f"it; wait until it is {grace_seconds}s old (request.pending_grace_seconds) or check that no helm runs; "
+        "nothing was changed"
+    )

@@ -1,0 +1,114 @@
+"""A re-run of helm-rollback: a release stuck pending (evidence, target, refusal) and a rollback already applied."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from rollbook.helm_recovery import (
+    RollbackRecord,
+    applied_rollback,
+    as_failed,
+    recovery_target,
+    refusal,
+    rollback_record,
+    stuck_release,
+    too_recent,
+)
+from rollbook.helm_releases import RevisionInfo, RollbackRefused
+
+NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
+
+
+def _row(revision: int, status: str, *, to: int | None = None, minutes_ago: int = 60) -> RevisionInfo:
+    description = f"Rollback to {to}" if to else "Upgrade complete"
+    updated = NOW - dt.timedelta(minutes=minutes_ago)
+    return RevisionInfo(
+        revision=revision, status=status, description=description, updated=updated, rollback_revision=to
+    )
+
+
+# helm killed while waiting for its rollback 4 -> 2: revision 5 stays pending-rollback, 4 still says deployed
+INTERRUPTED_ROLLBACK = [_row(1, "superseded"), _row(2, "superseded"), _row(3, "failed"), _row(4, "deployed"),
+                        _row(5, "pending-rollback", to=2, minutes_ago=10)]  # fmt: skip
+
+
+def test_stuck_release_evidence() -> None:
+    stuck = stuck_release(INTERRUPTED_ROLLBACK, release="demo", namespace="prod")
+    assert stuck is not None
+    assert (stuck.revision, stuck.status, stuck.last_deployed, stuck.rollback_to) == (5, "pending-rollback", 4, 2)
+    assert stuck.secret == "sh.helm.release.v1.demo.v5"
+    text = stuck.evidence(NOW)
+    assert "stuck in pending-rollback at revision 5" in text and "600s ago" in text
+    assert "Rollback to 2" in text and "last deployed revision: revision 4" in text
+    assert stuck_release(INTERRUPTED_ROLLBACK[:4], release="demo", namespace="prod") is None
+
+
+def test_interrupted_rollback_is_finished_not_reversed() -> None:
+    stuck = stuck_release(INTERRUPTED_ROLLBACK, release="demo", namespace="prod")
+    assert stuck is not None
+    # "previous good" after marking 5 failed would be 4, the bad version the rollback was leaving
+    assert recovery_target(INTERRUPTED_ROLLBACK, stuck, None).revision == 2
+    assert recovery_target(INTERRUPTED_ROLLBACK, stuck, 1).revision == 1
+    with pytest.raises(RollbackRefused, match="after marking revision 5 failed: revision 3 is failed"):
+        recovery_target(INTERRUPTED_ROLLBACK, stuck, 3)
+    assert [r.status for r in as_failed(INTERRUPTED_ROLLBACK, 5)][-1] == "failed"
+
+
+def test_interrupted_upgrade_goes_back_to_the_last_good_revision() -> None:
+    history = [_row(1, "superseded"), _row(2, "deployed"), _row(3, "pending-upgrade")]
+    stuck = stuck_release(history, release="demo", namespace="prod")
+    assert stuck is not None and stuck.rollback_to is None
+    assert recovery_target(history, stuck, None).revision == 2
+    install = [_row(1, "pending-install")]
+    stuck_install = stuck_release(install, release="demo", namespace="prod")
+    assert stuck_install is not None
+    with pytest.raises(RollbackRefused, match="no deployed or superseded revision"):
+        recovery_target(install, stuck_install, None)
+    assert stuck_release([_row(1, "deployed"), _row(2, "uninstalling")], release="d", namespace="p") is None
+
+
+def test_refusal_names_exactly_what_to_run() -> None:
+    stuck = stuck_release(INTERRUPTED_ROLLBACK, release="demo", namespace="prod")
+    assert stuck is not None
+    text = refusal(stuck, NOW, target=2)
+    assert "--param request.recover_pending=true" in text and "--param request.release=demo" in text
+    assert "marks revision 5 failed in Secret sh.helm.release.v1.demo.v5 and rolls back to revision 2" in text
+    assert text.endswith("nothing was changed")
+
+
+def test_recovery_waits_for_a_young_pending_revision() -> None:
+    stuck = stuck_release(INTERRUPTED_ROLLBACK, release="demo", namespace="prod")
+    assert stuck is not None
+    assert too_recent(stuck, NOW, grace_seconds=300) is None  # 600 s old
+    message = too_recent(stuck, NOW, grace_seconds=3600)
+    assert message is not None and "only 600s ago" in message and "pending_grace_seconds" in message
+
+
+def _annotations(**values: str) -> dict[str, str]:
+    base = {"action": "helm-rollback", "release": "demo", "rolled-back-to-revision": "2",
+            "rollback-from-revision": "4", "rollback-result": "succeeded"}  # fmt: skip
+    return {f"rollbook.dev/{k}": v for k, v in {**base, **values}.items()}
+
+
+def test_rollback_record_from_annotations() -> None:
+    assert rollback_record(_annotations(), release="demo") == RollbackRecord(
+        to_revision=2, from_revision=4, result="succeeded"
+    )
+    assert rollback_record(_annotations(), release="other") is None
+    assert rollback_record(_annotations(action="helm-atomic-upgrade"), release="demo") is None
+    assert rollback_record(_annotations(**{"rolled-back-to-revision": "x"}), release="demo") is None
+    assert rollback_record({}, release="demo") is None
+
+
+def test_a_rerun_recognises_rollbooks_rollback() -> None:
+    done = [*INTERRUPTED_ROLLBACK[:4], _row(5, "deployed", to=2)]
+    record = rollback_record(_annotations(), release="demo")
+    assert applied_rollback(done, record, None) == done[-1]  # "previous" right after: not the undo of the undo
+    assert applied_rollback(done, record, 2) == done[-1]
+    assert applied_rollback(done, record, 1) is None  # an explicit other revision is a new request
+    assert applied_rollback(done, None, None) is None  # a hand-made helm rollback is not ours
+    stale = rollback_record(_annotations(**{"rollback-from-revision": "2"}), release="demo")
+    assert applied_rollback(done, stale, None) is None  # an older rollbook rollback, not this revision
+    assert applied_rollback(INTERRUPTED_ROLLBACK, record, None) is None  # still pending: not applied
