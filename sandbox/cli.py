@@ -6,7 +6,7 @@ import argparse
 import json
 import shlex
 
-from sandbox import datastores
+from sandbox import datastores, toolchain
 from sandbox.cluster import Sandbox
 from sandbox.observability import alertmanager_url
 
@@ -37,12 +37,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         func=_kubeconfig
     )
 
-    sub.add_parser(
+    env = sub.add_parser(
         "env",
-        help="print shell exports (KUBECONFIG, registries, tool directory, grype and its sandbox database, "
+        help="print shell exports (KUBECONFIG, registries, tool directory, cosign, grype and its sandbox database, "
         "S3, Alertmanager and PostgreSQL URLs): "
         'eval "$(rollbook sandbox env)"',
-    ).set_defaults(func=_env)
+    )
+    env.add_argument(
+        "--scanner",
+        action="store_true",
+        help="build grype first if needed (once, minutes); without it, ROLLBOOK_GRYPE and GRYPE_DB_* are exported "
+        "only when grype is already built",
+    )
+    env.set_defaults(func=_env)
 
     fault = sub.add_parser("fault", help="switch simulated failures on or off")
     fsub = fault.add_subparsers(dest="fault", required=True, metavar="FAULT")
@@ -105,16 +112,21 @@ def _kubeconfig(args: argparse.Namespace) -> int:
 
 
 def _env(args: argparse.Namespace) -> int:
+    """Product code finds the sandbox's binaries through these variables only: it never imports sandbox/."""
     sandbox = Sandbox()
     exports = {
         "KUBECONFIG": sandbox.cfg.kubeconfig,
         "ROLLBOOK_SANDBOX_REGISTRY": sandbox.cfg.registry_host(),
         "ROLLBOOK_SANDBOX_MIRROR": sandbox.cfg.registry_host(mirror=True),
         "ROLLBOOK_SANDBOX_BIN": sandbox.bins,
+        "ROLLBOOK_COSIGN": sandbox.bins / "cosign",
         "ROLLBOOK_SANDBOX_S3_URL": datastores.s3_url(sandbox.cfg),
         "ROLLBOOK_SANDBOX_ALERTMANAGER_URL": alertmanager_url(sandbox.cfg),
-        **sandbox.grype_env(),
     }
+    if args.scanner or toolchain.scanner_built():
+        exports.update(sandbox.grype_env())
+    else:
+        print("# grype is not built: `rollbook sandbox env --scanner` builds it and exports ROLLBOOK_GRYPE")
     if datastores.postgres_password_file(sandbox.cfg).exists():  # made by the first `up`
         exports["ROLLBOOK_SANDBOX_DATABASE_URL"] = datastores.database_url(sandbox.cfg)
     for name, value in exports.items():

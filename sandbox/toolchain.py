@@ -6,7 +6,8 @@ builds into a fresh directory instead of mixing versions.
 
 The vulnerability scanner (grype, and the sandbox's DB writer compiled against it from sandbox/grypedb/) is a
 second set with its own key (`SCANNER_PINS` plus the writer's sources): adding or bumping it rebuilds grype only,
-never Kubernetes.
+never Kubernetes. `python -m sandbox.toolchain` builds only the base set (what the cluster and `make demo` run);
+a set is built when something asks for it (`python -m sandbox.toolchain scanner`, `all`, or `Sandbox.grype_env()`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,6 +27,7 @@ from pathlib import Path
 
 GO_VERSION_FLOOR = (1, 25)
 GO_TIMEOUT = 3600  # a cold Kubernetes build takes minutes; an hour means something is stuck
+PROGRESS_SECONDS = 30.0  # a cold compile is silent for minutes; say it is still going this often
 
 PINS: dict[str, str] = {
     "kubernetes": "1.36.3",
@@ -86,7 +89,46 @@ def _log(msg: str) -> None:
     print(f"[toolchain] {msg}", file=sys.stderr, flush=True)
 
 
+class _Heartbeat:
+    """While one component builds, prints its name, the go step it is in and the elapsed time every `every`
+    seconds, so a first `make demo` shows it is working rather than hanging (Kubernetes alone takes minutes)."""
+
+    current: _Heartbeat | None = None  # the build in progress, whose step `_go` updates
+
+    def __init__(self, label: str, *, every: float = PROGRESS_SECONDS) -> None:
+        self.label = label
+        self.step = "starting"
+        self.every = every
+        self.start = time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"toolchain-progress-{label}", daemon=True)
+
+    def line(self) -> str:
+        return f"{self.label}: still building ({self.step}), {_elapsed(time.monotonic() - self.start)} so far"
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            _log(self.line())
+
+    def __enter__(self) -> _Heartbeat:
+        _Heartbeat.current = self
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        _Heartbeat.current = None
+
+
+def _elapsed(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes else f"{secs}s"
+
+
 def _go(args: list[str], cwd: Path, step: str, env: dict[str, str] | None = None) -> str:
+    if _Heartbeat.current is not None:
+        _Heartbeat.current.step = step
     full_env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=mod", **(env or {})}
     try:
         proc = subprocess.run(["go", *args], cwd=cwd, env=full_env, capture_output=True, text=True, timeout=GO_TIMEOUT)
@@ -261,6 +303,11 @@ def ensure_scanner(pins: dict[str, str] = SCANNER_PINS, only: list[str] | None =
     return _ensure(SCANNER_COMPONENTS, pins, scanner_bin_dir(pins), only)
 
 
+def scanner_built(pins: dict[str, str] = SCANNER_PINS) -> bool:
+    """Whether the scanner set is already there, for callers that use it only when someone built it."""
+    return all((scanner_bin_dir(pins) / b).exists() for c in SCANNER_COMPONENTS for b in c.binaries)
+
+
 def _ensure(components: tuple[Component, ...], pins: dict[str, str], out: Path, only: list[str] | None) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     wanted = [c for c in components if only is None or c.name in only]
@@ -277,16 +324,18 @@ def _ensure(components: tuple[Component, ...], pins: dict[str, str], out: Path, 
 def _build(missing: list[Component], pins: dict[str, str], out: Path) -> None:
     times_file = out.parent / "build-times.json"
     times: dict[str, float] = json.loads(times_file.read_text()) if times_file.exists() else {}
-    for comp in missing:
-        if all((out / b).exists() for b in comp.binaries):  # built by the process we waited for
-            continue
+    todo = [c for c in missing if not all((out / b).exists() for b in c.binaries)]  # some built while we waited
+    if todo:
+        _log(f"building {', '.join(c.name for c in todo)} into {out} (once; later runs reuse it)")
+    for number, comp in enumerate(todo, start=1):
         version = pins[comp.pin or comp.name]
-        _log(f"building {comp.name} v{version} ...")
+        _log(f"[{number}/{len(todo)}] building {comp.name} v{version} ...")
         start = time.monotonic()
         staging = out.parent / f"staging-{comp.name}"
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir()
-        comp.build(version, cache_root() / "build" / f"{comp.name}-{version}", staging)
+        with _Heartbeat(f"[{number}/{len(todo)}] {comp.name}"):
+            comp.build(version, cache_root() / "build" / f"{comp.name}-{version}", staging)
         for binary in comp.binaries:  # move into place only when the whole component built
             if not (staging / binary).exists():
                 raise ToolchainError(f"step 'build {comp.name}' produced no '{binary}'")
@@ -296,23 +345,46 @@ def _build(missing: list[Component], pins: dict[str, str], out: Path) -> None:
         shutil.rmtree(staging)
         times[comp.name] = round(time.monotonic() - start, 1)
         times_file.write_text(json.dumps(times, indent=2))
-        _log(f"built {comp.name} in {times[comp.name]:.0f}s")
+        _log(f"built {comp.name} in {_elapsed(times[comp.name])}")
 
 
-def main() -> None:
-    """Build the sandbox toolchain and the scanner set (or only the named components); print their bin dirs."""
-    only = sys.argv[1:] or None
-    sets: tuple[tuple[tuple[Component, ...], Callable[..., Path]], ...] = (
-        (COMPONENTS, ensure),
-        (SCANNER_COMPONENTS, ensure_scanner),
-    )
-    unknown = set(only or ()) - {c.name for components, _ in sets for c in components}
+# The sets `main` builds by name; "base" is what the sandbox cluster and the demo run. A new set (its own pins and
+# cache key, like the scanner's) is one entry here, and is built only when a caller or test names it.
+SETS: dict[str, tuple[tuple[Component, ...], Callable[..., Path]]] = {
+    "base": (COMPONENTS, ensure),
+    "scanner": (SCANNER_COMPONENTS, ensure_scanner),
+}
+DEFAULT_SETS = ("base",)
+
+
+def plan(args: list[str]) -> list[tuple[str, list[str] | None]]:
+    """What `python -m sandbox.toolchain ARGS` builds: (set, only these components or None for all of it).
+
+    No argument: the default sets; `all`: every set; a set's name: all of it; a component's name: just that one."""
+    names = args or list(DEFAULT_SETS)
+    if "all" in names:
+        names = [*SETS, *(n for n in names if n != "all")]
+    component_set = {c.name: set_name for set_name, (components, _) in SETS.items() for c in components}
+    unknown = sorted(n for n in names if n not in SETS and n not in component_set)
     if unknown:
-        sys.exit(f"toolchain: unknown component(s): {', '.join(sorted(unknown))}")
+        raise ToolchainError(
+            f"unknown set or component(s): {', '.join(unknown)}; sets: {', '.join(SETS)}, all; "
+            f"components: {', '.join(component_set)}"
+        )
+    result: list[tuple[str, list[str] | None]] = []
+    for set_name in SETS:
+        if set_name in names:
+            result.append((set_name, None))
+        elif chosen := [n for n in names if component_set.get(n) == set_name]:
+            result.append((set_name, chosen))
+    return result
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Build the named sets or components (default: the base set only) and print their bin directories."""
     try:
-        for components, build in sets:
-            if only is None or any(c.name in only for c in components):
-                print(build(only=only))
+        for set_name, only in plan(sys.argv[1:] if argv is None else argv):
+            print(SETS[set_name][1](only=only), flush=True)
     except ToolchainError as exc:
         sys.exit(f"toolchain: {exc}")
 
