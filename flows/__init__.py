@@ -1,8 +1,11 @@
 """Flows: runbooks that orchestrate tasks and never touch a system themselves.
 
-`FLOWS` is the explicit registry the CLI runs from and deployments are built from; add new flows here.
+`CATALOGUE` is the one list of runbooks: `FLOWS` (what `rollbook run` runs), `rollbook serve`'s deployments
+(deployments/) and prefect.yaml (generated: `rollbook catalogue --write prefect.yaml`) all come from it. A new flow
+is one `CatalogueEntry` here, then regenerate prefect.yaml (tests/unit/test_prefect_yaml.py checks it).
 """
 
+from dataclasses import dataclass
 from typing import Any
 
 from prefect import Flow
@@ -19,22 +22,76 @@ from flows.predeploy_checklist import predeploy_checklist
 from flows.rollback_rehearsal import rollback_rehearsal
 from flows.rollout_history import rollout_history
 
-FLOWS: dict[str, Flow[..., Any]] = {
-    "hello-cluster": hello_cluster,
-    "rollout-history": rollout_history,
-    "deployment-undo": deployment_undo,
-    "last-known-good": last_known_good,
-    "helm-rollback": helm_rollback,
-    "helm-atomic-upgrade": atomic_upgrade,
-    "rollback-rehearsal": rollback_rehearsal,
-    "predeploy-checklist": predeploy_checklist,
-    "canary-rollout": canary_rollout,
-    "blue-green": blue_green,
-    "blue-green-retire": blue_green_retire,
-}
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    """One runbook as every surface lists it; its name is the flow's own, so the two can never disagree."""
+
+    flow: Flow[..., Any]
+    description: str  # one line, shown by the Prefect UI for the deployment
+    tags: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return self.flow.name
+
+
+CATALOGUE: tuple[CatalogueEntry, ...] = (
+    CatalogueEntry(hello_cluster, "Check that a cluster answers: version and pod count.", ("demo",)),
+    CatalogueEntry(
+        rollout_history,
+        "Revisions of a Deployment: change-cause, images, created, which one is live.",
+        ("rollback", "read-only"),
+    ),
+    CatalogueEntry(
+        deployment_undo,
+        "Undo a Deployment to its previous, a chosen or the last known good revision (kubectl semantics).",
+        ("rollback",),
+    ),
+    CatalogueEntry(
+        last_known_good,
+        "The newest Deployment revision known to have rolled out (optionally with verified images).",
+        ("rollback", "read-only"),
+    ),
+    CatalogueEntry(
+        helm_rollback,
+        "Roll a Helm release back to its previous good revision (or a chosen one), then verify.",
+        ("rollback", "helm"),
+    ),
+    CatalogueEntry(
+        atomic_upgrade, "Upgrade a Helm release; on failure helm rolls back and the run says why.", ("deploy", "helm")
+    ),
+    CatalogueEntry(
+        rollback_rehearsal,
+        "Drill: deploy v1, upgrade to v2, roll back, verify, in a scratch namespace.",
+        ("drill", "helm"),
+    ),
+    CatalogueEntry(
+        predeploy_checklist,
+        "Pre-deploy checklist: every check concurrently, one verdict; fails when a required check fails.",
+        ("deploy", "read-only"),
+    ),
+    CatalogueEntry(
+        canary_rollout,
+        "Shift traffic to a canary in steps with metric analysis; revert automatically, approve before 100%.",
+        ("deploy", "progressive"),
+    ),
+    CatalogueEntry(
+        blue_green,
+        "Install green beside blue, check it, shift traffic with analysis, retire blue.",
+        ("deploy", "progressive"),
+    ),
+    CatalogueEntry(
+        blue_green_retire, "Remove a retired blue release after its keep window.", ("deploy", "progressive")
+    ),
+)
+
+FLOWS: dict[str, Flow[..., Any]] = {entry.name: entry.flow for entry in CATALOGUE}
 
 __all__ = [
+    "CATALOGUE",
     "FLOWS",
+    "CatalogueEntry",
     "HelloRequest",
     "atomic_upgrade",
     "blue_green",

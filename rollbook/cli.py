@@ -1,7 +1,11 @@
-"""The `rollbook` command line: run the local Prefect server, serve deployments, run a flow once.
+"""The `rollbook` command line: run the local Prefect server, serve deployments, run a flow once, list the catalogue.
 
 Prefect is imported only inside the subcommands, after `_prepare_prefect_env()`: Prefect reads its settings
 from the environment at import time, so PREFECT_HOME and PREFECT_API_URL must be decided first.
+
+This module is the application's entry point, the one place in rollbook/ allowed to import flows/ and
+deployments/ (lazily, inside the subcommands; tests/unit/test_layers.py holds every other module to its layer).
+Commands of other packages (the sandbox's) come in through `rollbook.commands` entry points, never an import.
 """
 
 from __future__ import annotations
@@ -10,6 +14,8 @@ import argparse
 import json
 import os
 import sys
+from importlib.metadata import entry_points
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
@@ -83,6 +89,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_catalogue(args: argparse.Namespace) -> int:
+    """`rollbook catalogue`: the runbooks, or prefect.yaml generated from them (--write) or compared (--check)."""
+    _prepare_prefect_env()
+    from deployments.prefect_yaml import render
+    from flows import CATALOGUE
+
+    if args.write is None and args.check is None:
+        for entry in CATALOGUE:
+            print(f"{entry.name:<22} {','.join(entry.tags):<22} {entry.description}")
+        return 0
+    text = render(CATALOGUE)
+    if args.write is not None:
+        Path(args.write).write_text(text)
+        print(f"wrote {args.write} ({len(CATALOGUE)} deployments)")
+        return 0
+    if not Path(args.check).is_file() or Path(args.check).read_text() != text:
+        return _fail(
+            "catalogue",
+            f"{args.check} differs from flows.CATALOGUE: run `rollbook catalogue --write {args.check}`",
+            code=1,
+        )
+    return 0
+
+
 def _flow_names() -> str:
     """Known flows for help text; importing Prefect costs seconds, so only `run --help` pays for it."""
     _prepare_prefect_env()
@@ -102,7 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_server(subparsers)
     _add_serve(subparsers)
     _add_run(subparsers)
-    _add_sandbox(subparsers)
+    _add_catalogue(subparsers)
+    _add_plugin_commands(subparsers)
     return parser
 
 
@@ -154,19 +185,32 @@ def _add_run(subparsers: Any) -> None:
     p.set_defaults(func=cmd_run)
 
 
-def _add_sandbox(subparsers: Any) -> None:
-    """The `sandbox` command is owned by `sandbox/cli.py`; rollbook works without it."""
-    try:
-        from sandbox import cli as sandbox_cli
-    except ModuleNotFoundError as exc:
-        if exc.name in ("sandbox", "sandbox.cli"):
-            return
-        print(f"rollbook: sandbox commands unavailable: {exc}", file=sys.stderr)
-        return
-    except ImportError as exc:
-        print(f"rollbook: sandbox commands unavailable: {exc}", file=sys.stderr)
-        return
-    sandbox_cli.register(subparsers)
+def _add_catalogue(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "catalogue",
+        help="list the runbooks; write or check prefect.yaml from them",
+        description="List every runbook (name, tags, description) from flows.CATALOGUE, the one list that "
+        "`rollbook run`, `rollbook serve` and prefect.yaml come from.",
+    )
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--write", metavar="PATH", help="write the prefect.yaml generated from the catalogue to PATH")
+    mode.add_argument("--check", metavar="PATH", help="exit 1 when PATH is not what --write would write")
+    p.set_defaults(func=cmd_catalogue)
+
+
+PLUGIN_COMMANDS = "rollbook.commands"
+
+
+def _add_plugin_commands(subparsers: Any) -> None:
+    """Commands other installed packages register under the `rollbook.commands` entry-point group, each a
+    `register(subparsers)` function (pyproject.toml adds the sandbox's); rollbook works without any of them."""
+    for entry in entry_points(group=PLUGIN_COMMANDS):
+        try:
+            register = entry.load()
+        except ImportError as exc:
+            print(f"rollbook: {entry.name} commands unavailable: {exc}", file=sys.stderr)
+            continue
+        register(subparsers)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -27,7 +27,9 @@ def sandbox(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     sb = Sandbox(cfg)
     try:
         sb.up(nodes=3)
-        yield sb
+        with pytest.MonkeyPatch.context() as env:  # product code finds cosign as `rollbook sandbox env` says
+            env.setenv("ROLLBOOK_COSIGN", str(sb.bins / "cosign"))
+            yield sb
     finally:
         sb.down()
 

@@ -97,9 +97,18 @@ def test_server_reuses_a_running_server(prefect_api_url: str, child_env: dict[st
 
 
 def test_help_is_available_for_every_command() -> None:
-    for argv in ([], ["server"], ["serve"], ["run"]):
+    """Through the installed console script, so `sandbox` comes in as the `rollbook.commands` entry point."""
+    for argv in ([], ["server"], ["serve"], ["run"], ["catalogue"], ["sandbox"], ["sandbox", "env"]):
         result = subprocess.run(
             [ROLLBOOK, *argv, "--help"], capture_output=True, text=True, timeout=120, env=dict(os.environ)
         )
         assert result.returncode == 0, result.stderr
         assert "usage: rollbook" in result.stdout
+
+
+def test_catalogue_lists_every_flow_with_its_tags(capsys: pytest.CaptureFixture[str]) -> None:
+    from flows import CATALOGUE
+
+    assert main(["catalogue"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [line.split()[:2] for line in lines] == [[e.name, ",".join(e.tags)] for e in CATALOGUE]
