@@ -49,7 +49,9 @@ def alertmanager_config_file(cfg: SandboxConfig) -> Path:
 
 
 def prometheus_config(cfg: SandboxConfig) -> Path:
-    """Write (or rewrite) the scrape configuration (the simulator, every second) and where alerts go."""
+    """Write (or rewrite) the scrape configuration and where alerts go. The simulator stands in for two data
+    planes, scraped every second as a real cluster scrapes them: ingress-nginx's controller (`/metrics`) and
+    Envoy Gateway's proxies (`/stats/prometheus`)."""
     path = prometheus_config_file(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
@@ -61,7 +63,11 @@ def prometheus_config(cfg: SandboxConfig) -> Path:
         "    - static_configs:\n"
         f"        - targets: ['127.0.0.1:{cfg.port('alertmanager')}']\n"
         "scrape_configs:\n"
-        "  - job_name: traffic-simulator\n"
+        "  - job_name: ingress-nginx\n"
+        "    static_configs:\n"
+        f"      - targets: ['127.0.0.1:{cfg.port('traffic-simulator')}']\n"
+        "  - job_name: envoy-gateway\n"
+        "    metrics_path: /stats/prometheus\n"
         "    static_configs:\n"
         f"      - targets: ['127.0.0.1:{cfg.port('traffic-simulator')}']\n"
     )

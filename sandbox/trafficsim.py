@@ -1,9 +1,20 @@
-"""Traffic simulator: the sandbox's stand-in for users and an ingress controller (kwok pods serve nothing).
+"""Traffic simulator: the sandbox's stand-in for users and for the data planes (kwok pods serve nothing).
 
-Every tick it reads the live Ingresses from the API server, pairs each stable Ingress with the nginx canary
-Ingress on the same host and path, splits a steady request rate between the two by the canary weight the
-cluster serves, and plays each request against the behaviour profile of the version the backend's Ready pods
-run. It exposes the counts, errors and latency histograms in the Prometheus text format on /metrics.
+Every tick it reads the live Ingresses and HTTPRoutes from the API server, splits a steady request rate by the
+weights the cluster serves, and plays each request against the behaviour profile of the version the backend's
+Ready pods run. It counts the requests the way the real data planes do, under their own metric names and labels,
+so rollbook's built-in observer queries run unchanged here and on a real cluster:
+
+- Ingresses, as ingress-nginx's controller exports them on `/metrics`: `nginx_ingress_controller_requests` and
+  `nginx_ingress_controller_request_duration_seconds` (seconds). A request sent to a canary Ingress's backend is
+  counted under the stable Ingress's location (its `ingress` and `service`) with `canary="<ns>-<service>-<port>"`
+  (the alternative upstream), a stable request with `canary=""`.
+- HTTPRoutes, as Envoy Gateway's proxies export them on `/stats/prometheus` with `mergeBackends` on (one cluster
+  per Service, `service/<ns>/<service>/<port>/http`): `envoy_cluster_upstream_rq` (`envoy_response_code`),
+  `envoy_cluster_upstream_rq_xx` (`envoy_response_code_class`), `envoy_cluster_upstream_rq_total` and the
+  histogram `envoy_cluster_upstream_rq_time` (milliseconds).
+
+`/metrics` also carries the simulator's own `rollbook_sim_canary_weight` and `/weights` the same as JSON, for tests.
 
 Profiles: a pod annotation `sandbox.rollbook.dev/profile` chooses one; otherwise the version decides
 (1.2.0 "errors", everything else "healthy"). A backend without Ready pods answers 503 to every request.
@@ -26,7 +37,15 @@ from kubernetes import client, config
 PROFILE_ANNOTATION = "sandbox.rollbook.dev/profile"
 CANARY = "nginx.ingress.kubernetes.io/canary"
 CANARY_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
-BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+# prometheus client_golang's default buckets (ingress-nginx's request duration), in seconds
+NGINX_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+# Envoy's default histogram buckets, in milliseconds
+ENVOY_BUCKETS = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000)
+NGINX_CONTROLLER = {
+    "controller_class": "k8s.io/ingress-nginx",
+    "controller_namespace": "ingress-nginx",
+    "controller_pod": "ingress-nginx-controller-sandbox",
+}
 
 
 @dataclass(frozen=True)
@@ -56,57 +75,123 @@ class Backend:
     ready: bool
 
 
-Key = tuple[str, str, str, str, str, str]  # namespace, ingress, service, version, track, code
+Labels = tuple[tuple[str, str], ...]
+
+
+class Histogram:
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        for i, bound in enumerate(self.bounds):
+            if value <= bound:
+                self.counts[i] += 1
+        self.counts[-1] += 1
+        self.sum += value
+
+    def lines(self, name: str, labels: Labels) -> list[str]:
+        base = _labels(labels)
+        les = (*(f"{b:g}" for b in self.bounds), "+Inf")
+        out = [f'{name}_bucket{{{base},le="{le}"}} {n}' for le, n in zip(les, self.counts, strict=True)]
+        return [*out, f"{name}_sum{{{base}}} {self.sum:.6f}", f"{name}_count{{{base}}} {self.counts[-1]}"]
 
 
 class Metrics:
+    """Counts kept per data plane, rendered in the Prometheus text format with each data plane's own names."""
+
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.requests: dict[Key, int] = defaultdict(int)
-        self.buckets: dict[tuple[str, str, str, str, str], list[int]] = {}
-        self.sums: dict[tuple[str, str, str, str, str], float] = defaultdict(float)
+        self.nginx: dict[Labels, int] = defaultdict(int)
+        self.nginx_seconds: dict[Labels, Histogram] = {}
+        self.envoy: dict[tuple[str, str], int] = defaultdict(int)  # (cluster, code)
+        self.envoy_ms: dict[str, Histogram] = {}
         self.weights: dict[str, int] = {}
 
-    def observe(self, key: Key, seconds: float) -> None:
-        hkey = key[:5]
+    def nginx_request(self, labels: Labels, status: str, seconds: float) -> None:
+        key = (*labels, ("status", status))
         with self.lock:
-            self.requests[key] += 1
-            counts = self.buckets.setdefault(hkey, [0] * (len(BUCKETS) + 1))
-            for i, bound in enumerate(BUCKETS):
-                if seconds <= bound:
-                    counts[i] += 1
-            counts[-1] += 1
-            self.sums[hkey] += seconds
+            self.nginx[key] += 1
+            self.nginx_seconds.setdefault(key, Histogram(NGINX_BUCKETS)).observe(seconds)
+
+    def envoy_request(self, cluster: str, code: str, seconds: float) -> None:
+        with self.lock:
+            self.envoy[cluster, code] += 1
+            self.envoy_ms.setdefault(cluster, Histogram(ENVOY_BUCKETS)).observe(seconds * 1000)
 
     def render(self) -> str:
-        names = ("namespace", "ingress", "service", "version", "track")
-        lines = [
-            "# HELP rollbook_sim_requests_total Simulated requests by backend version and status code.",
-            "# TYPE rollbook_sim_requests_total counter",
-        ]
+        """ingress-nginx's controller metrics, and the simulator's weight gauge."""
+        lines = ["# TYPE nginx_ingress_controller_requests counter"]
         with self.lock:
-            for key, value in sorted(self.requests.items()):
-                labels = _labels(zip((*names, "code"), key, strict=True))
-                lines.append(f"rollbook_sim_requests_total{{{labels}}} {value}")
-            lines += [
-                "# HELP rollbook_sim_request_duration_seconds Simulated request latency.",
-                "# TYPE rollbook_sim_request_duration_seconds histogram",
-            ]
-            for hkey, counts in sorted(self.buckets.items()):
-                base = _labels(zip(names, hkey, strict=True))
-                for bound, count in zip((*(str(b) for b in BUCKETS), "+Inf"), counts, strict=True):
-                    lines.append(f'rollbook_sim_request_duration_seconds_bucket{{{base},le="{bound}"}} {count}')
-                lines.append(f"rollbook_sim_request_duration_seconds_sum{{{base}}} {self.sums[hkey]:.6f}")
-                lines.append(f"rollbook_sim_request_duration_seconds_count{{{base}}} {counts[-1]}")
-            lines += ["# TYPE rollbook_sim_canary_weight gauge"]
+            for key, value in sorted(self.nginx.items()):
+                lines.append(f"nginx_ingress_controller_requests{{{_labels(key)}}} {value}")
+            lines.append("# TYPE nginx_ingress_controller_request_duration_seconds histogram")
+            for key, hist in sorted(self.nginx_seconds.items()):
+                lines += hist.lines("nginx_ingress_controller_request_duration_seconds", key)
+            lines.append("# TYPE rollbook_sim_canary_weight gauge")
             for route, weight in sorted(self.weights.items()):
-                ns, ingress = route.split("/", 1)
-                lines.append(f'rollbook_sim_canary_weight{{namespace="{ns}",ingress="{ingress}"}} {weight}')
+                ns, name = route.split("/", 1)
+                lines.append(f'rollbook_sim_canary_weight{{namespace="{ns}",ingress="{name}"}} {weight}')
+        return "\n".join(lines) + "\n"
+
+    def render_envoy(self) -> str:
+        """Envoy's cluster statistics as `/stats/prometheus` shows them."""
+        by_class: dict[tuple[str, str], int] = defaultdict(int)
+        totals: dict[str, int] = defaultdict(int)
+        lines = ["# TYPE envoy_cluster_upstream_rq counter"]
+        with self.lock:
+            for (cluster, code), value in sorted(self.envoy.items()):
+                by_class[cluster, code[0]] += value
+                totals[cluster] += value
+                lines.append(
+                    f'envoy_cluster_upstream_rq{{envoy_response_code="{code}",envoy_cluster_name="{cluster}"}} {value}'
+                )
+            lines.append("# TYPE envoy_cluster_upstream_rq_xx counter")
+            for (cluster, cls), value in sorted(by_class.items()):
+                lines.append(
+                    f'envoy_cluster_upstream_rq_xx{{envoy_response_code_class="{cls}",envoy_cluster_name="{cluster}"}}'
+                    f" {value}"
+                )
+            lines.append("# TYPE envoy_cluster_upstream_rq_total counter")
+            lines += [
+                f'envoy_cluster_upstream_rq_total{{envoy_cluster_name="{c}"}} {n}' for c, n in sorted(totals.items())
+            ]
+            lines.append("# TYPE envoy_cluster_upstream_rq_time histogram")
+            for cluster, hist in sorted(self.envoy_ms.items()):
+                lines += hist.lines("envoy_cluster_upstream_rq_time", (("envoy_cluster_name", cluster),))
         return "\n".join(lines) + "\n"
 
 
-def _labels(pairs: Any) -> str:
+def _labels(pairs: Labels) -> str:
     return ",".join(f'{k}="{v}"' for k, v in pairs)
+
+
+def nginx_labels(ingress: dict[str, Any], canary: dict[str, Any] | None) -> Labels:
+    """The labels ingress-nginx gives a request on the stable Ingress's location; with `canary`, one it sent to
+    the canary Ingress's backend (its alternative upstream, `<namespace>-<service>-<port>`)."""
+    ns = ingress["metadata"]["namespace"]
+    rule, path = _rule_and_path(ingress)
+    upstream = ""
+    if canary is not None:
+        backend = _rule_and_path(canary)[1].get("backend", {}).get("service", {})
+        port = backend.get("port") or {}
+        upstream = f"{ns}-{backend.get('name', '')}-{port.get('number') or port.get('name') or ''}"
+    return (
+        ("canary", upstream),
+        *NGINX_CONTROLLER.items(),
+        ("host", rule.get("host") or "_"),
+        ("ingress", ingress["metadata"]["name"]),
+        ("method", "GET"),
+        ("namespace", ns),
+        ("path", path.get("path", "/")),
+        ("service", _service(ingress)),
+    )
+
+
+def envoy_cluster(namespace: str, service: str, port: object) -> str:
+    """Envoy Gateway's cluster of a Service backend when backends are merged (one cluster per Service and port)."""
+    return f"service/{namespace}/{service}/{port}/http"
 
 
 class Simulator:
@@ -144,16 +229,15 @@ class Simulator:
         items = _json(self.net.list_ingress_for_all_namespaces(_request_timeout=5, _preload_content=False))["items"]
 
         def where(ing: dict[str, Any]) -> tuple[str, str, str]:
-            rule = (ing["spec"].get("rules") or [{}])[0]
-            path = ((rule.get("http") or {}).get("paths") or [{}])[0].get("path", "/")
-            return ing["metadata"]["namespace"], rule.get("host") or "", path
+            rule, path = _rule_and_path(ing)
+            return ing["metadata"]["namespace"], rule.get("host") or "", path.get("path", "/")
 
         canaries = {where(i): i for i in items if (i["metadata"].get("annotations") or {}).get(CANARY) == "true"}
         stables = [i for i in items if (i["metadata"].get("annotations") or {}).get(CANARY) != "true"]
         return [(s, canaries.get(where(s))) for s in stables]
 
-    def http_routes(self) -> list[tuple[str, str, list[tuple[str, int]]]]:
-        """(namespace, HTTPRoute, [(service, weight)]) of each route's first rule; none without the CRDs."""
+    def http_routes(self) -> list[tuple[str, str, list[tuple[str, int, int]]]]:
+        """(namespace, HTTPRoute, [(service, port, weight)]) of each route's first rule; none without the CRDs."""
         api = client.CustomObjectsApi(self.core.api_client)
         try:
             items = _json(
@@ -168,48 +252,49 @@ class Simulator:
         out = []
         for route in items:
             rule = (route["spec"].get("rules") or [{}])[0]
-            refs = [(str(b["name"]), int(b.get("weight", 1))) for b in rule.get("backendRefs") or []]
+            refs = [
+                (str(b["name"]), int(b.get("port", 80)), int(b.get("weight", 1))) for b in rule.get("backendRefs") or []
+            ]
             out.append((route["metadata"]["namespace"], route["metadata"]["name"], refs))
         return out
 
+    def _requests(self, route: str, seconds: float) -> int:
+        self.carry[route] += self.rps * seconds
+        count = int(self.carry[route])
+        self.carry[route] -= count
+        return count
+
     def tick(self, seconds: float) -> None:
         for ns, name, refs in self.http_routes():
-            route = f"{ns}/{name}"
-            self.carry[route] += self.rps * seconds
-            count = int(self.carry[route])
-            self.carry[route] -= count
-            total = sum(w for _, w in refs)
+            count, total = self._requests(f"{ns}/{name}", seconds), sum(w for _, _, w in refs)
             if total <= 0 or count <= 0:
                 continue
-            shares = [count * w // total for _, w in refs]
+            shares = [count * w // total for _, _, w in refs]
             shares[0] += count - sum(shares)
-            for (service, weight), share in zip(refs, shares, strict=True):
-                self.play(ns, name, service, "route", share, round(100 * weight / total))
+            for (service, port, weight), share in zip(refs, shares, strict=True):
+                cluster = envoy_cluster(ns, service, port)
+                for code, latency in self.play(ns, service, share, round(100 * weight / total)):
+                    self.metrics.envoy_request(cluster, code, latency)
             if len(refs) > 1:
-                self.metrics.weights[route] = round(100 * sum(w for _, w in refs[1:]) / total)
+                self.metrics.weights[f"{ns}/{name}"] = round(100 * sum(w for _, _, w in refs[1:]) / total)
         for stable, canary in self.routes():
             ns, name = stable["metadata"]["namespace"], stable["metadata"]["name"]
-            route = f"{ns}/{name}"
-            self.carry[route] += self.rps * seconds
-            count = int(self.carry[route])
-            self.carry[route] -= count
-            weight = 0
-            if canary is not None:
-                try:
-                    weight = max(0, min(100, int(canary["metadata"]["annotations"].get(CANARY_WEIGHT, "0"))))
-                except ValueError:
-                    weight = 0
-            self.metrics.weights[route] = weight
+            count, weight = self._requests(f"{ns}/{name}", seconds), _canary_weight(canary)
+            self.metrics.weights[f"{ns}/{name}"] = weight
             to_canary = round(count * weight / 100)
-            self.play(ns, name, _service(stable), "stable", count - to_canary, 100 - weight)
+            for code, latency in self.play(ns, _service(stable), count - to_canary, 100 - weight):
+                self.metrics.nginx_request(nginx_labels(stable, None), code, latency)
             if canary is not None:
-                self.play(ns, name, _service(canary), "canary", to_canary, weight)
+                for code, latency in self.play(ns, _service(canary), to_canary, weight):
+                    self.metrics.nginx_request(nginx_labels(stable, canary), code, latency)
 
-    def play(self, ns: str, ingress: str, service: str, track: str, count: int, weight: int) -> None:
+    def play(self, ns: str, service: str, count: int, weight: int) -> list[tuple[str, float]]:
+        """(status code, seconds) of `count` requests to the Service, which serves `weight` % of its route."""
         if count <= 0:
-            return
+            return []
         backend = self.backend(ns, service)
         profile = PROFILES.get(backend.profile, PROFILES["healthy"])
+        out = []
         for _ in range(count):
             code, latency = "200", self.rng.lognormvariate(0, 0.3) * profile.latency_ms / 1000
             if not backend.ready:
@@ -218,7 +303,8 @@ class Simulator:
                 code = "500"
             if backend.ready and self.rng.random() < profile.slow_share:
                 latency = profile.slow_ms / 1000 * self.rng.uniform(0.9, 1.1)
-            self.metrics.observe((ns, ingress, service, backend.version, track, code), latency)
+            out.append((code, latency))
+        return out
 
 
 def _json(response: Any) -> dict[str, Any]:
@@ -230,24 +316,39 @@ def _conditions(pod: dict[str, Any]) -> list[dict[str, Any]]:
     return list((pod.get("status") or {}).get("conditions") or [])
 
 
-def _service(ingress: dict[str, Any]) -> str:
+def _rule_and_path(ingress: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     rule = (ingress["spec"].get("rules") or [{}])[0]
-    path = ((rule.get("http") or {}).get("paths") or [{}])[0]
-    return str(path.get("backend", {}).get("service", {}).get("name", ""))
+    return rule, ((rule.get("http") or {}).get("paths") or [{}])[0]
+
+
+def _service(ingress: dict[str, Any]) -> str:
+    return str(_rule_and_path(ingress)[1].get("backend", {}).get("service", {}).get("name", ""))
+
+
+def _canary_weight(canary: dict[str, Any] | None) -> int:
+    if canary is None:
+        return 0
+    try:
+        return max(0, min(100, int(canary["metadata"]["annotations"].get(CANARY_WEIGHT, "0"))))
+    except ValueError:
+        return 0
 
 
 def serve(sim: Simulator, port: int) -> ThreadingHTTPServer:
+    pages = {
+        "/metrics": lambda: (sim.metrics.render().encode(), "text/plain; version=0.0.4"),
+        "/stats/prometheus": lambda: (sim.metrics.render_envoy().encode(), "text/plain; version=0.0.4"),
+        "/weights": lambda: (json.dumps(sim.metrics.weights).encode(), "application/json"),
+        "/healthz": lambda: (b"ok\n", "text/plain"),
+    }
+
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
-            if self.path == "/metrics":
-                body, ctype = sim.metrics.render().encode(), "text/plain; version=0.0.4"
-            elif self.path == "/weights":
-                body, ctype = json.dumps(sim.metrics.weights).encode(), "application/json"
-            elif self.path == "/healthz":
-                body, ctype = b"ok\n", "text/plain"
-            else:
+            page = pages.get(self.path)
+            if page is None:
                 self.send_error(404)
                 return
+            body, ctype = page()
             self.send_response(200)
             self.send_header("Content-Type", ctype)
             self.send_header("Content-Length", str(len(body)))

@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from flows.canary_rollout import CanaryAnalysis, CanaryRequest, Evidence, _remaining
-from tasks.metrics import CheckResult
+from tasks.metrics.checks import CheckResult
 from tasks.webhooks import Webhook, call_webhook
 
 
@@ -37,6 +37,21 @@ def test_request_needs_one_prometheus_and_two_releases() -> None:
         CanaryRequest.model_validate(base)
     with pytest.raises(ValidationError, match="must differ"):
         CanaryRequest.model_validate({**base, "canary_release": "a", "prometheus_url": "http://p:9090"})
+
+
+def test_router_and_observer_fields_accept_exactly_the_registered_kinds() -> None:
+    base: dict[str, Any] = {
+        "namespace": "ns", "stable_release": "a", "canary_release": "b", "chart": "c", "prometheus_url": "http://p:9090",
+    }  # fmt: skip
+    assert CanaryRequest.model_validate(base).observer is None  # the router's data plane decides
+    chosen = CanaryRequest.model_validate(
+        {**base, "router": "gateway-api", "http_route": "r", "observer": "nginx-ingress"}
+    )
+    assert (chosen.router, chosen.observer) == ("gateway-api", "nginx-ingress")
+    with pytest.raises(ValidationError, match="'nginx' or 'gateway-api'"):
+        CanaryRequest.model_validate({**base, "router": "traefik"})
+    with pytest.raises(ValidationError, match="'nginx-ingress' or 'envoy-gateway'"):
+        CanaryRequest.model_validate({**base, "observer": "istio"})
 
 
 def test_evidence_table_shows_values_and_failures() -> None:
