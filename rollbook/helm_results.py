@@ -14,16 +14,9 @@ from pydantic import BaseModel, Field
 from rollbook.change import ChangeResult
 from rollbook.helm_recovery import StuckRelease
 from rollbook.helm_releases import ImageChange, RevisionInfo, ValueChange
+from rollbook.pods import PodProblem
 
-
-class PodProblem(BaseModel):
-    """One pod's reason for not being Ready (CrashLoopBackOff, ImagePullBackOff, Unschedulable...)."""
-
-    pod: str
-    container: str
-    image: str
-    reason: str
-    message: str = ""
+__all__ = ["AtomicUpgradeResult", "HelmHistoryResult", "HelmRollbackResult", "PodProblem", "ReleaseChange"]
 
 
 class ReleaseChange(ChangeResult):

@@ -4,7 +4,8 @@ annotations and labels the runbooks put on the release's Deployments.
 One membership rule (`release_workloads`): an object belongs to a release when it carries helm's ownership
 annotations (`meta.helm.sh/release-name` and `-namespace`), which helm writes on every object it manages,
 whatever labels the chart chooses. Pods are found through each workload's own selector (kubectl's rules,
-`rollbook.revisions.label_selector_string`). Everything is read as the API server's JSON, page by page.
+`rollbook.revisions.label_selector_string`); what is wrong with a pod is `rollbook.pods`' one rule. Everything
+is read as the API server's JSON, page by page.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from prefect import get_run_logger, task
 from pydantic import BaseModel
 
 from blocks import KubernetesCluster
-from rollbook.helm_results import PodProblem
+from rollbook import pods as pod_rules
+from rollbook.pods import PodProblem
 from rollbook.revisions import label_selector_string
 from tasks.cluster import REQUEST_TIMEOUT_SECONDS
 from tasks.listing import Raw, pages
@@ -26,8 +28,6 @@ from tasks.policies import KUBE_API, KUBE_API_LONG
 RELEASE_ANNOTATION = "meta.helm.sh/release-name"
 NAMESPACE_ANNOTATION = "meta.helm.sh/release-namespace"
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "DaemonSet")
-# Waiting reasons that are part of a normal start, not a problem worth reporting.
-_BENIGN_WAITING = {"ContainerCreating", "PodInitializing"}
 
 
 class WorkloadReport(BaseModel):
@@ -100,36 +100,17 @@ def release_pods(api: k8s_client.ApiClient, namespace: str, workloads: list[tupl
     return [p for p in found.values() if not _meta(p).get("deletionTimestamp")]
 
 
-def problems_of(pod: Raw) -> list[PodProblem]:
-    name = str(_meta(pod).get("name", ""))
-    spec, status = pod.get("spec") or {}, pod.get("status") or {}
-    images = {c.get("name"): c.get("image", "") for c in spec.get("containers") or []}
-    found = []
-    for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
-        waiting = (cs.get("state") or {}).get("waiting") or {}
-        if waiting.get("reason") and waiting["reason"] not in _BENIGN_WAITING:
-            image = images.get(cs.get("name")) or cs.get("image") or ""
-            message = str(waiting.get("message") or "")[:300]
-            found.append(
-                PodProblem(pod=name, container=cs["name"], image=image, reason=waiting["reason"], message=message)
-            )
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-            reason, message = cond.get("reason") or "Unschedulable", str(cond.get("message") or "")[:300]
-            found.append(PodProblem(pod=name, container="", image="", reason=reason, message=message))
-    return found
-
-
-def is_ready(pod: Raw) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+def _is_cause(problem: PodProblem) -> bool:
+    """Sampled while helm waits, the pod-level fallbacks of `rollbook.pods` ("phase Pending", "not Ready")
+    only say a pod is still starting; the causes worth keeping name a container or the scheduler's reason."""
+    return bool(problem.container) or not (problem.reason == "not Ready" or problem.reason.startswith("phase "))
 
 
 def pod_problems(cluster: KubernetesCluster, namespace: str, release: str) -> list[PodProblem]:
     """What is wrong with the release's pods right now (sampled while helm waits)."""
     with cluster.api_client() as api:
         pods = release_pods(api, namespace, release_workloads(api, namespace, release))
-    return [problem for pod in pods for problem in problems_of(pod)]
+    return [problem for pod in pods for problem in pod_rules.problems(pod) if _is_cause(problem)]
 
 
 def _workload_report(kind: str, obj: Raw, pods: list[Raw]) -> WorkloadReport:
@@ -149,7 +130,7 @@ def _workload_report(kind: str, obj: Raw, pods: list[Raw]) -> WorkloadReport:
         kind=kind,
         name=meta["name"],
         desired=desired,
-        ready=sum(1 for p in mine if is_ready(p)),
+        ready=sum(1 for p in mine if pod_rules.is_ready(p)),
         updated=updated,
         images=[c.get("image", "") for c in containers],
     )
@@ -159,11 +140,11 @@ def _pod_report(pod: Raw) -> PodReport:
     spec, status = pod.get("spec") or {}, pod.get("status") or {}
     return PodReport(
         name=_meta(pod)["name"],
-        ready=is_ready(pod),
+        ready=pod_rules.is_ready(pod),
         phase=status.get("phase") or "",
         images=[c.get("image", "") for c in spec.get("containers") or []],
         restarts=sum(int(s.get("restartCount") or 0) for s in status.get("containerStatuses") or []),
-        problems=[f"{x.container}: {x.reason}" for x in problems_of(pod)],
+        problems=pod_rules.problem_texts(pod),
     )
 
 

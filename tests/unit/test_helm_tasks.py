@@ -16,6 +16,7 @@ import pyhelm3
 import pytest
 
 from blocks import KubernetesCluster
+from rollbook import pods
 from rollbook.helm_releases import RevisionInfo
 from tasks.helm_changes import _already_rolled_back, _check_upgrade_start
 from tasks.helm_cli import kubeconfig_file
@@ -30,7 +31,7 @@ from tasks.helm_errors import (
 )
 from tasks.helm_storage import decode_release, encode_release, secret_name
 from tasks.policies import HELM_CHANGE, HELM_READ, KUBE_API, retry_declared
-from tasks.release_workloads import belongs_to, problems_of
+from tasks.release_workloads import _is_cause, belongs_to
 
 
 def _error(stderr: str, cls: type[pyhelm3.errors.Error] = pyhelm3.errors.Error) -> pyhelm3.errors.Error:
@@ -114,22 +115,22 @@ def test_membership_is_helms_ownership_annotations() -> None:
     assert not belongs_to(_obj(None), "prod", "web")
 
 
-def test_pod_problems_name_waiting_reasons_and_scheduling() -> None:
+def test_sampled_pod_problems_keep_causes_not_start_up() -> None:
     pod = {
         "metadata": {"name": "web-1"},
         "spec": {"containers": [{"name": "app", "image": "reg/app:2"}]},
         "status": {
+            "phase": "Pending",
             "containerStatuses": [{"name": "app", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}],
             "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3"}],
         },
     }
-    found = [(p.container, p.image, p.reason) for p in problems_of(pod)]
-    assert found == [("app", "reg/app:2", "CrashLoopBackOff"), ("", "", "Unschedulable")]
-    starting = {
-        **pod,
-        "status": {"containerStatuses": [{"name": "app", "state": {"waiting": {"reason": "ContainerCreating"}}}]},
-    }
-    assert problems_of(starting) == []
+    found = [(p.container, p.image, p.reason) for p in pods.problems(pod) if _is_cause(p)]
+    assert found == [("", "", "Unschedulable"), ("app", "reg/app:2", "CrashLoopBackOff")]
+    starting = {**pod, "status": {"phase": "Pending", "containerStatuses": [
+        {"name": "app", "state": {"waiting": {"reason": "ContainerCreating"}}}]}}  # fmt: skip
+    assert [p.reason for p in pods.problems(starting)] == ["phase Pending"]
+    assert not any(_is_cause(p) for p in pods.problems(starting))
 
 
 def _rows(*rows: tuple[int, str, str]) -> list[RevisionInfo]:
