@@ -36,14 +36,10 @@ def run_checks(kubeconfig: str, namespace: str) -> None:
     (nodes listed while every pod's requests are summed, as the flow does)."""
     t0 = time.monotonic()
     from blocks import KubernetesCluster
-    from tasks.checks import (
-        Need,
-        check_capacity,
-        check_cluster_health,
-        check_current_release,
-        list_nodes,
-        pod_requests_by_node,
-    )
+    from rollbook.capacity import Need
+    from tasks.checks.capacity import check_capacity, pod_requests_by_node
+    from tasks.checks.cluster_health import check_cluster_health, list_nodes
+    from tasks.checks.current_release import check_current_release
 
     cluster = KubernetesCluster(kubeconfig_path=kubeconfig)
     need = [Need(workload="Deployment/demo-demo-app", replicas=2, cpu_m=10, memory=16 << 20, surge=1)]

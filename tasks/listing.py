@@ -1,10 +1,13 @@
-"""Listing big collections from the API server page by page, keeping only the fields a check reads.
+"""The one way rollbook lists from the API server: page by page (limit/continue), keeping only what is read.
+
+`pages()` yields each page; `list_all()` collects them. Every task that lists objects uses one of the two, so
+page size, per-request timeout and continue handling are the same everywhere.
 
 A page of 500 pods is megabytes of JSON, and turning all of it into Python dicts costs far more than the
-request itself (about 3 s of CPU for 20,000 pods). msgspec decodes each page straight into the small typed
-views below and skips every other field without building it, which is an order of magnitude cheaper in time
-and memory; `Raw` pages keep whole objects for the few places that list a handful of them. Field names are
-the Python spelling of the API's camelCase ones; every field not named here is skipped.
+request itself (about 3 s of CPU for 20,000 pods). msgspec decodes each page straight into small typed views
+and skips every other field without building it, which is an order of magnitude cheaper in time and memory;
+`Raw` pages keep whole objects for the few places that list a handful of them. The views (Node, Pod...) live
+in rollbook/capacity.py beside the arithmetic that reads them.
 """
 
 from __future__ import annotations
@@ -14,62 +17,14 @@ from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from rollbook.capacity import Node, Pod, PodSpec
 from tasks.cluster import REQUEST_TIMEOUT_SECONDS
+
+__all__ = ["PAGE_SIZE", "Node", "Pod", "PodSpec", "Raw", "decode_page", "list_all", "pages"]
 
 PAGE_SIZE = 500
 T = TypeVar("T")
 PAGE_TIMEOUT_SECONDS = max(REQUEST_TIMEOUT_SECONDS, 30)
-
-
-class Condition(msgspec.Struct, frozen=True, rename="camel"):
-    type: str = ""
-    status: str = ""
-
-
-class ObjectMeta(msgspec.Struct, frozen=True, rename="camel"):
-    name: str = ""
-    namespace: str = ""
-    labels: dict[str, str] = {}
-
-
-class NodeSpec(msgspec.Struct, frozen=True, rename="camel"):
-    unschedulable: bool = False
-
-
-class NodeStatus(msgspec.Struct, frozen=True, rename="camel"):
-    allocatable: dict[str, str] = {}
-    conditions: list[Condition] = []
-
-
-class Node(msgspec.Struct, frozen=True, rename="camel"):
-    metadata: ObjectMeta = ObjectMeta()
-    spec: NodeSpec = NodeSpec()
-    status: NodeStatus = NodeStatus()
-
-
-Quantity = str | int | float  # the API always answers strings; a rendered chart may hold plain numbers
-
-
-class Resources(msgspec.Struct, frozen=True, rename="camel"):
-    requests: dict[str, Quantity] = {}
-
-
-class Container(msgspec.Struct, frozen=True, rename="camel"):
-    resources: Resources = Resources()
-
-
-class PodSpec(msgspec.Struct, frozen=True, rename="camel"):
-    node_name: str = ""
-    containers: list[Container] = []
-    init_containers: list[Container] = []
-    overhead: dict[str, Quantity] = {}
-
-
-class Pod(msgspec.Struct, frozen=True, rename="camel"):
-    """What the scheduler counts against a node: where the pod runs and what its containers request."""
-
-    metadata: ObjectMeta = ObjectMeta()
-    spec: PodSpec = PodSpec()
 
 
 class _ListMeta(msgspec.Struct, frozen=True):
@@ -99,7 +54,10 @@ def decode_page(data: bytes, item: type[T]) -> tuple[list[T], str]:
 
 
 def pages(list_fn: Callable[..., Any], item: type[T], *args: Any, **kwargs: Any) -> Iterator[list[T]]:
-    """Items of a kubernetes-client list call, one page (PAGE_SIZE, limit/continue) at a time, as `item`."""
+    """Items of a kubernetes-client list call, one page (PAGE_SIZE, limit/continue) at a time, as `item`.
+
+    `list_fn` is a bound list method (`CoreV1Api(api).list_namespaced_pod`); `args`/`kwargs` are its own
+    (namespace, label_selector=..., field_selector=...)."""
     token: str | None = None
     while True:
         resp = list_fn(
@@ -114,3 +72,8 @@ def pages(list_fn: Callable[..., Any], item: type[T], *args: Any, **kwargs: Any)
         yield items
         if not token:
             return
+
+
+def list_all(list_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> list[Raw]:
+    """Every item of a list call as plain JSON dicts (for the few places that need whole objects)."""
+    return [obj for page in pages(list_fn, Raw, *args, **kwargs) for obj in page]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from prefect import task
 
-from tasks.policies import retry_transient
+from tasks.policies import REGISTRY_TOOL
 
 COSIGN_TIMEOUT_SECONDS = 60
 
@@ -21,29 +21,17 @@ class SignatureError(ValueError):
 
 
 def cosign_binary() -> str:
-    """$ROLLBOOK_COSIGN, else cosign on PATH, else the one the sandbox toolchain built."""
+    """$ROLLBOOK_COSIGN (`rollbook sandbox env` exports the sandbox's), else cosign on PATH."""
     explicit = os.environ.get("ROLLBOOK_COSIGN")
     if explicit:
         return explicit
     found = shutil.which("cosign")
-    if found:
-        return found
-    try:
-        from sandbox import toolchain
-    except ImportError:
-        raise SignatureError("cosign not found: install it on PATH or set ROLLBOOK_COSIGN") from None
-    candidate = toolchain.bin_dir() / "cosign"
-    if not candidate.is_file():
+    if not found:
         raise SignatureError("cosign not found: install it on PATH or set ROLLBOOK_COSIGN")
-    return str(candidate)
+    return found
 
 
-@task(
-    retries=2,
-    retry_delay_seconds=[2, 5],
-    retry_condition_fn=retry_transient,
-    timeout_seconds=3 * COSIGN_TIMEOUT_SECONDS,
-)
+@task(**REGISTRY_TOOL)
 def verify_image(
     image: str, public_key: str, allow_http_registry: bool = True, docker_config: str | None = None
 ) -> dict[str, object]:

@@ -13,9 +13,9 @@ from helm_helpers import CRASH_SET, RELEASE, helm_deploy, repo
 from pydantic import ValidationError
 
 from flows.predeploy_checklist import ChecklistFailed, ChecklistRequest, predeploy_checklist
+from rollbook.checklist import CheckPolicy, Verdict
 from sandbox.cluster import Sandbox
 from sandbox.registry import SandboxRegistries
-from tasks.checks_model import CheckPolicy, Verdict
 
 ALL_WARN = CheckPolicy(required=[], warn_only=[])  # every result reported, the flow returns the verdict
 
@@ -149,7 +149,7 @@ def test_bad_input_is_refused_and_nothing_changes(sandbox: Sandbox, live: str, d
 def test_signature_key_from_a_registry_block_and_a_wrong_key(sandbox: Sandbox, tmp_path: Path) -> None:
     from blocks import ContainerRegistry
     from sandbox.registry import run_tool
-    from tasks.checks import check_image_signature
+    from tasks.checks.image_signature import check_image_signature
 
     registries = SandboxRegistries(sandbox.cfg, sandbox.bins)
     pem = registries.public_key.read_text()

@@ -1,4 +1,5 @@
-"""Unit tests of the pre-deploy checklist's logic: verdict, policy, waivers, report, capacity, parsing, grype."""
+"""Unit tests of the pre-deploy checklist's logic: verdict, policy, waivers, report, request, parsing, grype.
+The capacity arithmetic is tested in test_capacity.py, the migration providers in test_migrations.py."""
 
 from __future__ import annotations
 
@@ -8,26 +9,21 @@ import stat
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 from pydantic import ValidationError
 
-from flows.predeploy_checklist import ChecklistRequest
-from tasks.checks import (
-    Need,
-    capacity_result,
-    check_db_migration,
-    check_vulnerabilities,
-    images_in,
-    load_values,
-    node_facts,
-    pod_issue,
-    pod_request,
-    release_needs,
-)
-from tasks.checks_model import CheckPolicy, CheckResult, Status, Waiver, decide, markdown, table_rows
-from tasks.listing import Node, Pod, PodSpec, decode_page
-from tasks.scanners import GrypeScanner, ScannerUnavailable, parse_grype, severity_rank
+from flows.predeploy_checklist import ChecklistFailed, ChecklistRequest
+from rollbook.capacity import pod_request
+from rollbook.checklist import CheckPolicy, CheckResult, Status, Waiver, decide
+from rollbook.reports.checklist import log_lines, markdown, table_rows
+from tasks.checks.chart import images_in, load_values
+from tasks.checks.common import ApiServerUnreachable, connection_reason
+from tasks.checks.current_release import pod_issue
+from tasks.checks.db_migration import check_db_migration
+from tasks.checks.vulnerabilities import check_vulnerabilities
+from tasks.listing import Pod, decode_page
+from tasks.scanners import SCANNERS, GrypeScanner, ScannerUnavailable, make_scanner, severity_rank
+from tasks.scanners.grype import parse_grype
 
 GRYPE = Path(__file__).resolve().parents[1] / "data" / "grype"
 NOW = dt.datetime(2026, 11, 27, 8, 0, tzinfo=dt.UTC)
@@ -43,9 +39,10 @@ def result(check: str, status: Status, reason: str = "because") -> CheckResult:
 
 
 def test_required_failure_blocks_and_warn_only_failure_warns() -> None:
+    policy = CheckPolicy(required=["chart", "capacity"], warn_only=["db-migration"])
     verdict = decide(
         [result("chart", Status.FAIL), result("db-migration", Status.FAIL), result("capacity", Status.PASS)],
-        CheckPolicy(),
+        policy,
         [],
         NOW,
     )
@@ -107,61 +104,7 @@ def test_waiver_needs_a_known_check_and_a_reason() -> None:
         Waiver(check="chart", reason="", expires=NOW)
 
 
-# ---------------------------------------------------------------- capacity
-
-
-def test_capacity_names_the_short_resource_and_by_how_much() -> None:
-    needs = [Need(workload="Deployment/api", replicas=3, cpu_m=500, memory=2 * GI)]
-    short = capacity_result([("n1", 4000, 2 * GI), ("n2", 4000, 3 * GI)], needs)
-    assert short.status == Status.FAIL
-    assert short.reason == "memory short by 1.0Gi (need 6.0Gi, free 5.0Gi)"
-    cpu = capacity_result([("n1", 1000, 64 * GI)], needs)
-    assert cpu.reason.startswith("CPU short by 500m (need 1500m, free 1000m)")
-
-
-def test_capacity_room_spread_over_nodes_is_not_room_for_one_pod() -> None:
-    needs = [Need(workload="Deployment/db", replicas=1, cpu_m=100, memory=4 * GI)]
-    result = capacity_result([("n1", 1000, 3 * GI), ("n2", 1000, 3 * GI)], needs)
-    assert result.status == Status.FAIL
-    assert "not on any single node for Deployment/db: 1 pod(s)" in result.reason
-
-
-def test_capacity_passes_with_room_and_ignores_overcommitted_nodes() -> None:
-    needs = [Need(workload="Deployment/api", replicas=2, cpu_m=100, memory=128 * MI)]
-    result = capacity_result([("full", -500, -GI), ("n2", 1000, GI)], needs)
-    assert result.status == Status.PASS
-    assert result.evidence["free_cpu_m"] == 1000
-
-
-def test_capacity_of_an_upgrade_counts_the_rolling_update_surge_only() -> None:
-    # the release's running pods are already counted as free (they are replaced); the surge pods are extra
-    needs = [Need(workload="Deployment/api", replicas=4, cpu_m=100, memory=GI, surge=1)]
-    free = [("n1", 4000, 4 * GI), ("n2", 4000, GI // 2), ("n3", 4000, GI // 2 + 100 * MI)]
-    assert capacity_result(free, needs).status == Status.PASS  # first install: 4 pods
-    upgrade = capacity_result(free, needs, upgrade=True)
-    assert upgrade.status == Status.FAIL
-    assert upgrade.reason.startswith("enough room in total but not on any single node for Deployment/api: 1 pod(s)")
-
-
-def test_capacity_daemonset_needs_room_on_every_node() -> None:
-    needs = [Need(workload="DaemonSet/agent", replicas=0, cpu_m=200, memory=MI, per_node=True)]
-    result = capacity_result([("n1", 1000, GI), ("n2", 100, GI), ("n3", 1000, GI)], needs)
-    assert result.status == Status.FAIL
-    assert result.evidence["need_cpu_m"] == 600
-    assert "DaemonSet/agent: 1 pod(s)" in result.reason
-    assert capacity_result([("n1", 1000, GI), ("n3", 1000, GI)], needs).status == Status.PASS
-
-
-def test_pod_request_counts_init_containers_and_overhead_like_the_scheduler() -> None:
-    spec = {
-        "containers": [
-            {"resources": {"requests": {"cpu": "250m", "memory": "64Mi"}}},
-            {"resources": {"requests": {"cpu": "0.25", "memory": "64Mi"}}},
-        ],
-        "initContainers": [{"resources": {"requests": {"cpu": "1", "memory": "32Mi"}}}],
-        "overhead": {"memory": "10Mi"},
-    }
-    assert pod_request(msgspec.convert(spec, PodSpec)) == (1000, 138 * MI)
+# ---------------------------------------------------------------- listing views
 
 
 def test_pod_pages_decode_only_what_capacity_reads() -> None:
@@ -177,56 +120,26 @@ def test_pod_pages_decode_only_what_capacity_reads() -> None:
     assert decode_page(b'{"metadata": {}, "items": null}', Pod) == ([], "")
 
 
-def test_release_needs_from_rendered_manifests() -> None:
+def test_images_of_the_rendered_chart_in_order() -> None:
     manifests: list[dict[str, Any]] = [
         {"kind": "Service", "metadata": {"name": "web"}},
         {
             "kind": "Deployment",
-            "metadata": {"name": "web"},
             "spec": {
-                "replicas": 3,
                 "template": {
                     "spec": {
                         "initContainers": [{"name": "migrate", "image": "reg/migrate:1"}],
-                        "containers": [
-                            {"name": "web", "image": "reg/web:1", "resources": {"requests": {"memory": "1Gi"}}}
-                        ],
+                        "containers": [{"name": "web", "image": "reg/web:1"}, {"name": "side", "image": "reg/web:1"}],
                     }
-                },
+                }
             },
         },
-        {"kind": "DaemonSet", "metadata": {"name": "agent"}, "spec": {"template": {"spec": {"containers": []}}}},
         {
-            "kind": "Deployment",
-            "metadata": {"name": "worker"},
-            "spec": {"replicas": 10, "strategy": {"rollingUpdate": {"maxSurge": 2}}, "template": {"spec": {}}},
-        },
-        {
-            "kind": "Deployment",
-            "metadata": {"name": "batch"},
-            "spec": {"replicas": 10, "strategy": {"type": "Recreate"}, "template": {"spec": {}}},
+            "kind": "CronJob",
+            "spec": {"jobTemplate": {"spec": {"template": {"spec": {"containers": [{"image": "reg/job:2"}]}}}}},
         },
     ]
-    assert release_needs(manifests) == [
-        Need(workload="Deployment/web", replicas=3, cpu_m=0, memory=GI, surge=1),  # 25% of 3, rounded up
-        Need(workload="DaemonSet/agent", replicas=0, cpu_m=0, memory=0, per_node=True),
-        Need(workload="Deployment/worker", replicas=10, cpu_m=0, memory=0, surge=2),
-        Need(workload="Deployment/batch", replicas=10, cpu_m=0, memory=0),
-    ]
-    assert images_in(manifests) == ["reg/migrate:1", "reg/web:1"]
-
-
-def test_node_facts_keep_only_what_the_checks_need() -> None:
-    node = {
-        "metadata": {"name": "n1", "labels": {"a": "b"}},
-        "spec": {"unschedulable": True},
-        "status": {
-            "allocatable": {"cpu": "31500m", "memory": "125Gi", "pods": "110"},
-            "conditions": [{"type": "Ready", "status": "False"}],
-        },
-    }
-    facts = node_facts(decode_page(json.dumps({"items": [node]}).encode(), Node)[0][0])
-    assert (facts.name, facts.ready, facts.cordoned, facts.cpu_m, facts.memory) == ("n1", False, True, 31500, 125 * GI)
+    assert images_in(manifests) == ["reg/migrate:1", "reg/web:1", "reg/job:2"]
 
 
 def test_pod_issue_names_crash_loops_and_unready_pods() -> None:
@@ -270,10 +183,85 @@ def test_request_refuses_bad_input(tmp_path: Path) -> None:
     assert ChecklistRequest(**{**base, "chart": "oci://reg/charts/shop"}).chart.startswith("oci://")
 
 
-def test_db_migration_not_configured_is_said_clearly() -> None:
-    answer = check_db_migration.fn(None, {})
+def test_db_migration_not_configured_is_said_clearly_and_never_blocks() -> None:
+    answer = check_db_migration.fn(None)
     assert answer.status == Status.WARN and answer.reason.startswith("not configured")
-    assert check_db_migration.fn("flyway", {}).status == Status.ERROR
+    assert answer.evidence["available_providers"] == ["golang-migrate"]
+    verdict = decide([answer], CheckPolicy(), [], NOW)  # db-migration is required by default: a warn still passes
+    assert (
+        verdict.ready
+        and verdict.rows[0].level == "required"
+        and verdict.summary == "READY to deploy (warnings: db-migration)"
+    )
+
+
+def test_request_refuses_negative_or_empty_requests_naming_the_field(tmp_path: Path) -> None:
+    base = {"kubeconfig_path": "/k", "namespace": "prod", "release": "shop", "chart": str(tmp_path)}
+    good = {"workload": "Deployment/api", "replicas": 2, "cpu_m": 100, "memory": 64 << 20}
+    assert ChecklistRequest(**base, requests=[good]).requests[0].memory == 64 << 20
+    for field, value in [("replicas", -1), ("cpu_m", 0), ("cpu_m", -100), ("memory", 0), ("memory", -1)]:
+        with pytest.raises(ValidationError) as refused:
+            ChecklistRequest(**base, requests=[{**good, field: value}])
+        assert refused.value.errors()[0]["loc"] == ("requests", 0, field), (field, value)
+    for field, value in [("replicas", True), ("cpu_m", "100"), ("memory", 1.5)]:  # no coercion into numbers
+        with pytest.raises(ValidationError, match=field):
+            ChecklistRequest(**base, requests=[{**good, field: value}])
+
+
+def test_request_scanner_is_a_registered_kind(tmp_path: Path) -> None:
+    base = {"kubeconfig_path": "/k", "namespace": "prod", "release": "shop", "chart": str(tmp_path)}
+    with pytest.raises(ValidationError, match="'grype'"):
+        ChecklistRequest(**base, scanner="trivy")
+    schema = ChecklistRequest.model_json_schema()
+    field = schema["properties"]["scanner"]
+    assert field.get("enum", [field.get("const")]) == sorted(SCANNERS) == ["grype"]  # one kind: a const
+    assert "pattern" not in schema["properties"]["scanner"]
+    assert isinstance(make_scanner("grype", executable="/x/grype"), GrypeScanner)
+    with pytest.raises(ValueError, match="unknown vulnerability scanner 'trivy'; known: grype"):
+        make_scanner("trivy")
+
+
+# ---------------------------------------------------------------- API server unreachable, report, gate
+
+
+def test_connection_errors_are_reduced_to_their_reason() -> None:
+    from urllib3.exceptions import MaxRetryError, NewConnectionError
+
+    inner = NewConnectionError(object(), "Failed to establish a new connection: [Errno 111] Connection refused")  # type: ignore[arg-type]
+    wrapped = MaxRetryError(None, "/version", inner)  # type: ignore[arg-type]
+    assert connection_reason(wrapped) == "Failed to establish a new connection: [Errno 111] Connection refused"
+    assert issubclass(ApiServerUnreachable, ConnectionError)  # transient: the named policy retries it first
+
+
+def test_unreachable_cause_leads_the_verdict() -> None:
+    cause = "cannot reach the API server at https://127.0.0.1:1: Connection refused"
+    results = [result("cluster-health", Status.ERROR, cause), result("capacity", Status.ERROR, cause)]
+    verdict = decide(results, CheckPolicy(), [], NOW, cause=cause)
+    assert verdict.summary == f"NOT READY: {cause}; required check(s) failed: cluster-health, capacity"
+    assert decide([result("chart", Status.PASS)], CheckPolicy(), [], NOW, cause=cause).ready
+
+
+def test_report_lines_and_table() -> None:
+    verdict = decide(
+        [result("chart", Status.FAIL, "lint"), result("capacity", Status.PASS, "room")], CheckPolicy(), [], NOW
+    )
+    assert log_lines(verdict) == [
+        "chart: fail (blocking) lint",
+        "capacity: pass (ok) room",
+        "verdict: NOT READY: required check(s) failed: chart",
+    ]
+    md = markdown(verdict, "prod/shop")
+    assert md.startswith("## Pre-deploy checklist: prod/shop\n\n**NOT READY: required check(s) failed: chart**")
+    assert "| ❌ | chart | fail (blocking) | required | lint | 0.0 |" in md
+    assert [r["outcome"] for r in table_rows(verdict)] == ["blocking", "ok"]
+
+
+def test_checklist_failed_carries_the_verdict_through_pickling() -> None:
+    import pickle
+
+    verdict = decide([result("chart", Status.FAIL)], CheckPolicy(), [], NOW)
+    failed = pickle.loads(pickle.dumps(ChecklistFailed(verdict.summary, verdict)))
+    assert str(failed) == verdict.summary and failed.verdict == verdict
 
 
 # ---------------------------------------------------------------- grype

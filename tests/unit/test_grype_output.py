@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from tasks.scanners import GRYPE_DB_ERROR, grype_error, parse_grype
+from tasks.scanners.grype import GRYPE_DB_ERROR, grype_error, parse_grype
 
 GRYPE = Path(__file__).resolve().parents[1] / "data" / "grype"
 

@@ -1,8 +1,4 @@
-"""Vulnerability scanners behind one small interface; grype first.
-
-A scanner turns an image reference into a `ScanReport`, or says it could not scan (`ScannerUnavailable`:
-no binary, no or stale vulnerability database, image unreachable). The checklist's policy, not the scanner,
-decides what an unavailable scan counts as.
+"""grype (anchore/grype) as a `Scanner`: runs the binary on a registry image and parses its JSON report.
 
 grype's JSON report (`grype IMAGE -o json`), the fields read here (see tests/data/grype/ for samples):
 - `matches[]`: one per (vulnerability, package) pair:
@@ -30,62 +26,16 @@ import os
 import re
 import shutil
 import subprocess
-from typing import Any, Protocol
+from typing import Any
 
-from pydantic import BaseModel, Field
+from tasks.scanners.base import Finding, ScannerUnavailable, ScanReport
 
-SEVERITIES = ("negligible", "low", "medium", "high", "critical")
 SCAN_TIMEOUT_SECONDS = 600
 # grype's own words when it cannot load a database (cmd/grype/cli/commands/root.go, validateDBLoad)
 GRYPE_DB_ERROR = re.compile(r"vulnerability db|db could not be loaded", re.IGNORECASE)
 GRYPE_ERROR_LINE = re.compile(r"^\[\d+\]\s+ERROR\s+(.*)$")
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 GRYPE_EXIT_ABOVE_FAIL_ON = 2
-
-
-class ScannerUnavailable(RuntimeError):
-    """The scanner could not produce a report (binary, database or image not available)."""
-
-
-class Finding(BaseModel):
-    id: str
-    severity: str
-    package: str
-    version: str
-    fixed_in: list[str] = Field(default_factory=list)
-
-
-class ScanReport(BaseModel):
-    image: str
-    scanner: str
-    findings: list[Finding]
-    database: dict[str, Any] = Field(default_factory=dict)
-
-    def at_or_above(self, threshold: str) -> list[Finding]:
-        """Findings whose severity is `threshold` or worse; Unknown severities are never counted as above."""
-        floor = severity_rank(threshold)
-        return [f for f in self.findings if severity_rank(f.severity) >= floor]
-
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for f in self.findings:
-            key = f.severity.lower()
-            out[key] = out.get(key, 0) + 1
-        return out
-
-
-def severity_rank(severity: str) -> int:
-    """0 (negligible) .. 4 (critical); -1 for Unknown or anything unrecognised."""
-    try:
-        return SEVERITIES.index(severity.strip().lower())
-    except ValueError:
-        return -1
-
-
-class Scanner(Protocol):
-    name: str
-
-    def scan(self, image: str) -> ScanReport: ...
 
 
 def parse_grype(report: dict[str, Any], image: str = "") -> ScanReport:
@@ -122,8 +72,8 @@ def parse_grype(report: dict[str, Any], image: str = "") -> ScanReport:
 
 
 class GrypeScanner:
-    """Runs the grype binary (the given one, else $ROLLBOOK_GRYPE, else grype on PATH, else the one the sandbox
-    toolchain built, as for cosign) and parses its JSON report. Its database is never chosen here: grype's own
+    """Runs the grype binary (the given one, else $ROLLBOOK_GRYPE, which `rollbook sandbox env --scanner` exports,
+    else grype on PATH) and parses its JSON report. Its database is never chosen here: grype's own
     settings decide, so the sandbox's made-up advisories are used only where its GRYPE_DB_* are exported."""
 
     name = "grype"
@@ -133,11 +83,11 @@ class GrypeScanner:
         self.timeout_seconds = timeout_seconds
 
     def scan(self, image: str) -> ScanReport:
-        binary = shutil.which(self.executable) or (_toolchain_grype() if self.executable == "grype" else None)
+        binary = shutil.which(self.executable)
         if binary is None:
             raise ScannerUnavailable(
-                f"grype not found ({self.executable!r}): install it, set ROLLBOOK_GRYPE "
-                "or build it with `python -m sandbox.toolchain grype`"
+                f"grype not found ({self.executable!r}): install it or set ROLLBOOK_GRYPE "
+                '(the sandbox\'s: eval "$(rollbook sandbox env --scanner)")'
             )
         # registry: scans the image from the registry without a container runtime
         argv = [binary, f"registry:{image}", "-o", "json"]
@@ -160,15 +110,6 @@ class GrypeScanner:
             raise ScannerUnavailable(f"grype answered with an unreadable report: {exc}") from None
 
 
-def _toolchain_grype() -> str | None:
-    try:
-        from sandbox import toolchain
-    except ImportError:  # installed without the sandbox
-        return None
-    candidate = toolchain.scanner_bin_dir() / "grype"
-    return str(candidate) if candidate.is_file() else None
-
-
 def grype_error(stderr: str) -> str:
     """grype's ERROR log entries (with their indented detail lines), without colours or timestamps; when there is
     none, the end of what it printed."""
@@ -181,6 +122,3 @@ def grype_error(stderr: str) -> str:
     errors = [" ".join([m[1], *rest]) for first, *rest in entries if (m := GRYPE_ERROR_LINE.match(first))]
     text = "; ".join(errors) if errors else " ".join(line for entry in entries for line in entry)
     return " ".join(text.split())[-400:]
-
-
-SCANNERS: dict[str, type[GrypeScanner]] = {"grype": GrypeScanner}

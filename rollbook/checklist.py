@@ -1,0 +1,196 @@
+"""The pre-deploy checklist's vocabulary: one structured result per check, a policy, waivers and the verdict.
+
+Pure logic (no cluster, no Prefect), so every rule here is unit-tested directly (the report is rendered by
+rollbook/reports/checklist.py):
+- a check answers pass / warn / fail / error with a one-line reason and its evidence;
+- the policy says, per check, whether a bad answer blocks the deploy ("required") or only warns ("warn");
+- a waiver (reason + expiry) turns one check's bad answer into an accepted one until it expires;
+  an expired waiver is ignored and shown as expired, so it can never silently keep a gate open.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from enum import StrEnum
+from typing import Any, Literal, get_args
+
+from pydantic import BaseModel, ConfigDict, Field
+
+CheckName = Literal[
+    "cluster-health",
+    "current-release",
+    "image-signature",
+    "vulnerabilities",
+    "chart",
+    "capacity",
+    "db-migration",
+]
+CHECKS: tuple[CheckName, ...] = get_args(CheckName)
+
+
+class Status(StrEnum):
+    PASS = "pass"
+    WARN = "warn"
+    FAIL = "fail"
+    ERROR = "error"  # the check itself could not answer (tool missing, API unreachable...)
+
+
+class CheckResult(BaseModel):
+    """What one check found."""
+
+    model_config = ConfigDict(frozen=True)
+
+    check: str
+    status: Status
+    reason: str = Field(description="One line a human reads first.")
+    evidence: dict[str, Any] = Field(default_factory=dict, description="What the reason is based on.")
+    seconds: float = 0.0
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+class Waiver(BaseModel):
+    """Accept a check's bad result for a while, with a reason everyone can read in the report."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    check: CheckName
+    reason: str = Field(min_length=3, max_length=300)
+    expires: dt.datetime = Field(description="UTC time after which the waiver no longer applies.")
+    approved_by: str = Field(default="", max_length=100)
+
+    def active(self, now: dt.datetime) -> bool:
+        expires = self.expires if self.expires.tzinfo else self.expires.replace(tzinfo=dt.UTC)
+        return now < expires
+
+
+class CheckPolicy(BaseModel):
+    """Which checks block the deploy when they fail or cannot answer, and which only warn."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    required: list[CheckName] = Field(
+        default_factory=lambda: [  # type: ignore[arg-type]
+            "cluster-health",
+            "current-release",
+            "image-signature",
+            "vulnerabilities",
+            "chart",
+            "capacity",
+            "db-migration",
+        ],
+        description="A fail or error of these checks blocks the deploy (a check that is not configured, like "
+        "db-migration without a provider, answers warn, which never blocks).",
+    )
+    warn_only: list[CheckName] = Field(
+        default_factory=list, description="A fail or error of these checks is only a warning."
+    )
+    skip: list[CheckName] = Field(default_factory=list, description="Checks not run at all (shown as skipped).")
+    scanner_unavailable: Literal["warn", "fail"] = Field(
+        default="warn", description="What a vulnerability scan that could not run (no scanner, no database) counts as."
+    )
+
+    def level(self, check: str) -> Literal["required", "warn", "skip"]:
+        if check in self.skip:
+            return "skip"
+        if check in self.required:
+            return "required"
+        return "warn"
+
+
+Outcome = Literal["ok", "warning", "blocking", "waived", "skipped"]
+
+
+class Row(BaseModel):
+    """A check's result as the report shows it: what the policy and waivers make of it."""
+
+    check: str
+    status: str
+    level: str
+    outcome: Outcome
+    reason: str
+    waiver: str = ""
+    seconds: float = 0.0
+
+
+class Verdict(BaseModel):
+    ready: bool
+    summary: str
+    rows: list[Row]
+    results: list[CheckResult]
+    waivers: list[dict[str, Any]]
+
+
+def _waiver_text(waiver: Waiver, active: bool) -> str:
+    who = f" by {waiver.approved_by}" if waiver.approved_by else ""
+    state = "until" if active else "EXPIRED at"
+    return f"waived{who} {state} {waiver.expires.isoformat()}: {waiver.reason}"
+
+
+def decide(
+    results: list[CheckResult],
+    policy: CheckPolicy,
+    waivers: list[Waiver],
+    now: dt.datetime | None = None,
+    *,
+    cause: str = "",
+) -> Verdict:
+    """The overall verdict: ready unless a required check failed or errored without an active waiver.
+
+    `cause` is one problem behind several answers (the API server cannot be reached): a blocked verdict names it
+    first, so the reader does not have to find it in every row."""
+    now = now or dt.datetime.now(dt.UTC)
+    by_check = {w.check: w for w in waivers}
+    rows: list[Row] = []
+    for result in results:
+        level = policy.level(result.check)
+        waiver = by_check.get(result.check)  # type: ignore[call-overload]
+        active = bool(waiver and waiver.active(now))
+        bad = result.status in (Status.FAIL, Status.ERROR)
+        outcome: Outcome
+        if level == "skip":
+            outcome = "skipped"
+        elif not bad and result.status == Status.WARN:
+            outcome = "warning"
+        elif not bad:
+            outcome = "ok"
+        elif active:
+            outcome = "waived"
+        elif level == "required":
+            outcome = "blocking"
+        else:
+            outcome = "warning"
+        rows.append(
+            Row(
+                check=result.check,
+                status=result.status.value,
+                level=level,
+                outcome=outcome,
+                reason=result.reason,
+                waiver=_waiver_text(waiver, active) if waiver else "",
+                seconds=round(result.seconds, 2),
+            )
+        )
+    blocking = [r.check for r in rows if r.outcome == "blocking"]
+    warnings = [r.check for r in rows if r.outcome == "warning"]
+    waived = [r.check for r in rows if r.outcome == "waived"]
+    if blocking:
+        summary = f"NOT READY: required check(s) failed: {', '.join(blocking)}"
+        if cause:
+            summary = f"NOT READY: {cause}; required check(s) failed: {', '.join(blocking)}"
+    else:
+        summary = "READY to deploy"
+        if warnings:
+            summary += f" (warnings: {', '.join(warnings)})"
+        if waived:
+            summary += f" (waived: {', '.join(waived)})"
+    return Verdict(
+        ready=not blocking,
+        summary=summary,
+        rows=rows,
+        results=results,
+        waivers=[{**w.model_dump(mode="json"), "active": w.active(now)} for w in waivers],
+    )

@@ -1,0 +1,73 @@
+"""Image signature: every image the release runs carries a cosign signature made with the expected key."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from prefect import task
+
+from blocks import ContainerRegistry
+from rollbook.checklist import CheckResult, Status, one_line
+from tasks.policies import REGISTRY_TOOL
+from tasks.signing import SignatureError, verify_image, write_docker_config
+
+
+def _load_registry(block_name: str) -> ContainerRegistry:
+    block = ContainerRegistry.load(block_name)
+    if not isinstance(block, ContainerRegistry):
+        raise TypeError(f"block {block_name!r} is not a Rollbook Container Registry")
+    return block
+
+
+def signature_result(answers: list[dict[str, Any]], seconds: float = 0.0) -> CheckResult:
+    failed = [a for a in answers if not a["verified"]]
+    evidence = {
+        "verified": [a["image"] for a in answers if a["verified"]],
+        "failed": {a["image"]: a["detail"] for a in failed},
+    }
+    if failed:
+        first = failed[0]
+        reason = f"{len(failed)} of {len(answers)} image(s) failed verification: {first['image']}: {first['detail']}"
+        status = Status.FAIL
+    else:
+        reason = f"all {len(answers)} image(s) signed with the given key"
+        status = Status.PASS
+    return CheckResult(
+        check="image-signature", status=status, reason=one_line(reason), evidence=evidence, seconds=seconds
+    )
+
+
+@task(**REGISTRY_TOOL)
+def check_image_signature(images: list[str], public_key_path: str | None, registry_block: str | None) -> CheckResult:
+    """cosign verify (key-based, no transparency log) of every image; unsigned or tampered images fail.
+
+    With a 'Rollbook Container Registry' block, its key and its login (for the registry and its mirrors) are
+    used; the block is loaded here so its password never travels as a task parameter or result."""
+    started = time.monotonic()
+    registry = _load_registry(registry_block) if registry_block else None
+    key_pem = registry.cosign_public_key if registry else None
+    if not images:
+        return CheckResult(check="image-signature", status=Status.ERROR, reason="no image to verify")
+    if not public_key_path and not key_pem:
+        return CheckResult(
+            check="image-signature",
+            status=Status.ERROR,
+            reason="no cosign public key: give cosign_public_key or a registry block with one",
+        )
+    with tempfile.TemporaryDirectory(prefix="rollbook-cosign-") as tmp:
+        key = public_key_path
+        if not key:
+            key = str(Path(tmp) / "cosign.pub")
+            Path(key).write_text(str(key_pem))
+        login = registry.credentials() if registry else None
+        config = None
+        if registry and login:
+            config = str(write_docker_config(Path(tmp) / "docker", registry.pull_order(), *login))
+        try:
+            answers = [verify_image.fn(image, key, docker_config=config) for image in images]
+        except SignatureError as exc:
+            return CheckResult(check="image-signature", status=Status.ERROR, reason=one_line(str(exc)))
+    return signature_result(answers, time.monotonic() - started)
