@@ -8,9 +8,11 @@ Grafana dashboards in charts/gateway-addons-helm query exactly these).
 Which cluster is the canary's: by default Envoy Gateway builds ONE cluster per HTTPRoute rule
 (`httproute/<namespace>/<route>/rule/<n>`) with each weighted backendRef as a locality inside it, so cluster
 statistics cannot tell the canary's requests from the stable ones. With `mergeBackends` set on the EnvoyProxy
-(Envoy Gateway 1.9 and later), each Service backend gets its own cluster, `service/<namespace>/<name>/<port>/http`,
-and the route's weights become Envoy weighted clusters. This observer requires that setting: it selects the
-canary Service's own cluster, on any port and protocol.
+(Envoy Gateway 1.9 and later, experimental there), each Service backend gets its own cluster,
+`service/<namespace>/<name>/<port>/http`, and the route's weights become Envoy weighted clusters. This observer
+requires that setting: it selects the canary Service's own cluster, on any port and protocol. Without it the
+queries find no series, which fails the check as "no data" (never a pass); for a default install, use custom
+queries or another observer.
 """
 
 from __future__ import annotations
