@@ -16,6 +16,7 @@ from flows.blue_green import blue_green, blue_green_retire
 from flows.canary_rollout import canary_rollout
 from flows.demo import HelloRequest, hello_cluster
 from flows.deployment_undo import deployment_undo
+from flows.helm_history import helm_history
 from flows.helm_rollback import helm_rollback
 from flows.last_known_good import last_known_good
 from flows.predeploy_checklist import predeploy_checklist
@@ -52,6 +53,11 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
         last_known_good,
         "The newest Deployment revision known to have rolled out (optionally with verified images).",
         ("rollback", "read-only"),
+    ),
+    CatalogueEntry(
+        helm_history,
+        "Revisions of a Helm release: status, chart, app version, description, which one is deployed.",
+        ("rollback", "helm", "read-only"),
     ),
     CatalogueEntry(
         helm_rollback,
@@ -99,6 +105,7 @@ __all__ = [
     "canary_rollout",
     "deployment_undo",
     "hello_cluster",
+    "helm_history",
     "helm_rollback",
     "last_known_good",
     "predeploy_checklist",
