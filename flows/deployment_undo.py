@@ -6,12 +6,18 @@ The rollback itself follows kubectl's rules exactly (see `rollbook.revisions`):
 - if the live template already equals the target's, nothing is written ("skipped rollback");
 - the target's pod template is restored without its `pod-template-hash` label, and the Deployment's metadata
   annotations become the ReplicaSet's, except the revision/replica bookkeeping ones kept from the Deployment.
-rollbook then adds its audit annotations (metadata only, so they start no rollout of their own), waits for
-the rollout like `kubectl rollout status`, and fails with the new pods' reasons if it does not complete.
+rollbook then adds its audit annotations and the record of what it restored (metadata only, so they start no
+rollout of their own), waits for the rollout like `kubectl rollout status`, and fails with the new pods' reasons
+if it does not complete.
+
+Unlike kubectl, it never undoes its own undo by accident (`rollbook.rollback_guard`): a re-run of the same
+request after a failure mid-wait or a killed worker finds its rollback applied and finishes the wait, and any
+other undo without an explicit revision right after a rollbook rollback is refused, naming `to_revision`.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Self
 
 from prefect import flow, get_run_logger
@@ -22,10 +28,12 @@ from pydantic import Field, model_validator
 from blocks import KubernetesCluster
 from flows._deployment_target import DeploymentTarget
 from flows.last_known_good import pick_last_known_good
-from rollbook import revisions
+from rollbook import revisions, rollback_guard
 from rollbook.artifacts import artifact_key
-from rollbook.change import ANNOTATION_PREFIX, ChangeControls, change_annotations, request_approval
+from rollbook.change import ANNOTATION_PREFIX, ChangeControls, Outcome, change_annotations, request_approval
+from rollbook.reports.undo import UndoPlan, UndoResult, plan_markdown, result_markdown, rollout_failed_markdown
 from rollbook.revisions import JSON
+from rollbook.types import LocalPath, Revision
 from tasks.cluster import resolve_cluster
 from tasks.kube import (
     mark_rollout_complete,
@@ -35,6 +43,8 @@ from tasks.kube import (
 )
 from tasks.kube import wait_for_rollout as wait_for_rollout_task
 
+__all__ = ["RolloutFailed", "UndoRequest", "UndoResult", "deployment_undo", "undo_plan"]
+
 
 class RolloutFailed(RuntimeError):
     """The rollback was applied but its rollout did not complete; the message names the pods' reasons."""
@@ -43,8 +53,9 @@ class RolloutFailed(RuntimeError):
 class UndoRequest(DeploymentTarget):
     """What to roll back and to where; the default is the previous revision, as `kubectl rollout undo`."""
 
-    to_revision: int | None = Field(
-        default=None, ge=1, description="Revision to restore; empty means the previous revision."
+    to_revision: Revision | None = Field(
+        default=None,
+        description="Revision to restore (a whole number; true/false or text are refused); empty: the previous one.",
     )
     last_known_good: bool = Field(
         default=False, description="Restore the newest revision known to have rolled out completely."
@@ -52,7 +63,7 @@ class UndoRequest(DeploymentTarget):
     verify_images: bool = Field(
         default=False, description="With last_known_good: also require the revision's images to verify (cosign)."
     )
-    cosign_public_key: str | None = Field(default=None, description="Path of the cosign public key (verify_images).")
+    cosign_public_key: LocalPath | None = Field(default=None, description="The cosign public key (verify_images).")
     wait_timeout_seconds: int | None = Field(
         default=None,
         ge=1,
@@ -71,60 +82,58 @@ class UndoRequest(DeploymentTarget):
         return self
 
 
-def undo_plan(deployment: JSON, target: JSON) -> dict[str, Any]:
+@dataclass(frozen=True)
+class _Target:
+    """The Deployment this run acts on, resolved once."""
+
+    cluster: KubernetesCluster
+    namespace: str
+    name: str
+
+    @property
+    def artifact_key(self) -> str:
+        return artifact_key("deployment-undo", self.namespace, self.name)
+
+
+def undo_plan(deployment: JSON, target: JSON) -> UndoPlan:
     """What the rollback would change, computed from a Deployment and the target ReplicaSet (pure)."""
     current_template = (deployment.get("spec") or {}).get("template") or {}
     target_template = revisions.template_without_hash((target.get("spec") or {}).get("template") or {})
     current_annotations = revisions.annotations_of(deployment)
     new_annotations = revisions.rollback_annotations(deployment, target)
     new_annotations.pop(revisions.ROLLOUT_COMPLETE_ANNOTATION, None)  # belongs to the ReplicaSet, not copied
-    return {
-        "namespace": revisions.meta(deployment).get("namespace"),
-        "deployment": revisions.meta(deployment).get("name"),
-        "resource_version": revisions.meta(deployment).get("resourceVersion"),
-        "paused": bool((deployment.get("spec") or {}).get("paused")),
-        "from_revision": revisions.revision_of(deployment),
-        "to_revision": revisions.revision_of(target),
-        "target_replica_set": revisions.meta(target).get("name"),
-        "skip": revisions.equal_ignore_hash(target_template, current_template),
-        "current_images": revisions.template_images(current_template),
-        "target_images": revisions.template_images(target_template),
-        "template_changes": revisions.template_diff(current_template, target_template),
-        "annotations_removed": sorted(
+    return UndoPlan(
+        namespace=str(revisions.meta(deployment).get("namespace")),
+        deployment=str(revisions.meta(deployment).get("name")),
+        resource_version=str(revisions.meta(deployment).get("resourceVersion") or ""),
+        paused=bool((deployment.get("spec") or {}).get("paused")),
+        from_revision=revisions.revision_of(deployment),
+        to_revision=revisions.revision_of(target),
+        target_replica_set=str(revisions.meta(target).get("name")),
+        target_uid=str(revisions.meta(target).get("uid") or ""),
+        skip=revisions.equal_ignore_hash(target_template, current_template),
+        current_images=revisions.template_images(current_template),
+        target_images=revisions.template_images(target_template),
+        template_changes=revisions.template_diff(current_template, target_template),
+        annotations_removed=sorted(
             k for k in current_annotations if k not in new_annotations and not k.startswith(ANNOTATION_PREFIX)
         ),
-        "annotations_set": {
+        annotations_set={
             k: v
             for k, v in new_annotations.items()
             if current_annotations.get(k) != v and not k.startswith(ANNOTATION_PREFIX)
         },
-        "target_template": target_template,
-        "new_annotations": new_annotations,
-    }
+        target_template=target_template,
+        new_annotations=new_annotations,
+    )
 
 
-def plan_markdown(plan: dict[str, Any], heading: str) -> str:
-    lines = [
-        f"### {heading}",
-        "",
-        f"Deployment `{plan['namespace']}/{plan['deployment']}`: revision {plan['from_revision']} → "
-        f"revision {plan['to_revision']} (ReplicaSet `{plan['target_replica_set']}`)",
-        "",
-        f"- images: `{', '.join(plan['current_images'])}` → `{', '.join(plan['target_images'])}`",
-    ]
-    if plan["template_changes"]:
-        lines += ["", "| template field | current | target |", "|---|---|---|"]
-        for change in plan["template_changes"]:
-            lines.append(f"| `{change['path']}` | `{change['current']}` | `{change['target']}` |")
-    if plan["annotations_set"] or plan["annotations_removed"]:
-        lines += ["", "Deployment annotations (as kubectl copies them from the ReplicaSet):"]
-        lines += [f"- set `{k}` = `{v}`" for k, v in sorted(plan["annotations_set"].items())]
-        lines += [f"- remove `{k}`" for k in plan["annotations_removed"]]
-    return "\n".join(lines) + "\n"
-
-
-def _public(plan: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in plan.items() if k not in ("target_template", "new_annotations", "resource_version")}
+def _fingerprint(request: UndoRequest, controls: ChangeControls, namespace: str) -> str:
+    """Same target, same choice, same requester and reason: the same request (see rollback_guard)."""
+    fields = request.model_dump(include={"deployment", "to_revision", "last_known_good", "verify_images"})
+    return rollback_guard.request_fingerprint(
+        {**fields, "namespace": namespace, "reason": controls.reason, "requested_by": controls.requested_by}
+    )
 
 
 def _choose_target(request: UndoRequest, deployment: JSON, replica_sets: list[JSON]) -> tuple[JSON, list[Any]]:
@@ -133,102 +142,174 @@ def _choose_target(request: UndoRequest, deployment: JSON, replica_sets: list[JS
     return revisions.rollback_target(deployment, replica_sets, request.to_revision), []
 
 
-def _refuse_if_paused(plan: dict[str, Any]) -> None:
-    if plan["paused"]:
+def _refuse_if_paused(plan: UndoPlan) -> None:
+    if plan.paused:
         raise revisions.RollbackRefused(
-            f"deployment {plan['deployment']!r} in namespace {plan['namespace']!r} is paused; like kubectl, rollbook "
+            f"deployment {plan.deployment!r} in namespace {plan.namespace!r} is paused; like kubectl, rollbook "
             "does not roll back a paused deployment (resume it with 'kubectl rollout resume' first). Nothing changed."
         )
 
 
-@flow(name="deployment-undo")
-def deployment_undo(request: UndoRequest, controls: ChangeControls) -> dict[str, Any]:
-    """Roll a Deployment back to its previous (or a chosen, or the last known good) revision and wait for it."""
-    log = get_run_logger()
-    cluster: KubernetesCluster = resolve_cluster(request.cluster_block, request.kubeconfig_path, request.context)
-    namespace = request.namespace or cluster.namespace
-    name = request.deployment
-    key = artifact_key("deployment-undo", namespace, name)
+def _publish(result: UndoResult, plan: UndoPlan, where: _Target) -> UndoResult:
+    get_run_logger().info("%s", result.summary)
+    create_markdown_artifact(result_markdown(result, plan), key=where.artifact_key)
+    return result
 
-    deployment, replica_sets = read_deployment_and_replica_sets(cluster, namespace, name)
+
+@flow(name="deployment-undo")
+def deployment_undo(request: UndoRequest, controls: ChangeControls) -> UndoResult:
+    """Roll a Deployment back to its previous (or a chosen, or the last known good) revision and wait for it."""
+    cluster: KubernetesCluster = resolve_cluster(request.cluster_block, request.kubeconfig_path, request.context)
+    where = _Target(cluster, request.namespace or cluster.namespace, request.deployment)
+    fingerprint = _fingerprint(request, controls, where.namespace)
+
+    deployment, replica_sets = read_deployment_and_replica_sets(cluster, where.namespace, where.name)
+    rerun = rollback_guard.rerun_verdict(
+        deployment, replica_sets, to_revision=request.to_revision, fingerprint=fingerprint
+    )
+    if rerun.verdict == "refuse":
+        raise revisions.RollbackRefused(rerun.message)
+    if rerun.verdict == "already-applied":
+        return _finish_applied(where, request, controls, deployment, replica_sets, rerun)
+
     target, candidates = _choose_target(request, deployment, replica_sets)
     plan = undo_plan(deployment, target)
     _refuse_if_paused(plan)
-    result: dict[str, Any] = {**_public(plan), "changed": False, "candidates": candidates}
-    if plan["skip"]:
-        result["outcome"] = f"skipped rollback (current template already matches revision {plan['to_revision']})"
-        log.info("%s", result["outcome"])
-        create_markdown_artifact(f"### Undo `{namespace}/{name}`: nothing to do\n\n{result['outcome']}\n", key=key)
-        return result
+    if plan.skip:
+        summary = f"skipped rollback: the current template already matches revision {plan.to_revision}"
+        return _publish(
+            UndoResult.from_plan(plan, outcome="unchanged", summary=summary, candidates=candidates), plan, where
+        )
     if "kubectl.kubernetes.io/last-applied-configuration" in revisions.annotations_of(deployment):
         # kubectl warns likewise: the next `kubectl apply` of the old manifest undoes this rollback
-        log.warning("deployment %r is managed by kubectl apply; the next apply will undo this rollback", name)
+        get_run_logger().warning(
+            "deployment %r is managed by kubectl apply; the next apply will undo this rollback", where.name
+        )
     if controls.plan:
-        result["outcome"] = "plan only: nothing changed"
-        create_markdown_artifact(plan_markdown(plan, "Plan (nothing changed)"), key=key)
-        return result
+        summary = f"plan only: would roll back to revision {plan.to_revision}; nothing changed"
+        return _publish(
+            UndoResult.from_plan(plan, outcome="planned", summary=summary, candidates=candidates), plan, where
+        )
 
     decision = request_approval(controls, plan_markdown(plan, "Approve this rollback?"))
     if not decision.approved:
-        result["outcome"] = f"not approved: nothing changed ({decision.comment})"
-        create_markdown_artifact(f"### Undo `{namespace}/{name}` not approved\n\n{decision.comment}\n", key=key)
-        return result
+        summary = f"not approved: nothing changed ({decision.comment})"
+        return _publish(UndoResult.from_plan(plan, outcome="not-approved", summary=summary), plan, where)
     if controls.require_approval:
-        # The approver saw a plan that may be old by now: re-read and insist that it still holds.
-        deployment, replica_sets = read_deployment_and_replica_sets(cluster, namespace, name)
-        target, _ = _choose_target(request, deployment, replica_sets)
-        fresh = undo_plan(deployment, target)
-        _refuse_if_paused(fresh)
-        if (fresh["target_template"], fresh["template_changes"]) != (plan["target_template"], plan["template_changes"]):
-            raise revisions.RollbackRefused(
-                f"deployment {name!r} in namespace {namespace!r} changed while waiting for approval; nothing changed"
-            )
-        plan = fresh
+        plan = _still_the_approved_plan(where, request, plan)
 
-    audit = change_annotations(controls, "rollback", **{"rolled-back-to-revision": str(plan["to_revision"])})
+    _apply(where, plan, controls, fingerprint)
+    result = _wait_and_mark(where, request, plan, deployment, outcome="changed", approval=decision.comment)
+    return _publish(result.model_copy(update={"candidates": candidates}), plan, where)
+
+
+def _still_the_approved_plan(where: _Target, request: UndoRequest, approved: UndoPlan) -> UndoPlan:
+    """The approver saw a plan that may be old by now: re-read and insist that it still holds."""
+    deployment, replica_sets = read_deployment_and_replica_sets(where.cluster, where.namespace, where.name)
+    target, _ = _choose_target(request, deployment, replica_sets)
+    fresh = undo_plan(deployment, target)
+    _refuse_if_paused(fresh)
+    if (fresh.target_template, fresh.template_changes) != (approved.target_template, approved.template_changes):
+        raise revisions.RollbackRefused(
+            f"deployment {where.name!r} in namespace {where.namespace!r} changed while waiting for approval; "
+            "nothing changed"
+        )
+    return fresh
+
+
+def _apply(where: _Target, plan: UndoPlan, controls: ChangeControls, fingerprint: str) -> None:
+    """One JSON patch: the target template, kubectl's annotations, rollbook's audit and its rollback record."""
+    record = rollback_guard.record_details(
+        from_revision=plan.from_revision,
+        to_revision=plan.to_revision,
+        target_template=plan.target_template,
+        fingerprint=fingerprint,
+    )
+    audit = change_annotations(controls, "rollback", **record)
     run_marker = (ANNOTATION_PREFIX + "flow-run-id", str(flow_run.id or ""))
     patch_deployment_rollback(
-        cluster,
-        namespace,
-        name,
-        plan["target_template"],
-        {**plan["new_annotations"], **audit},
-        plan["resource_version"],
+        where.cluster,
+        where.namespace,
+        where.name,
+        plan.target_template,
+        {**plan.new_annotations, **audit},
+        plan.resource_version,
         run_marker,
     )
-    result["changed"] = True
-    log.info("deployment %r: restored revision %s, waiting for the rollout", name, plan["to_revision"])
+    get_run_logger().info("deployment %r: restored revision %s, waiting for the rollout", where.name, plan.to_revision)
 
+
+def _finish_applied(
+    where: _Target,
+    request: UndoRequest,
+    controls: ChangeControls,
+    deployment: JSON,
+    replica_sets: list[JSON],
+    rerun: rollback_guard.RerunDecision,
+) -> UndoResult:
+    """This rollback is already applied (a re-run after a failure or a killed worker): change nothing, finish
+    the job it started (wait for its rollout, record completion) and say which run applied it."""
+    assert rerun.record is not None  # an already-applied verdict always carries its record
+    live = revisions.live_replica_set(deployment, replica_sets) or {
+        "metadata": {"name": "<not created yet>"},
+        "spec": {"template": (deployment.get("spec") or {}).get("template") or {}},
+    }
+    plan = undo_plan(deployment, live).model_copy(
+        update={"from_revision": rerun.record.from_revision, "to_revision": rerun.record.to_revision}
+    )
+    if controls.plan:
+        summary = f"plan only: {rerun.message}; nothing to change"
+        return _publish(
+            UndoResult.from_plan(plan, outcome="planned", summary=summary, applied_by=rerun.record.by), plan, where
+        )
+    get_run_logger().info("%s: not rolling back again, finishing its wait", rerun.message)
+    result = _wait_and_mark(where, request, plan, deployment, outcome="unchanged", prefix=rerun.message)
+    return _publish(result.model_copy(update={"applied_by": rerun.record.by}), plan, where)
+
+
+def _wait_and_mark(
+    where: _Target,
+    request: UndoRequest,
+    plan: UndoPlan,
+    deployment: JSON,
+    *,
+    outcome: Outcome,
+    prefix: str = "",
+    approval: str | None = None,
+) -> UndoResult:
+    """Wait for the rollout; once complete, record it on the restored ReplicaSet (last-known-good evidence).
+    A rollout that fails or times out raises RolloutFailed with the new pods' reasons."""
     wait_seconds = request.wait_timeout_seconds or revisions.default_wait_seconds(deployment)
     waiter = wait_for_rollout_task.with_options(timeout_seconds=wait_seconds + 60)
-    status = waiter(cluster, namespace, name, float(wait_seconds))
-    result["rollout"] = status
-    result["revision_after"] = status["revision"]
-    if status["done"]:
-        # The controller rolled the target ReplicaSet's template out: record that on it (last-known-good evidence).
+    status = waiter(where.cluster, where.namespace, where.name, float(wait_seconds))
+    if not status["done"]:
+        _fail_with_pod_reasons(where, plan, status, wait_seconds)
+    if plan.target_uid:
         marked = mark_rollout_complete(
-            cluster, namespace, revisions.meta(target)["name"], revisions.meta(target)["uid"], return_state=True
+            where.cluster, where.namespace, plan.target_replica_set, plan.target_uid, return_state=True
         )
         if marked.is_failed():  # only evidence for later last-known-good choices: the rollback itself succeeded
-            log.warning("could not record rollout completion on %s: %s", revisions.meta(target)["name"], marked.message)
-        result["outcome"] = f"rolled back to revision {plan['to_revision']} and rolled out in {status['seconds']}s"
-        create_markdown_artifact(plan_markdown(plan, "Rolled back") + f"\n{result['outcome']}\n", key=key)
-        return result
+            get_run_logger().warning(
+                "could not record rollout completion on %s: %s", plan.target_replica_set, marked.message
+            )
+    done = f"rolled back to revision {plan.to_revision}, rolled out in {status['seconds']}s"
+    summary = f"{prefix}; {done}" if prefix else done
+    return UndoResult.from_plan(
+        plan, outcome=outcome, summary=summary, approval=approval, rollout=status, revision_after=status["revision"]
+    )
 
-    after, after_sets = read_deployment_and_replica_sets(cluster, namespace, name)
+
+def _fail_with_pod_reasons(where: _Target, plan: UndoPlan, status: dict[str, Any], wait_seconds: int) -> None:
+    after, after_sets = read_deployment_and_replica_sets(where.cluster, where.namespace, where.name)
     live = revisions.live_replica_set(after, after_sets)
     owners = [revisions.meta(live)["uid"]] if live is not None else []
     selector = revisions.label_selector_string((after.get("spec") or {}).get("selector"))
-    problems = pod_problems(cluster, namespace, selector, owners) if owners else {}
+    problems = pod_problems(where.cluster, where.namespace, selector, owners) if owners else {}
     reasons = sorted({p for pod in problems.values() for p in pod})
-    result["pod_problems"] = problems
     why = "exceeded its progress deadline" if status["failed"] else f"did not complete within {wait_seconds}s"
     message = (
-        f"rollback of deployment {name!r} in namespace {namespace!r} to revision {plan['to_revision']} was applied "
-        f"but its rollout {why} ({status['message']}); pod problems: {'; '.join(reasons) or 'none reported'}"
+        f"rollback of deployment {where.name!r} in namespace {where.namespace!r} to revision {plan.to_revision} was "
+        f"applied but its rollout {why} ({status['message']}); pod problems: {'; '.join(reasons) or 'none reported'}"
     )
-    pod_lines = "\n".join(f"- `{pod}`: {', '.join(p) or 'no problem reported'}" for pod, p in sorted(problems.items()))
-    create_markdown_artifact(
-        plan_markdown(plan, "Rollback applied, rollout FAILED") + f"\n{message}\n\n{pod_lines}\n", key=key
-    )
+    create_markdown_artifact(rollout_failed_markdown(plan, message, problems), key=where.artifact_key)
     raise RolloutFailed(message)

@@ -127,8 +127,14 @@ def template_without_hash(template: JSON) -> JSON:
     return result
 
 
+def canonical_template(template: JSON) -> JSON:
+    """The form two templates are compared in: no hash label, no empty fields."""
+    result: JSON = _prune(template_without_hash(template))
+    return result
+
+
 def equal_ignore_hash(a: JSON, b: JSON) -> bool:
-    return bool(_prune(template_without_hash(a)) == _prune(template_without_hash(b)))
+    return bool(canonical_template(a) == canonical_template(b))
 
 
 def template_images(template: JSON) -> list[str]:
@@ -192,9 +198,8 @@ def rollback_target(deployment: JSON, replica_sets: list[JSON], to_revision: int
     highest revision among all owned ReplicaSets (old ones in creation order, then the live one), which is
     the "previous" revision even when the live template has no ReplicaSet yet.
     """
-    name = meta(deployment).get("name")
     if to_revision is not None and to_revision < 0:
-        raise RevisionNotFound(f"unable to find revision {to_revision} in the history of deployment {name!r}")
+        raise _revision_not_found(deployment, replica_sets, to_revision)
     live = live_replica_set(deployment, replica_sets)
     ordered = [rs for rs in sort_by_creation(replica_sets) if live is None or rs is not live]
     if live is not None:
@@ -214,10 +219,24 @@ def rollback_target(deployment: JSON, replica_sets: list[JSON], to_revision: int
         elif previous[0] < rev:
             previous = (rev, rs)
     if to_revision:
-        raise RevisionNotFound(f"unable to find revision {to_revision} in the history of deployment {name!r}")
+        raise _revision_not_found(deployment, replica_sets, to_revision)
     if previous[1] is None:
+        name = meta(deployment).get("name")
         raise RollbackRefused(f"no rollout history found for deployment {name!r}: nothing to roll back to")
     return previous[1]
+
+
+def _revision_not_found(deployment: JSON, replica_sets: list[JSON], to_revision: int) -> RevisionNotFound:
+    """kubectl's words, plus what it leaves the user to find out: which revisions do exist (older ones are
+    pruned by revisionHistoryLimit) and how to pick one."""
+    name = meta(deployment).get("name")
+    known = ", ".join(str(r.revision) for r in history(deployment, replica_sets)) or "none"
+    limit = (deployment.get("spec") or {}).get("revisionHistoryLimit")
+    pruned = f"; older ones are pruned (revisionHistoryLimit {limit})" if limit is not None else ""
+    return RevisionNotFound(
+        f"unable to find revision {to_revision} in the history of deployment {name!r}: the revisions that exist "
+        f"are {known}{pruned}; pass one of them as to_revision"
+    )
 
 
 def rollback_annotations(deployment: JSON, replica_set: JSON) -> dict[str, str]:
@@ -331,30 +350,6 @@ def default_wait_seconds(deployment: JSON) -> int:
     the rollout failed) plus a margin for the controller to notice and report it."""
     deadline = (deployment.get("spec") or {}).get("progressDeadlineSeconds") or DEFAULT_PROGRESS_DEADLINE_SECONDS
     return int(deadline) + 30
-
-
-# -- pods ------------------------------------------------------------------------------------------------------
-
-
-def pod_problems(pod: JSON) -> list[str]:
-    """Why a pod is not running: container waiting reasons (ImagePullBackOff, CrashLoopBackOff...) and an
-    Unschedulable PodScheduled condition, each with the kubelet's/scheduler's message when short."""
-    problems: list[str] = []
-    status = pod.get("status") or {}
-    for cond in status.get("conditions") or []:
-        if cond.get("type") == "PodScheduled" and cond.get("status") == "False" and cond.get("reason"):
-            problems.append(_with_message(str(cond["reason"]), cond.get("message")))
-    for key in ("initContainerStatuses", "containerStatuses"):
-        for cs in status.get(key) or []:
-            waiting = (cs.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") and waiting["reason"] not in ("ContainerCreating", "PodInitializing"):
-                problems.append(_with_message(f"{cs.get('name')}: {waiting['reason']}", waiting.get("message")))
-    return problems
-
-
-def _with_message(reason: str, message: Any) -> str:
-    text = str(message or "").strip().splitlines()[0] if message else ""
-    return f"{reason} ({text[:160]})" if text else reason
 
 
 # -- last known good -------------------------------------------------------------------------------------------

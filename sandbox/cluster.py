@@ -239,6 +239,21 @@ class Sandbox:
 
     # -- faults ------------------------------------------------------------------------------------------------
 
+    def service_spec(self, name: str) -> ServiceSpec:
+        for spec in self.services():
+            if spec.name == name:
+                return spec
+        raise ValueError(f"no sandbox service {name!r}; known: {', '.join(s.name for s in self.services())}")
+
+    def stop_service(self, name: str) -> bool:
+        """Take one service of a running sandbox away (the API server or etcd restarting under a flow) until
+        `start_service`; True if it was running. Clients see connection refused meanwhile."""
+        return self.supervisor.stop(self.service_spec(name))
+
+    def start_service(self, name: str) -> int:
+        """Start a service `stop_service` took away; returns once it is ready again (its pid)."""
+        return self.supervisor.start(self.service_spec(name))
+
     def set_fault_stage(self, stage: dict[str, Any]) -> None:
         api = client.CustomObjectsApi(self.api_client())
         group, version, plural = faults.STAGE_API

@@ -10,7 +10,7 @@ from kubernetes.client.exceptions import ApiException
 from prefect import task
 
 from blocks import KubernetesCluster
-from tasks.policies import retry_transient
+from tasks.policies import KUBE_API, KUBE_LIST, PREFECT_API
 
 # Per HTTP request; the task-level timeout bounds all retries of the client inside one attempt.
 REQUEST_TIMEOUT_SECONDS = 10
@@ -23,7 +23,7 @@ def default_kubeconfig_path() -> str:
     return first or str(Path.home() / ".kube" / "config")
 
 
-@task(retries=2, retry_delay_seconds=2, retry_condition_fn=retry_transient, timeout_seconds=30)
+@task(**PREFECT_API)
 def resolve_cluster(cluster_block: str | None, kubeconfig_path: str | None, context: str | None) -> KubernetesCluster:
     """Load a saved cluster block, or describe a kubeconfig file; loading a block reads the Prefect API."""
     if cluster_block:
@@ -37,7 +37,7 @@ def resolve_cluster(cluster_block: str | None, kubeconfig_path: str | None, cont
     return KubernetesCluster(kubeconfig_path=path, context=context)
 
 
-@task(retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient, timeout_seconds=60)
+@task(**KUBE_API)
 def server_version(cluster: KubernetesCluster) -> str:
     """The API server's gitVersion: the cheapest call that proves reachability and authentication."""
     with cluster.api_client() as api:
@@ -45,7 +45,7 @@ def server_version(cluster: KubernetesCluster) -> str:
     return str(info.git_version)
 
 
-@task(retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient, timeout_seconds=120)
+@task(**KUBE_LIST)
 def count_pods(cluster: KubernetesCluster, namespace: str) -> int:
     """Number of pods in a namespace, read in pages so a large namespace is not one huge response."""
     total, token = 0, None

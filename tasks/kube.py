@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client as k8s_client
@@ -18,10 +19,10 @@ from kubernetes.client.exceptions import ApiException
 from prefect import get_run_logger, task
 
 from blocks import KubernetesCluster
-from rollbook import revisions
+from rollbook import pods, revisions
 from rollbook.revisions import JSON
 from tasks.cluster import REQUEST_TIMEOUT_SECONDS
-from tasks.policies import retry_transient
+from tasks.policies import KUBE_API, KUBE_LIST, KUBE_WAIT, is_transient
 
 PAGE_SIZE = 250
 
@@ -93,14 +94,14 @@ def _owned_replica_sets(api: k8s_client.ApiClient, deployment: JSON) -> list[JSO
     return [rs for rs in found if revisions.is_controlled_by(rs, uid)]
 
 
-@task(timeout_seconds=60, retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient)
+@task(**KUBE_API)
 def read_deployment(cluster: KubernetesCluster, namespace: str, name: str) -> JSON:
     """The Deployment as the API server stores it."""
     with cluster.api_client() as api:
         return _read_deployment(api, namespace, name)
 
 
-@task(timeout_seconds=120, retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient)
+@task(**KUBE_LIST)
 def read_deployment_and_replica_sets(cluster: KubernetesCluster, namespace: str, name: str) -> tuple[JSON, list[JSON]]:
     """The Deployment and the ReplicaSets it controls (by controller ownerReference uid), read together."""
     with cluster.api_client() as api:
@@ -108,14 +109,14 @@ def read_deployment_and_replica_sets(cluster: KubernetesCluster, namespace: str,
         return deployment, _owned_replica_sets(api, deployment)
 
 
-@task(timeout_seconds=120, retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient)
+@task(**KUBE_LIST)
 def list_replica_sets(cluster: KubernetesCluster, deployment: JSON) -> list[JSON]:
     """ReplicaSets controlled by the Deployment, found through its selector and filtered by owner uid."""
     with cluster.api_client() as api:
         return _owned_replica_sets(api, deployment)
 
 
-@task(timeout_seconds=60, retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient)
+@task(**KUBE_API)
 def patch_deployment_rollback(
     cluster: KubernetesCluster,
     namespace: str,
@@ -157,7 +158,7 @@ def patch_deployment_rollback(
         )
 
 
-@task(timeout_seconds=60, retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient)
+@task(**KUBE_API)
 def mark_rollout_complete(cluster: KubernetesCluster, namespace: str, replica_set: str, uid: str) -> None:
     """Record on a ReplicaSet that a flow saw its rollout complete (the last-known-good evidence).
 
@@ -183,41 +184,76 @@ def mark_rollout_complete(cluster: KubernetesCluster, namespace: str, replica_se
             raise
 
 
-@task(timeout_seconds=120, retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient)
+@task(**KUBE_LIST)
 def pod_problems(
     cluster: KubernetesCluster, namespace: str, selector: str, owner_uids: list[str]
 ) -> dict[str, list[str]]:
-    """Pods matching `selector` owned by one of `owner_uids` (ReplicaSets), each with its problems
-    (waiting reasons, Unschedulable); a pod with no problem maps to an empty list."""
+    """Pods matching `selector` owned by one of `owner_uids` (ReplicaSets), each with its problems as
+    `rollbook.pods` names them; a pod with no problem maps to an empty list."""
     with cluster.api_client() as api:
-        pods = _list_all(k8s_client.CoreV1Api(api).list_namespaced_pod, namespace, selector)
+        found = _list_all(k8s_client.CoreV1Api(api).list_namespaced_pod, namespace, selector)
     owners = set(owner_uids)
     result: dict[str, list[str]] = {}
-    for pod in pods:
+    for pod in found:
         if any(revisions.is_controlled_by(pod, uid) for uid in owners):
-            result[str(revisions.meta(pod).get("name"))] = revisions.pod_problems(pod)
+            result[str(revisions.meta(pod).get("name"))] = pods.problem_texts(pod)
     return result
 
 
-@task(timeout_seconds=120, retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient)
+@task(**KUBE_LIST)
 def deployment_pod_problems(cluster: KubernetesCluster, namespace: str, name: str) -> dict[str, list[str]]:
     """Problems of every pod of a Deployment (all its ReplicaSets)."""
     with cluster.api_client() as api:
         deployment = _read_deployment(api, namespace, name)
         owners = {revisions.meta(rs)["uid"] for rs in _owned_replica_sets(api, deployment)}
         selector = revisions.label_selector_string((deployment.get("spec") or {}).get("selector"))
-        pods = _list_all(k8s_client.CoreV1Api(api).list_namespaced_pod, namespace, selector)
+        found = _list_all(k8s_client.CoreV1Api(api).list_namespaced_pod, namespace, selector)
     return {
-        str(revisions.meta(p).get("name")): revisions.pod_problems(p)
-        for p in pods
+        str(revisions.meta(p).get("name")): pods.problem_texts(p)
+        for p in found
         if any(revisions.is_controlled_by(p, uid) for uid in owners)
     }
+
+
+class ApiUnreachable(RuntimeError):
+    """The API server stayed unreachable (or kept failing) until the wait's own deadline."""
+
+
+# Pauses between attempts while the API server is away: short at first (a restart takes seconds), capped so
+# the wait notices its return soon after; never past the wait's deadline.
+OUTAGE_BACKOFF_SECONDS = (0.5, 1.0, 2.0, 4.0, 5.0)
+
+
+@dataclass
+class _Outage:
+    """Bookkeeping of transient failures during one wait: how many, for how long, the last error seen."""
+
+    attempts: int = 0
+    seconds: float = 0.0
+    since: float | None = None
+    total: int = 0
+    last_error: str = ""
+
+    def failed(self, exc: BaseException) -> float:
+        """Record a transient failure; the pause before the next attempt."""
+        now = time.monotonic()
+        self.since = now if self.since is None else self.since
+        self.attempts += 1
+        self.total += 1
+        self.last_error = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ''}"
+        return OUTAGE_BACKOFF_SECONDS[min(self.attempts, len(OUTAGE_BACKOFF_SECONDS)) - 1]
+
+    def answered(self) -> None:
+        if self.since is not None:
+            self.seconds += time.monotonic() - self.since
+        self.since, self.attempts = None, 0
 
 
 def _watch_until(
     apps: k8s_client.AppsV1Api, namespace: str, name: str, resource_version: str, seconds: float
 ) -> JSON | None:
-    """Watch the one Deployment from `resource_version` until its rollout is done or failed; None on expiry."""
+    """Watch the one Deployment from `resource_version` until its rollout is done or failed; None when the watch
+    ends early (expiry, 410 Gone, an ERROR event): the caller re-lists and watches again."""
     watcher = k8s_watch.Watch()
     try:
         for event in watcher.stream(
@@ -231,53 +267,81 @@ def _watch_until(
         ):
             obj = event.get("raw_object")  # the server's JSON; the model copy in "object" is not used
             if event.get("type") == "ERROR" or not isinstance(obj, dict):
-                return None  # e.g. 410 Gone: the caller re-reads and watches again
+                return None
             if event.get("type") == "DELETED":
                 raise ObjectNotFound(f"deployment {name!r} was deleted from namespace {namespace!r} during the rollout")
             state = revisions.rollout_state(obj)
             if state.done or state.failed:
                 return obj
+    except ApiException as exc:
+        if exc.status == 410:  # our resourceVersion is too old (e.g. after an API server restart): re-list
+            return None
+        raise
     finally:
         watcher.stop()
     return None
 
 
-# The flow narrows timeout_seconds with .with_options() to the wait bound plus a margin.
-@task(timeout_seconds=3 * 3600, retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient)
+def _wait_step(
+    apps: k8s_client.AppsV1Api, api: k8s_client.ApiClient, namespace: str, name: str, deadline: float
+) -> JSON:
+    """One read (and, if the rollout is still going, one watch): the Deployment as last seen."""
+    deployment = _read_deployment(api, namespace, name)
+    state = revisions.rollout_state(deployment)
+    remaining = deadline - time.monotonic()
+    if state.done or state.failed or remaining <= 0:
+        return deployment
+    get_run_logger().info("rollout of %r: %s", name, state.message)
+    seen = _watch_until(apps, namespace, name, revisions.meta(deployment)["resourceVersion"], remaining)
+    if seen is None:
+        time.sleep(0.2)  # the watch ended early: re-read without spinning
+    return seen if seen is not None else deployment
+
+
+@task(**KUBE_WAIT)
 def wait_for_rollout(cluster: KubernetesCluster, namespace: str, name: str, timeout_seconds: float) -> dict[str, Any]:
     """Wait, like `kubectl rollout status`, until the Deployment's rollout completes, fails (progress deadline
-    exceeded) or `timeout_seconds` pass. Returns {"done", "failed", "timed_out", "message", "seconds"}; it does
-    not raise on a failed rollout so the flow can gather the pods' reasons. "revision" is the Deployment's
-    revision annotation as last seen. Watches instead of polling, so
-    completion is seen as soon as the controller reports it. Safe to retry: it starts from a fresh read."""
+    exceeded) or `timeout_seconds` pass. Returns {"revision", "done", "failed", "timed_out", "message",
+    "seconds", "api_errors", "api_outage_seconds"}; a failed rollout is returned, not raised, so the flow can
+    gather the pods' reasons.
+
+    Connection errors, 5xx and 429 (an API server restarting) are ridden out inside the deadline: the wait
+    re-reads and re-watches with a bounded backoff, and only if the API server is still unreachable when the
+    deadline comes does it raise ApiUnreachable. It has no task retries (a retry would restart the clock)."""
     log = get_run_logger()
     start = time.monotonic()
     deadline = start + timeout_seconds
-    seen: JSON | None = None
+    outage = _Outage()
+    last: JSON | None = None
     with cluster.api_client() as api:
         apps = k8s_client.AppsV1Api(api)
         while True:
-            deployment = _read_deployment(api, namespace, name)
-            state = revisions.rollout_state(deployment)
-            remaining = deadline - time.monotonic()
-            if state.done or state.failed or remaining <= 0:
-                break
-            log.info("rollout of %r: %s", name, state.message)
             try:
-                seen = _watch_until(apps, namespace, name, revisions.meta(deployment)["resourceVersion"], remaining)
-            except ApiException as exc:
-                if exc.status not in (410, 500, 503, 504):
+                last = _wait_step(apps, api, namespace, name, deadline)
+            except Exception as exc:
+                if not is_transient(exc):
                     raise
-                seen = None
-            if seen is not None:
-                state = revisions.rollout_state(seen)
+                pause = outage.failed(exc)
+                if time.monotonic() + pause >= deadline:
+                    raise ApiUnreachable(
+                        f"could not read deployment {name!r} in namespace {namespace!r} before the wait's deadline "
+                        f"({timeout_seconds:.0f}s): {outage.last_error}. The rollout may still complete; re-run "
+                        "the same request to finish the wait"
+                    ) from exc
+                log.warning("API server unavailable while waiting for %r (%s); retrying in %ss", name, exc, pause)
+                time.sleep(pause)
+                continue
+            outage.answered()
+            state = revisions.rollout_state(last)
+            if state.done or state.failed or time.monotonic() >= deadline:
                 break
-            time.sleep(0.2)  # the watch ended early (expired, 410 Gone): re-read without spinning
     return {
-        "revision": revisions.revision_of(seen if seen is not None else deployment),
+        "revision": revisions.revision_of(last),
         "done": state.done,
         "failed": state.failed,
         "timed_out": not (state.done or state.failed),
         "message": state.message,
         "seconds": round(time.monotonic() - start, 2),
+        "api_errors": outage.total,
+        "api_outage_seconds": round(outage.seconds, 2),
     }

@@ -10,10 +10,10 @@ from kubernetes.client.exceptions import ApiException
 from prefect import get_run_logger, task
 
 from blocks import KubernetesCluster
-from tasks.policies import retry_transient
+from tasks.cluster import REQUEST_TIMEOUT_SECONDS
+from tasks.policies import KUBE_API, KUBE_API_LONG
 
 SCRATCH_LABEL = "rollbook.dev/scratch"
-REQUEST_TIMEOUT_SECONDS = 10
 
 
 class NotScratchNamespace(ValueError):
@@ -25,7 +25,7 @@ def _is_scratch(ns: object, purpose: str) -> bool:
     return bool(labels.get(SCRATCH_LABEL) == purpose)
 
 
-@task(retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient, timeout_seconds=150)
+@task(**KUBE_API_LONG)
 def ensure_scratch_namespace(cluster: KubernetesCluster, name: str, purpose: str, wait_seconds: int = 120) -> bool:
     """Create `name` labelled as scratch for `purpose`; True if created, False if an earlier one is reused.
 
@@ -63,7 +63,7 @@ def ensure_scratch_namespace(cluster: KubernetesCluster, name: str, purpose: str
             time.sleep(2)
 
 
-@task(retries=3, retry_delay_seconds=[1, 2, 4], retry_condition_fn=retry_transient, timeout_seconds=60)
+@task(**KUBE_API)
 def delete_scratch_namespace(cluster: KubernetesCluster, name: str, purpose: str) -> bool:
     """Delete the scratch namespace (and with it the release and its history); False if already gone."""
     with cluster.api_client() as api:

@@ -19,7 +19,7 @@ from prefect.flow_runs import resume_flow_run
 from blocks import KubernetesCluster
 from flows.deployment_undo import RolloutFailed, UndoRequest, deployment_undo
 from flows.rollout_history import HistoryRequest, rollout_history
-from rollbook import revisions
+from rollbook import revisions, rollback_guard
 from rollbook.change import ChangeControls
 from sandbox.cluster import Sandbox
 from sandbox.registry import SandboxRegistries
@@ -126,7 +126,25 @@ def _flow_undo(sandbox: Sandbox, namespace: str, to_revision: int | None) -> str
         )
     except (revisions.RevisionNotFound, revisions.RollbackRefused):
         return "error"
-    return "changed" if result["changed"] else "skipped"
+    return "changed" if result.changed else "skipped"
+
+
+def _plain_undo_after_own_rollback(sandbox: Sandbox, apps: client.AppsV1Api, namespace: str) -> int | None:
+    """Where kubectl's plain undo would undo rollbook's own rollback, rollbook refuses it (or, for the same
+    request, finds it applied) and changes nothing; returns the revision kubectl's "previous" means then (the
+    one the rollback came from), so both sides can go there explicitly. None when no rollback is in place."""
+    before = _read(apps, namespace)
+    record = rollback_guard.rollback_in_place(before)
+    if record is None:
+        return None
+    try:
+        result = deployment_undo(_request(sandbox, namespace, wait_timeout_seconds=90), CONTROLS)
+        assert result.outcome == "unchanged" and result.applied_by, result
+    except revisions.RollbackRefused as refused:
+        assert f"to_revision={record.from_revision} restores" in str(refused)
+    _unchanged(apps, namespace, before)
+    assert revisions.revision_of(_read(apps, namespace)) == revisions.revision_of(before)
+    return record.from_revision
 
 
 @pytest.mark.parametrize("seed", [1, 7, 12])
@@ -142,6 +160,8 @@ def test_undo_matches_kubectl(sandbox: Sandbox, apps: client.AppsV1Api, twin: tu
         # previous, an existing older revision, the live one (skipped), or a pruned/unknown one (error)
         choices: list[int | None] = [None, rng.choice(known), live, min(known) - 1 if min(known) > 1 else live + 5]
         to_revision = rng.choice(choices)
+        if to_revision is None:
+            to_revision = _plain_undo_after_own_rollback(sandbox, apps, ours)
         flow_outcome = _flow_undo(sandbox, ours, to_revision)
         kubectl_outcome = _kubectl_undo(sandbox, theirs, to_revision)
         assert (flow_outcome == "error") == (kubectl_outcome == "error"), (to_revision, flow_outcome, kubectl_outcome)
@@ -194,8 +214,11 @@ def test_undo_to_unpullable_revision_fails_then_recovers(
         problems = deployment_pod_problems.fn(cluster, namespace, "web")
         assert any("ImagePullBackOff" in p for pod in problems.values() for p in pod), problems
 
-        result = deployment_undo(_request(sandbox, namespace, wait_timeout_seconds=90), CONTROLS)
-        assert result["changed"] and result["rollout"]["done"]
+        # right after rollbook's own rollback a plain undo would restore revision 3 by undoing it: refused
+        with pytest.raises(revisions.RollbackRefused, match="to_revision=3 restores"):
+            deployment_undo(_request(sandbox, namespace, wait_timeout_seconds=90), CONTROLS)
+        result = deployment_undo(_request(sandbox, namespace, to_revision=3, wait_timeout_seconds=90), CONTROLS)
+        assert result.changed and result.rollout is not None and result.rollout["done"]
         live = _read(apps, namespace)
         assert live["spec"]["template"]["spec"]["containers"][0]["image"] == good
         assert live["metadata"]["annotations"]["rollbook.dev/rolled-back-to-revision"] == "3"
@@ -260,9 +283,9 @@ def test_plan_changes_nothing(
 ) -> None:
     controls = CONTROLS.model_copy(update={"plan": True})
     result = deployment_undo(_request(sandbox, namespace), controls)
-    assert result["changed"] is False
-    assert result["to_revision"] == 1 and result["from_revision"] == 2
-    image_change = next(c for c in result["template_changes"] if c["path"].endswith(".image"))
+    assert result.outcome == "planned" and result.changed is False
+    assert result.to_revision == 1 and result.from_revision == 2
+    image_change = next(c for c in result.template_changes if c["path"].endswith(".image"))
     assert image_change == {
         "path": "spec.containers[demo-app].image",
         "current": _image(sandbox, "1.1.0"),
@@ -344,7 +367,8 @@ def test_approval_gate(
     _resume(run, approved)
     thread.join(120)
     assert "error" not in out, out.get("error")
-    assert out["result"]["changed"] is approved
+    assert out["result"].changed is approved
+    assert out["result"].outcome == ("changed" if approved else "not-approved")
     if approved:
         live = _read(apps, namespace)
         assert live["spec"]["template"]["spec"]["containers"][0]["image"] == _image(sandbox, "1.0.0")
@@ -360,7 +384,7 @@ def test_approval_timeout_changes_nothing(
         update={"require_approval": True, "approval_poll_seconds": 1, "approval_timeout_seconds": 10}
     )
     result = deployment_undo(_request(sandbox, namespace), controls)
-    assert result["changed"] is False and "not approved" in result["outcome"]
+    assert result.outcome == "not-approved" and "not approved" in result.summary
     _unchanged(apps, namespace, history_of_two)
 
 
@@ -385,3 +409,52 @@ def test_history_lists_revisions_and_detail(sandbox: Sandbox, namespace: str, hi
     assert rows[1]["change_cause"] == "to 1.1.0"
     assert result["detail"]["template"]["spec"]["containers"][0]["image"] == _image(sandbox, "1.0.0")
     assert "pod-template-hash" not in result["detail"]["template"]["metadata"]["labels"]
+
+
+def test_rerun_finishes_its_own_rollback_and_never_undoes_it(
+    sandbox: Sandbox, apps: client.AppsV1Api, namespace: str, history_of_two: dict[str, Any]
+) -> None:
+    """kubectl's "previous" after an undo is the bad revision again; rollbook remembers what it did."""
+    first = deployment_undo(_request(sandbox, namespace, wait_timeout_seconds=90), CONTROLS)
+    assert first.outcome == "changed" and (first.from_revision, first.to_revision) == (2, 1)
+    _status(sandbox, namespace)
+    after_first = _read(apps, namespace)
+    notes = after_first["metadata"]["annotations"]
+    assert (notes["rollbook.dev/rolled-back-from-revision"], notes["rollbook.dev/rolled-back-to-revision"]) == (
+        "2",
+        "1",
+    )
+    assert revisions.revision_of(after_first) == 3
+
+    again = deployment_undo(_request(sandbox, namespace, wait_timeout_seconds=90), CONTROLS)  # the same request
+    assert again.outcome == "unchanged" and again.rollout is not None and again.rollout["done"]
+    assert again.applied_by and notes["rollbook.dev/flow-run-id"] in again.applied_by
+    assert "already applied by run" in again.summary
+    _unchanged(apps, namespace, after_first)
+    assert _read(apps, namespace)["spec"]["template"]["spec"]["containers"][0]["image"] == _image(sandbox, "1.0.0")
+
+    other = CONTROLS.model_copy(update={"reason": "someone else undoes"})
+    with pytest.raises(revisions.RollbackRefused, match=r"'previous' now means revision 2 .*to_revision=2 restores"):
+        deployment_undo(_request(sandbox, namespace), other)
+    _unchanged(apps, namespace, after_first)
+
+    on_purpose = deployment_undo(_request(sandbox, namespace, to_revision=2, wait_timeout_seconds=90), other)
+    assert on_purpose.outcome == "changed"
+    assert _read(apps, namespace)["spec"]["template"]["spec"]["containers"][0]["image"] == _image(sandbox, "1.1.0")
+
+
+def test_pruned_revision_names_the_revisions_that_exist(
+    sandbox: Sandbox, apps: client.AppsV1Api, namespace: str
+) -> None:
+    _create(sandbox, namespace, _image(sandbox, "1.0.0"))
+    sandbox.kubectl("patch", "deployment/web", "-p", '{"spec": {"revisionHistoryLimit": 1}}', "-n", namespace)
+    for version in ("1.1.0", "1.2.0"):
+        sandbox.kubectl("set", "image", "deployment/web", f"demo-app={_image(sandbox, version)}", "-n", namespace)
+        _status(sandbox, namespace)
+    wait_until(lambda: len(_rs_revisions(apps, namespace)) == 2, 30, "the controller to prune revision 1")
+    before = _read(apps, namespace)
+    with pytest.raises(
+        revisions.RevisionNotFound, match=r"revision 1 .*are 2, 3; older ones are pruned \(revisionHistoryLimit 1\)"
+    ):
+        deployment_undo(_request(sandbox, namespace, to_revision=1), CONTROLS)
+    _unchanged(apps, namespace, before)

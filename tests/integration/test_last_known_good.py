@@ -51,7 +51,7 @@ def test_last_known_good_with_and_without_signatures(
     assert last_known_good(LastKnownGoodRequest(**where))["revision"] == 2  # live and rolled out
 
     undo = deployment_undo(UndoRequest(**where, wait_timeout_seconds=90), CONTROLS)  # revision 3 = 1.0.0, marked
-    assert undo["rollout"]["done"]
+    assert undo.rollout is not None and undo.rollout["done"]
     _set_image(sandbox, namespace, unsigned)
     _status(sandbox, namespace)  # revision 4: runs fine, but unsigned
     sandbox.set_crashing_images([crashing])
@@ -89,7 +89,7 @@ def test_last_known_good_with_and_without_signatures(
         )
     finally:
         sandbox.set_crashing_images([])
-    assert result["changed"] and result["rollout"]["done"] and result["to_revision"] == 3
+    assert result.changed and result.rollout is not None and result.rollout["done"] and result.to_revision == 3
     assert _image_of(apps, namespace) == signed_old
     live = apps.read_namespaced_deployment("web", namespace)
     assert live.metadata.annotations["rollbook.dev/rolled-back-to-revision"] == "3"

@@ -8,6 +8,8 @@ import pytest
 
 from flows.deployment_undo import UndoRequest, undo_plan
 from rollbook import revisions as r
+from rollbook import rollback_guard as guard
+from rollbook.reports.undo import UndoResult, plan_markdown, result_markdown, rollout_failed_markdown
 
 UID = "dep-uid"
 
@@ -87,7 +89,7 @@ def test_unparsable_revisions_are_skipped() -> None:
 
 def test_explicit_revision_and_missing_ones() -> None:
     assert r.rollback_target(deployment("app:3"), HISTORY, 1)["metadata"]["name"] == "web-a"
-    with pytest.raises(r.RevisionNotFound, match="revision 7 .*'web'"):
+    with pytest.raises(r.RevisionNotFound, match="revision 7 .*'web': the revisions that exist are 1, 2, 3;"):
         r.rollback_target(deployment("app:3"), HISTORY, 7)
     with pytest.raises(r.RevisionNotFound):
         r.rollback_target(deployment("app:3"), HISTORY, -1)
@@ -148,11 +150,48 @@ def test_template_diff_names_fields() -> None:
     assert r.template_diff(template("x", hash_label="1"), template("x")) == []
 
 
+def test_pruned_revision_names_the_ones_that_exist_and_the_limit() -> None:
+    dep = deployment("app:3")
+    dep["spec"]["revisionHistoryLimit"] = 2
+    with pytest.raises(
+        r.RevisionNotFound, match=r"revision 1 .*are 2, 3; older ones are pruned \(revisionHistoryLimit 2\)"
+    ):
+        r.rollback_target(dep, HISTORY[1:], 1)
+
+
 def test_undo_plan_summarises_and_skips() -> None:
     plan = undo_plan(deployment("app:3"), HISTORY[1])
-    assert (plan["from_revision"], plan["to_revision"], plan["skip"]) == (3, 2, False)
-    assert plan["current_images"] == ["app:3"] and plan["target_images"] == ["app:2"]
-    assert undo_plan(deployment("app:2"), HISTORY[1])["skip"] is True
+    assert (plan.from_revision, plan.to_revision, plan.skip) == (3, 2, False)
+    assert plan.current_images == ["app:3"] and plan.target_images == ["app:2"]
+    assert plan.target_uid == "uid-web-b" and "pod-template-hash" not in plan.target_template["metadata"]["labels"]
+    assert undo_plan(deployment("app:2"), HISTORY[1]).skip is True
+
+
+def test_undo_reports_render_the_plan_the_outcome_and_pod_reasons() -> None:
+    plan = undo_plan(deployment("app:3"), HISTORY[1])
+    changed = UndoResult.from_plan(
+        plan,
+        outcome="changed",
+        summary="rolled back to revision 2",
+        rollout={"api_errors": 3, "api_outage_seconds": 8.5},
+    )
+    text = result_markdown(changed, plan)
+    assert text.startswith("### Rolled back\n") and "revision 3 → revision 2" in text
+    assert "| `spec.containers[app].image` | `app:3` | `app:2` |" in text
+    assert "3 failed calls, 8.5s" in text and "rolled back to revision 2" in text
+    applied = changed.model_copy(
+        update={"outcome": "unchanged", "applied_by": "run x", "summary": "already applied by run x"}
+    )
+    assert (
+        result_markdown(applied, plan) == "### Undo `prod/web`: rollback already applied\n\nalready applied by run x\n"
+    )
+    failed = rollout_failed_markdown(plan, "it failed", {"web-1": ["app: ImagePullBackOff"], "web-2": []})
+    assert (
+        "FAILED" in failed
+        and "- `web-1`: app: ImagePullBackOff" in failed
+        and "- `web-2`: no problem reported" in failed
+    )
+    assert plan_markdown(plan, "Approve?").startswith("### Approve?")
 
 
 @pytest.mark.parametrize(
@@ -190,25 +229,6 @@ def test_default_wait_derives_from_progress_deadline() -> None:
     assert r.default_wait_seconds(dep) == 90
 
 
-def test_pod_problems_reads_waiting_reasons_and_scheduling() -> None:
-    pod = {
-        "status": {
-            "conditions": [{"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": "0/3"}],
-            "containerStatuses": [
-                {"name": "app", "state": {"waiting": {"reason": "ImagePullBackOff", "message": "pull failed"}}},
-                {"name": "side", "state": {"waiting": {"reason": "ContainerCreating"}}},
-                {"name": "ok", "state": {"running": {}}},
-            ],
-            "initContainerStatuses": [{"name": "init", "state": {"waiting": {"reason": "CrashLoopBackOff"}}}],
-        }
-    }
-    assert r.pod_problems(pod) == [
-        "Unschedulable (0/3)",
-        "init: CrashLoopBackOff",
-        "app: ImagePullBackOff (pull failed)",
-    ]
-
-
 def test_selector_string() -> None:
     selector = {
         "matchLabels": {"b": "2", "a": "1"},
@@ -244,11 +264,86 @@ def test_last_known_good_evidence() -> None:
 
 
 def test_request_validation() -> None:
-    with pytest.raises(ValueError, match="greater than or equal to 1"):
+    with pytest.raises(ValueError, match="a revision must be at least 1"):
         UndoRequest(deployment="web", to_revision=0)
     with pytest.raises(ValueError, match="not both"):
         UndoRequest(deployment="web", to_revision=2, last_known_good=True)
     with pytest.raises(ValueError, match="cosign_public_key"):
         UndoRequest(deployment="web", last_known_good=True, verify_images=True)
-    with pytest.raises(ValueError, match="pattern"):
+    with pytest.raises(ValueError, match="deployment"):
         UndoRequest(deployment="Web!")
+
+
+@pytest.mark.parametrize("bad", [True, False, "2", 2.0, 2**63, -1])
+def test_revision_is_a_strict_int64(bad: Any) -> None:
+    with pytest.raises(ValueError, match="to_revision"):
+        UndoRequest.model_validate({"deployment": "web", "to_revision": bad})
+    assert UndoRequest.model_validate({"deployment": "web", "to_revision": 2**63 - 1}).to_revision == 2**63 - 1
+
+
+# -- never undo an undo --------------------------------------------------------------------------------------
+
+
+def after_rollbook_rollback(request: str = "req-1") -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """History 1, 2 (good), 3 (bad, live) rolled back by rollbook to 2: the controller renumbered web-b to 4."""
+    restored = rs("web-b", 4, "app:2", "2026-01-01T00:00:02Z", available=3)
+    sets = [HISTORY[0], restored, rs("web-c", 3, "app:3", "2026-01-01T00:00:03Z")]
+    record = guard.record_details(
+        from_revision=3, to_revision=2, target_template=restored["spec"]["template"], fingerprint=request
+    )
+    notes = {guard.PREFIX + k: v for k, v in record.items()}
+    notes |= {guard.PREFIX + guard.RUN_NAME: "brave-fox", guard.PREFIX + guard.RUN_ID: "id-1"}
+    dep = deployment("app:2", annotations={r.REVISION_ANNOTATION: "4", **notes})
+    return dep, sets
+
+
+def test_kubectl_previous_after_an_undo_is_the_bad_revision_again() -> None:
+    dep, sets = after_rollbook_rollback()
+    assert r.revision_of(r.rollback_target(dep, sets, None)) == 3  # what a memoryless undo would restore
+
+
+def test_same_request_again_finds_its_rollback_applied() -> None:
+    dep, sets = after_rollbook_rollback("req-1")
+    decision = guard.rerun_verdict(dep, sets, to_revision=None, fingerprint="req-1")
+    assert decision.verdict == "already-applied"
+    assert decision.record is not None and decision.record.from_revision == 3 and decision.record.to_revision == 2
+    assert "already applied by run brave-fox (id-1)" in decision.message
+
+
+def test_explicit_revision_of_the_restored_one_is_applied_and_another_proceeds() -> None:
+    dep, sets = after_rollbook_rollback()
+    assert guard.rerun_verdict(dep, sets, to_revision=2, fingerprint="other").verdict == "already-applied"
+    assert guard.rerun_verdict(dep, sets, to_revision=3, fingerprint="other").verdict == "proceed"
+    assert guard.rerun_verdict(dep, sets, to_revision=1, fingerprint="req-1").verdict == "proceed"
+
+
+def test_another_plain_undo_right_after_is_refused_naming_the_fix() -> None:
+    dep, sets = after_rollbook_rollback()
+    decision = guard.rerun_verdict(dep, sets, to_revision=None, fingerprint="someone-else")
+    assert decision.verdict == "refuse"
+    assert "'previous' now means revision 3" in decision.message
+    assert "pass to_revision=N (revisions: 1, 3, 4; to_revision=3 restores" in decision.message
+    assert guard.rerun_verdict(dep, sets, to_revision=None, fingerprint="").verdict == "refuse"
+
+
+def test_the_record_stops_counting_once_the_template_changes() -> None:
+    dep, sets = after_rollbook_rollback()
+    dep["spec"]["template"] = template("app:5")  # a new deploy keeps the Deployment's annotations
+    assert guard.rollback_in_place(dep) is None
+    assert guard.rerun_verdict(dep, sets, to_revision=None, fingerprint="x").verdict == "proceed"
+    # the controller adds defaults and the hash label; an empty field is the same template
+    dep, _ = after_rollbook_rollback()
+    dep["spec"]["template"]["metadata"]["labels"][r.POD_TEMPLATE_HASH_LABEL] = "abc"
+    dep["spec"]["template"]["spec"]["volumes"] = []
+    assert guard.rollback_in_place(dep) is not None
+
+
+def test_a_malformed_record_is_ignored() -> None:
+    dep, _ = after_rollbook_rollback()
+    dep["metadata"]["annotations"][guard.PREFIX + guard.FROM_REVISION] = "three"
+    assert guard.rollback_in_place(dep) is None
+
+
+def test_fingerprint_is_stable_and_order_free() -> None:
+    assert guard.request_fingerprint({"a": 1, "b": None}) == guard.request_fingerprint({"b": None, "a": 1})
+    assert guard.request_fingerprint({"a": 1}) != guard.request_fingerprint({"a": 2})
