@@ -85,8 +85,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     state = cast("State[Any]", flow(**params, return_state=True))
     if not state.is_completed():
         return _fail("run", f"{args.flow} ended {state.name}: {redaction.redact(state.message or '')}", code=1)
-    print(redaction.redact(json.dumps(state.result(), default=str)))
+    print(redaction.redact(json.dumps(state.result(), default=_jsonable)))
     return 0
+
+
+def _jsonable(value: Any) -> Any:
+    """Typed results (ChangeResult models) print as their JSON, anything else json cannot encode as text."""
+    return value.model_dump(mode="json") if hasattr(value, "model_dump") else str(value)
 
 
 def cmd_catalogue(args: argparse.Namespace) -> int:
