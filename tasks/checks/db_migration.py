@@ -34,10 +34,10 @@ def migration_result(status: MigrationStatus, expected: str, seconds: float = 0.
     """Pass only when exactly one version is recorded, it is `expected`, and nothing is dirty or running."""
     evidence = {**status.model_dump(), "expected": expected}
     version = ", ".join(status.current) or "none"
-    if not status.table_found:
-        reason = f"{status.provider}: {status.detail}: no migration has run here (expected version {expected})"
-    elif status.in_progress:
+    if status.in_progress:
         reason = f"{status.provider}: a migration is running now (at {version}); deploy after it finished"
+    elif not status.table_found:
+        reason = f"{status.provider}: {status.detail}: no migration has run here (expected version {expected})"
     elif status.dirty:
         reason = (
             f"{status.provider}: version {version} is dirty: a migration started and did not finish; repair the "

@@ -21,7 +21,7 @@ from tasks.checks.common import ApiServerUnreachable, connection_reason
 from tasks.checks.current_release import pod_issue
 from tasks.checks.db_migration import check_db_migration
 from tasks.checks.vulnerabilities import check_vulnerabilities
-from tasks.listing import Pod, decode_page
+from tasks.listing import Pod, count, decode_page, list_all
 from tasks.scanners import SCANNERS, GrypeScanner, ScannerUnavailable, make_scanner, severity_rank
 from tasks.scanners.grype import parse_grype
 
@@ -325,3 +325,36 @@ def test_unavailable_scanner_answers_what_the_policy_says(tmp_path: Path, policy
     answer = check_vulnerabilities.fn(["reg/api:1"], "grype", "critical", policy, str(tmp_path / "absent"))
     assert answer.status == Status(policy)
     assert "scan not possible: grype not found" in answer.reason
+
+
+class _FakeLister:
+    """A kubernetes-client list method answering from canned pages, recording the limit/continue it was given."""
+
+    def __init__(self, pages: list[dict[str, Any]]) -> None:
+        self.pages = pages
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls.append({"args": args, **kwargs})
+        body = self.pages[len(self.calls) - 1]
+
+        class Response:
+            data = json.dumps(body).encode()
+
+        return Response()
+
+
+def test_the_one_pager_follows_continue_tokens() -> None:
+    lister = _FakeLister(
+        [
+            {"metadata": {"continue": "t1"}, "items": [{"metadata": {"name": "a"}}, {"metadata": {"name": "b"}}]},
+            {"metadata": {}, "items": [{"metadata": {"name": "c"}, "spec": {"x": 1}}]},
+        ]
+    )
+    assert [o["metadata"]["name"] for o in list_all(lister, "ns", label_selector="app=x")] == ["a", "b", "c"]
+    assert [(c["args"], c["_continue"], c["limit"], c["label_selector"]) for c in lister.calls] == [
+        (("ns",), None, 500, "app=x"),
+        (("ns",), "t1", 500, "app=x"),
+    ]
+    lister.calls.clear()
+    assert count(lister, "ns") == 3
