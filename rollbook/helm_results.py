@@ -16,7 +16,15 @@ from rollbook.helm_recovery import StuckRelease
 from rollbook.helm_releases import ImageChange, RevisionInfo, ValueChange
 from rollbook.pods import PodProblem
 
-__all__ = ["AtomicUpgradeResult", "HelmHistoryResult", "HelmRollbackResult", "PodProblem", "ReleaseChange"]
+__all__ = [
+    "AtomicUpgradeResult",
+    "HelmHistoryResult",
+    "HelmRollbackResult",
+    "PodProblem",
+    "RehearsalResult",
+    "ReleaseChange",
+    "StepResult",
+]
 
 
 class ReleaseChange(ChangeResult):
@@ -74,3 +82,24 @@ class HelmHistoryResult(BaseModel):
     deployed: int | None = Field(description="The revision helm reports as deployed (None: none is).")
     stuck: StuckRelease | None = Field(default=None, description="Evidence when the release is stuck pending.")
     read_at: dt.datetime
+
+
+class StepResult(BaseModel):
+    """One timed step of the rollback rehearsal."""
+
+    step: str
+    ok: bool
+    seconds: float
+    detail: str = ""
+
+
+class RehearsalResult(ChangeResult):
+    """rollback-rehearsal: every step with its time; `total_seconds` is the drill's wall time (steps included)."""
+
+    namespace: str
+    release: str
+    from_tag: str
+    to_tag: str
+    passed: bool = False
+    total_seconds: float = 0.0
+    steps: list[StepResult] = []

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 
 from rollbook.helm_recovery import StuckRelease
 from rollbook.helm_releases import ImageChange, RevisionInfo, ValueChange
-from rollbook.helm_results import AtomicUpgradeResult, HelmHistoryResult, HelmRollbackResult
+from rollbook.helm_results import AtomicUpgradeResult, HelmHistoryResult, HelmRollbackResult, RehearsalResult
 
 
 def _cell(text: str, limit: int = 120) -> str:
@@ -167,3 +167,32 @@ def history_report(result: HelmHistoryResult) -> str:
         then = f"`helm-rollback` with `request.recover_pending=true` clears it (Secret `{result.stuck.secret}`)"
         lines += ["", stuck_markdown(result.stuck, result.read_at, then=then)]
     return "\n".join([*lines, "", history_table(result.revisions, deployed=result.deployed)])
+
+
+def rehearsal_plan(steps: list[str], result: RehearsalResult, *, requested_by: str, reason: str) -> str:
+    """The rehearsal's plan and approval form: the steps it will run, in order."""
+    lines = [
+        f"## Rehearse a rollback of `{result.release}` in scratch namespace `{result.namespace}`: "
+        f"{result.from_tag} → {result.to_tag} → rollback",
+        "",
+        f"- requested by **{requested_by}**: {reason}",
+        "",
+        *(f"{i}. {step}" for i, step in enumerate(steps, start=1)),
+    ]
+    return "\n".join(lines)
+
+
+def rehearsal_report(result: RehearsalResult) -> str:
+    lines = [
+        f"# Rollback rehearsal {'PASSED' if result.passed else 'FAILED'}",
+        "",
+        f"`{result.release}` in scratch namespace `{result.namespace}`: {result.from_tag} → {result.to_tag} → "
+        f"rollback, {result.total_seconds}s in total ({sum(s.seconds for s in result.steps):.3f}s in the steps)",
+        "",
+        "| step | result | seconds | detail |",
+        "|---|---|---|---|",
+    ]
+    lines += [
+        f"| {s.step} | {'ok' if s.ok else 'FAILED'} | {s.seconds} | {_cell(s.detail, 300)} |" for s in result.steps
+    ]
+    return "\n".join(lines)

@@ -6,16 +6,42 @@ import json
 from pathlib import Path
 
 import pytest
-from helm_helpers import CONTROLS, RELEASE, helm_deploy, history, image, repo, target_fields
+from helm_helpers import (
+    CONTROLS,
+    RELEASE,
+    helm_deploy,
+    history,
+    image,
+    repo,
+    resume,
+    run_in_thread,
+    target_fields,
+    wait_paused,
+)
 from kubernetes import client
 
 from flows.atomic_upgrade import AtomicUpgradeRequest, UpgradeRolledBack, atomic_upgrade
+from flows.predeploy_checklist import ChecklistFailed
 from sandbox.cluster import Sandbox
 from sandbox.faults import FAULT_LABEL
+from sandbox.registry import SandboxRegistries
 
 
 def _request(sandbox: Sandbox, namespace: str, chart: Path, **extra: object) -> AtomicUpgradeRequest:
-    return AtomicUpgradeRequest(**target_fields(sandbox, namespace, chart=str(chart), **extra))
+    """The upgrade without the checklist gate (tested on its own below)."""
+    fields: dict[str, object] = {"run_checklist": False, **extra}
+    return AtomicUpgradeRequest(**target_fields(sandbox, namespace, chart=str(chart), **fields))
+
+
+def _checked(sandbox: Sandbox, namespace: str, chart: Path, **extra: object) -> AtomicUpgradeRequest:
+    """The upgrade behind the pre-deploy checklist, with the sandbox's signing key (no grype: a warning)."""
+    checklist = {
+        "cosign_public_key": str(SandboxRegistries(sandbox.cfg, sandbox.bins).public_key),
+        "scanner_executable": "/nonexistent/grype",
+    }
+    return AtomicUpgradeRequest(
+        **target_fields(sandbox, namespace, chart=str(chart), run_checklist=True, checklist=checklist, **extra)
+    )
 
 
 def test_upgrade_succeeds_and_keeps_other_values(
@@ -82,3 +108,63 @@ def test_upgrade_of_unknown_release_is_refused(sandbox: Sandbox, namespace: str,
     with pytest.raises(ReleaseNotFound, match="release 'demo' in namespace"):
         atomic_upgrade(_request(sandbox, namespace, demo_chart, image_tag="1.1.0"), CONTROLS)
     assert sandbox.helm("history", RELEASE, "-n", namespace, check=False).returncode != 0
+
+
+def test_failing_checklist_stops_the_upgrade_before_anything_changes(
+    sandbox: Sandbox, apps: client.AppsV1Api, namespace: str, demo_chart: Path
+) -> None:
+    assert helm_deploy(sandbox, demo_chart, namespace, "1.0.0")
+    unsigned = SandboxRegistries(sandbox.cfg, sandbox.bins).push("unsigned-upgrade", "not signed\n")
+    request = _checked(sandbox, namespace, demo_chart, image_tag=unsigned.rsplit(":", 1)[1], timeout_seconds=60)
+    with pytest.raises(ChecklistFailed, match="stopped before any change.*image-signature"):
+        atomic_upgrade(request, CONTROLS)
+    assert history(sandbox, namespace) == [(1, "deployed")]
+    assert image(apps, namespace) == f"{repo(sandbox)}:1.0.0"
+    annotations = apps.read_namespaced_deployment("demo-demo-app", namespace).metadata.annotations or {}
+    assert not any(k.startswith("rollbook.dev/") for k in annotations)
+
+
+def test_checklist_passes_then_plan_changes_nothing(
+    sandbox: Sandbox, apps: client.AppsV1Api, namespace: str, demo_chart: Path
+) -> None:
+    assert helm_deploy(sandbox, demo_chart, namespace, "1.0.0")
+    result = atomic_upgrade(
+        _checked(sandbox, namespace, demo_chart, image_tag="1.1.0"), CONTROLS.model_copy(update={"plan": True})
+    )
+    assert result.outcome == "planned" and result.checklist and "warnings" in result.checklist
+    assert [c.path for c in result.value_changes] == ["image.tag"]
+    assert history(sandbox, namespace) == [(1, "deployed")]
+    assert image(apps, namespace) == f"{repo(sandbox)}:1.0.0"
+
+
+def test_checklist_then_approval_then_upgrade(
+    sandbox: Sandbox, apps: client.AppsV1Api, namespace: str, demo_chart: Path
+) -> None:
+    assert helm_deploy(sandbox, demo_chart, namespace, "1.0.0")
+    controls = CONTROLS.model_copy(update={"require_approval": True, "approval_poll_seconds": 1})
+    request = _checked(sandbox, namespace, demo_chart, image_tag="1.1.0", timeout_seconds=60)
+    thread, out = run_in_thread(lambda: atomic_upgrade(request, controls))
+    run = wait_paused()
+    assert history(sandbox, namespace) == [(1, "deployed")]  # checked and waiting: nothing changed yet
+    resume(run.id, {"approved": True, "comment": "checklist is green"})
+    thread.join(180)
+    assert "error" not in out, out.get("error")
+    result = out["result"]
+    assert result.outcome == "changed" and result.approval == "checklist is green" and result.checklist
+    assert history(sandbox, namespace) == [(1, "superseded"), (2, "deployed")]
+    assert image(apps, namespace) == f"{repo(sandbox)}:1.1.0"
+
+
+def test_rejected_upgrade_changes_nothing(
+    sandbox: Sandbox, apps: client.AppsV1Api, namespace: str, demo_chart: Path
+) -> None:
+    assert helm_deploy(sandbox, demo_chart, namespace, "1.0.0")
+    controls = CONTROLS.model_copy(update={"require_approval": True, "approval_poll_seconds": 1})
+    request = _request(sandbox, namespace, demo_chart, image_tag="1.1.0")
+    thread, out = run_in_thread(lambda: atomic_upgrade(request, controls))
+    resume(wait_paused().id, {"approved": False, "comment": "no"})
+    thread.join(120)
+    assert "error" not in out, out.get("error")
+    assert out["result"].outcome == "not-approved"
+    assert history(sandbox, namespace) == [(1, "deployed")]
+    assert image(apps, namespace) == f"{repo(sandbox)}:1.0.0"

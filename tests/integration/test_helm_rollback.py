@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -22,7 +24,7 @@ from kubernetes import client
 from pydantic import ValidationError
 
 from blocks import KubernetesCluster
-from flows.helm_rollback import HelmRollbackRequest, helm_rollback
+from flows.helm_rollback import HelmRollbackRequest, ReleaseStuck, helm_rollback
 from rollbook.helm_releases import RollbackRefused
 from sandbox.cluster import Sandbox
 from tasks.helm_changes import rollback_release
@@ -160,3 +162,117 @@ def test_rollback_whose_wait_fails_is_reported_and_audited(
     annotations = apps.read_namespaced_deployment(DEPLOYMENT, namespace).metadata.annotations
     assert annotations["rollbook.dev/rollback-result"] == "failed"
     assert annotations["rollbook.dev/rolled-back-to-revision"] == "1"
+
+
+def _interrupt_rollback(sandbox: Sandbox, core: client.CoreV1Api, namespace: str, revision: int) -> None:
+    """Leave the release as a killed helm does: `helm rollback --wait` SIGKILLed while its new pods cannot pull
+    their image, so helm never writes the end of its rollback; then the registry heals and the stuck pods go."""
+    sandbox.set_unreachable_registries([sandbox.cfg.registry_host()])
+    argv = [str(sandbox.bins / "helm"), f"--kubeconfig={sandbox.cfg.kubeconfig}", "rollback", "demo", str(revision),
+            "-n", namespace, "--wait", "--timeout=120s"]  # fmt: skip
+    helm = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while history(sandbox, namespace)[-1][1] != "pending-rollback":
+            assert time.monotonic() < deadline and helm.poll() is None, "helm never went pending-rollback"
+            time.sleep(0.2)
+        time.sleep(2)  # helm has applied the target's manifests and is waiting for pods that cannot start
+        assert helm.poll() is None, "helm finished before it could be interrupted"
+    finally:
+        helm.kill()
+        helm.wait(30)
+        sandbox.set_unreachable_registries([])
+    core.delete_collection_namespaced_pod(namespace, label_selector="app.kubernetes.io/instance=demo")
+
+
+def test_interrupted_rollback_is_refused_then_recovered_with_approval(
+    sandbox: Sandbox,
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+    namespace: str,
+    with_failed_revision: list[tuple[int, str]],
+) -> None:
+    _interrupt_rollback(sandbox, core, namespace, 2)
+    stuck = history(sandbox, namespace)
+    assert stuck == [*with_failed_revision, (5, "pending-rollback")]
+    # helm itself refuses everything now, which is what a plain re-run used to end on
+    refused = sandbox.helm("rollback", "demo", "2", "-n", namespace, check=False)
+    assert refused.returncode != 0 and "another operation" in refused.stderr
+
+    request = HelmRollbackRequest(**target_fields(sandbox, namespace, timeout_seconds=60))
+    with pytest.raises(ReleaseStuck) as refusal:
+        helm_rollback(request, CONTROLS)
+    message = str(refusal.value)
+    assert "release 'demo' in namespace" in message and "stuck in pending-rollback at revision 5" in message
+    assert "(Rollback to 2)" in message and "last deployed revision: revision 4" in message
+    assert "--param request.recover_pending=true" in message
+    assert "Secret sh.helm.release.v1.demo.v5 and rolls back to revision 2" in message
+    assert history(sandbox, namespace) == stuck  # nothing changed
+
+    recover = HelmRollbackRequest(
+        **target_fields(sandbox, namespace, timeout_seconds=60, recover_pending=True, pending_grace_seconds=0)
+    )
+    controls = CONTROLS.model_copy(update={"require_approval": True, "approval_poll_seconds": 1})
+    thread, out = run_in_thread(lambda: helm_rollback(recover, controls))
+    run = wait_paused()
+    assert history(sandbox, namespace) == stuck  # the evidence is shown before anything is touched
+    resume(run.id, {"approved": True, "comment": "helm was killed, clear it"})
+    thread.join(180)
+    assert "error" not in out, out.get("error")
+    result = out["result"]
+    assert result.outcome == "changed" and result.approval == "helm was killed, clear it"
+    assert result.recovered is not None and result.recovered.revision == 5
+    assert (result.from_revision, result.to_revision, result.new_revision) == (5, 2, 6)
+    assert result.pods_ready and result.status == "deployed"
+    assert history(sandbox, namespace) == [*with_failed_revision, (5, "failed"), (6, "deployed")]
+    assert image(apps, namespace) == f"{repo(sandbox)}:1.1.0"  # the good version the interrupted rollback wanted
+    secret = core.read_namespaced_secret("sh.helm.release.v1.demo.v5", namespace)
+    assert secret.metadata.labels["status"] == "failed"
+    annotations = apps.read_namespaced_deployment(DEPLOYMENT, namespace).metadata.annotations
+    assert annotations["rollbook.dev/rollback-from-revision"] == "5"
+    assert annotations["rollbook.dev/rollback-result"] == "succeeded"
+
+    # a re-run (say, after the worker died right here) recognises the rollback instead of undoing it
+    again = helm_rollback(HelmRollbackRequest(**target_fields(sandbox, namespace, timeout_seconds=60)), CONTROLS)
+    assert again.outcome == "unchanged" and again.to_revision == 2
+    assert len(history(sandbox, namespace)) == 6
+    assert image(apps, namespace) == f"{repo(sandbox)}:1.1.0"
+
+
+def test_rerun_after_a_rollback_does_not_undo_it(
+    sandbox: Sandbox, apps: client.AppsV1Api, namespace: str, with_failed_revision: list[tuple[int, str]]
+) -> None:
+    first = helm_rollback(HelmRollbackRequest(**target_fields(sandbox, namespace, timeout_seconds=60)), CONTROLS)
+    assert first.outcome == "changed" and (first.to_revision, first.new_revision) == (2, 5)
+    # "previous" right after would pick revision 4 (the bad 1.2.0): recognised as done instead
+    again = helm_rollback(HelmRollbackRequest(**target_fields(sandbox, namespace, timeout_seconds=60)), CONTROLS)
+    assert again.outcome == "unchanged" and again.new_revision == 5 and not again.annotated_deployments
+    assert history(sandbox, namespace)[-1] == (5, "deployed") and len(history(sandbox, namespace)) == 5
+    assert image(apps, namespace) == f"{repo(sandbox)}:1.1.0"
+    # an explicit other revision is a new request and is carried out
+    other = helm_rollback(
+        HelmRollbackRequest(**target_fields(sandbox, namespace, timeout_seconds=60, revision=1)), CONTROLS
+    )
+    assert other.outcome == "changed" and other.new_revision == 6
+    assert image(apps, namespace) == f"{repo(sandbox)}:1.0.0"
+
+
+def test_cleanup_on_fail_deletes_what_a_failed_rollback_created(
+    sandbox: Sandbox, namespace: str, demo_chart: Path
+) -> None:
+    """Revision 1 (crashing pods, with an Ingress) is rolled back to from revision 2 (no Ingress): the rollback's
+    wait fails, and with cleanup_on_fail helm deletes the Ingress the rollback had created."""
+    networking = client.NetworkingV1Api(sandbox.api_client())
+    sandbox.helm(
+        "install", "demo", str(demo_chart), "-n", namespace, "--set", f"image.repository={repo(sandbox)}",
+        "--set", "image.tag=1.0.0", "--set", CRASH_SET, "--set", "ingress.enabled=true",
+    )  # fmt: skip
+    assert helm_deploy(
+        sandbox, demo_chart, namespace, "1.1.0", "--set", "podLabels=null", "--set", "ingress.enabled=false"
+    )
+    assert networking.list_namespaced_ingress(namespace).items == []
+    request = HelmRollbackRequest(**target_fields(sandbox, namespace, timeout_seconds=10, cleanup_on_fail=True))
+    with pytest.raises(HelmOperationFailed, match="rollback failed"):
+        helm_rollback(request, CONTROLS)
+    assert history(sandbox, namespace)[-1] == (3, "failed")
+    assert networking.list_namespaced_ingress(namespace).items == []  # created by the rollback, cleaned up

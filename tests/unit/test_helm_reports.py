@@ -6,8 +6,23 @@ import datetime as dt
 
 from rollbook.helm_recovery import stuck_release
 from rollbook.helm_releases import ImageChange, RevisionInfo, ValueChange
-from rollbook.helm_results import AtomicUpgradeResult, HelmHistoryResult, HelmRollbackResult, PodProblem
-from rollbook.reports.helm import history_report, history_table, rollback_plan, rollback_summary, upgrade_report
+from rollbook.helm_results import (
+    AtomicUpgradeResult,
+    HelmHistoryResult,
+    HelmRollbackResult,
+    PodProblem,
+    RehearsalResult,
+    StepResult,
+)
+from rollbook.reports.helm import (
+    history_report,
+    history_table,
+    rehearsal_plan,
+    rehearsal_report,
+    rollback_plan,
+    rollback_summary,
+    upgrade_report,
+)
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 HISTORY = [
@@ -79,3 +94,20 @@ def test_history_report_shows_a_stuck_release() -> None:
     assert "revision **2** is deployed; 3 stored" in text
     assert "stuck in pending-rollback at revision 3" in text and "request.recover_pending=true" in text
     assert "| 2 ← deployed |" in text
+
+
+def test_rehearsal_plan_and_report() -> None:
+    base = RehearsalResult(outcome="planned", summary="s", namespace="drill", release="r", from_tag="1", to_tag="2")
+    plan = rehearsal_plan(["create", "deploy 1"], base, requested_by="ci", reason="weekly drill")
+    assert "`r` in scratch namespace `drill`: 1 → 2 → rollback" in plan and "1. create\n2. deploy 1" in plan
+    done = base.model_copy(
+        update={
+            "outcome": "changed",
+            "passed": True,
+            "total_seconds": 3.5,
+            "steps": [StepResult(step="create", ok=True, seconds=1.25, detail="a|b")],
+        }
+    )
+    text = rehearsal_report(done)
+    assert text.startswith("# Rollback rehearsal PASSED") and "3.5s in total (1.250s in the steps)" in text
+    assert "| create | ok | 1.25 | a\\|b |" in text
