@@ -1,6 +1,11 @@
-"""Parameters every runbook shares: which cluster to act on, and the name rules Kubernetes and Helm enforce.
+"""Parameters every runbook shares: which cluster to act on.
 
-Checking names here means a typo fails in the Prefect form, before any task runs.
+The name rules Kubernetes and Helm enforce live in `rollbook.types`, one validated type per concept; the
+patterns are re-exported here for modules that still import them from this place. Checking names there means
+a typo fails in the Prefect form, before any task runs.
+
+Every request model derives from `ClusterSource`, and its `strict` config is inherited: numbers and booleans
+are taken only as numbers and booleans (`true` is not revision 1, `"3"` is not 3 replicas).
 """
 
 from __future__ import annotations
@@ -9,22 +14,25 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
-# Helm's own rule for release names (lowercase DNS subdomain, at most 53 characters).
-RELEASE_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+from rollbook.types import DNS_LABEL, DNS_SUBDOMAIN, RELEASE_NAME, BlockName, LocalPath
+
+__all__ = ["DNS_LABEL", "DNS_SUBDOMAIN", "RELEASE_NAME", "ClusterSource"]
 
 
 class ClusterSource(BaseModel):
     """The cluster comes from a saved block or from a kubeconfig file (with an optional context), never both."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    cluster_block: str | None = Field(default=None, description="Name of a saved 'Rollbook Kubernetes Cluster' block.")
-    kubeconfig_path: str | None = Field(
+    cluster_block: BlockName | None = Field(
+        default=None, description="Name of a saved 'Rollbook Kubernetes Cluster' block."
+    )
+    kubeconfig_path: LocalPath | None = Field(
         default=None, description="Kubeconfig file to use instead of a block; default $KUBECONFIG or ~/.kube/config."
     )
-    context: str | None = Field(default=None, description="Kubeconfig context (only with a kubeconfig file).")
+    context: str | None = Field(
+        default=None, max_length=253, description="Kubeconfig context (only with a kubeconfig file)."
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> Self:

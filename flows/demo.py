@@ -5,17 +5,16 @@ from __future__ import annotations
 from prefect import flow, get_run_logger
 from pydantic import Field
 
-from flows._cluster_source import DNS_LABEL, ClusterSource
+from flows._cluster_source import ClusterSource
+from rollbook.types import Namespace
 from tasks.cluster import count_pods, resolve_cluster, server_version
 
 
 class HelloRequest(ClusterSource):
     """Which cluster to greet. Frozen because a default instance is shared between calls."""
 
-    namespace: str | None = Field(
+    namespace: Namespace | None = Field(
         default=None,
-        max_length=63,
-        pattern=DNS_LABEL,
         description="Namespace whose pods are counted; default: the block's namespace, else 'default'.",
     )
 

@@ -23,6 +23,7 @@ from flows._deployment_target import DeploymentTarget
 from rollbook import revisions
 from rollbook.artifacts import artifact_key
 from rollbook.revisions import JSON
+from rollbook.types import LocalPath
 from tasks.cluster import resolve_cluster
 from tasks.kube import read_deployment_and_replica_sets
 from tasks.signing import verify_image
@@ -63,7 +64,7 @@ def pick_last_known_good(
 
 class LastKnownGoodRequest(DeploymentTarget):
     verify_images: bool = Field(default=False, description="Also require every image to verify with cosign.")
-    cosign_public_key: str | None = Field(default=None, description="Path of the cosign public key (verify_images).")
+    cosign_public_key: LocalPath | None = Field(default=None, description="The cosign public key (verify_images).")
 
     @model_validator(mode="after")
     def _key_with_verify(self) -> Self:

@@ -16,16 +16,22 @@ from prefect.input import RunInput
 from prefect.runtime import flow_run
 from pydantic import BaseModel, ConfigDict, Field
 
+from rollbook.types import AuditText
+
 ANNOTATION_PREFIX = "rollbook.dev/"
 
 
 class ChangeControls(BaseModel):
     """Who asks for the change and how carefully to make it."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: `plan` and `require_approval` are booleans and the timeouts numbers, never text that looks like one
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    reason: str = Field(min_length=3, max_length=500, description="Why this change is made; recorded on every object.")
-    requested_by: str = Field(min_length=1, max_length=100, description="Who asked for it (name or handle).")
+    # stripped and never blank (AuditText): they are written on every object the run changes
+    reason: AuditText = Field(
+        min_length=3, max_length=500, description="Why this change is made; recorded on every object."
+    )
+    requested_by: AuditText = Field(min_length=1, max_length=100, description="Who asked for it (name or handle).")
     plan: bool = Field(default=False, description="Dry run: report exactly what would change and change nothing.")
     require_approval: bool = Field(default=False, description="Pause for a human to approve before changing anything.")
     approval_timeout_seconds: int = Field(

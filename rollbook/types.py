@@ -10,6 +10,7 @@ revision, because a boolean silently becoming revision 1 rolls back to the wrong
 from __future__ import annotations
 
 import re
+import reprlib
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -41,6 +42,8 @@ REVISION_LIMIT = 2**63  # helm and Kubernetes store revisions as signed 64-bit n
 REPLICAS_LIMIT = 2**31  # Kubernetes' replicas field is an int32
 QUANTITY_LIMIT = 2**63
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 40, 40
 
 
 def _refuse(message: str) -> PydanticCustomError:
@@ -49,11 +52,11 @@ def _refuse(message: str) -> PydanticCustomError:
 
 
 def shown(value: object) -> str:
-    """A user's value as quoted in an error: long values are cut, so a 10,000-character name stays one line."""
-    try:
-        text = repr(value)
-    except ValueError:  # an int too long to print (Python refuses more than 4,300 digits)
-        return f"a number of {value.bit_length() if isinstance(value, int) else '?'} bits"
+    """A user's value as quoted in an error: long values are cut, so a 10,000-character name stays one line,
+    and nested ones are abbreviated (reprlib), so a mapping 20,000 levels deep is shown, not a RecursionError."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 4096:
+        return f"a number of {value.bit_length()} bits"  # Python refuses to print more than 4,300 digits
+    text = repr(value) if isinstance(value, str) else _SHORT.repr(value)
     if len(text) <= 60:
         return text
     size = f" ({len(value)} characters)" if isinstance(value, str) else ""
@@ -71,7 +74,7 @@ def _text_rule(kind: str, rule: str, pattern: str, max_length: int) -> BeforeVal
         if len(value) > max_length:
             raise _refuse(f"{kind} is at most {max_length} characters, got {len(value)}: {rule}")
         if not compiled.fullmatch(value):
-            raise _refuse(f"{shown(value)} is not a valid {kind}: {rule}")
+            raise _refuse(f"not a valid {kind}: {shown(value)}; {rule}")
         return value
 
     return BeforeValidator(check)

@@ -32,7 +32,7 @@ def test_restart_point_never_shifts_twice() -> None:
 
 
 def test_request_needs_one_prometheus_and_two_releases() -> None:
-    base: dict[str, Any] = {"namespace": "ns", "stable_release": "a", "canary_release": "b", "chart": "c"}
+    base: dict[str, Any] = {"namespace": "ns", "stable_release": "a", "canary_release": "b", "chart": "repo/c"}
     with pytest.raises(ValidationError, match="exactly one of prometheus_url or prometheus_block"):
         CanaryRequest.model_validate(base)
     with pytest.raises(ValidationError, match="must differ"):
@@ -41,7 +41,7 @@ def test_request_needs_one_prometheus_and_two_releases() -> None:
 
 def test_router_and_observer_fields_accept_exactly_the_registered_kinds() -> None:
     base: dict[str, Any] = {
-        "namespace": "ns", "stable_release": "a", "canary_release": "b", "chart": "c", "prometheus_url": "http://p:9090",
+        "namespace": "ns", "stable_release": "a", "canary_release": "b", "chart": "repo/c", "prometheus_url": "http://p:9090",
     }  # fmt: skip
     assert CanaryRequest.model_validate(base).observer is None  # the router's data plane decides
     chosen = CanaryRequest.model_validate(

@@ -1,0 +1,304 @@
+"""Hostile and careless parameters, tried as a new user would, through `rollbook run`'s validation for every flow.
+
+Each invalid set must be refused before anything runs, in one line naming the field the user set, with no
+traceback; the valid sets must pass, so the table can fail both ways. A few go through the real CLI process.
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import pytest
+
+from flows import FLOWS
+from rollbook.params import ParamError, parse_assignments, validate_for
+from rollbook.types import shown
+
+ROLLBOOK = shutil.which("rollbook", path=str(Path(sys.executable).parent)) or "rollbook"
+
+CHART = str(Path(__file__).resolve().parents[2] / "charts" / "demo-app")
+CONTROLS = {"reason": "bad release 1.2.0", "requested_by": "oncall"}
+PROMETHEUS = "http://127.0.0.1:9090"
+BILLION_LAUGHS = 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{','.join([f'*{chr(97 + i)}'] * 9)}]\n" for i in range(8)
+)
+DEEP_YAML = "a: " + "[" * 20_000 + "]" * 20_000
+DELETE = object()  # a mutation that removes the field
+
+
+def _deep_dict(depth: int) -> dict[str, Any]:
+    root: dict[str, Any] = {}
+    node = root
+    for _ in range(depth):
+        node["a"] = {}
+        node = node["a"]
+    return root
+
+
+# One valid parameter set per flow; every invalid set below is one of these with one thing broken.
+VALID: dict[str, dict[str, Any]] = {
+    "hello-cluster": {"request": {"namespace": "default"}},
+    "rollout-history": {"request": {"deployment": "web", "namespace": "shop"}},
+    "deployment-undo": {"request": {"deployment": "web", "namespace": "shop"}, "controls": CONTROLS},
+    "last-known-good": {"request": {"deployment": "web"}},
+    "helm-rollback": {"request": {"namespace": "shop", "release": "shop"}, "controls": CONTROLS},
+    "helm-history": {"request": {"namespace": "shop", "release": "shop"}},
+    "helm-atomic-upgrade": {"request": {"namespace": "shop", "release": "shop", "chart": CHART}, "controls": CONTROLS},
+    "rollback-rehearsal": {"request": {}},
+    "predeploy-checklist": {"request": {"namespace": "shop", "release": "shop", "chart": CHART}},
+    "canary-rollout": {
+        "request": {
+            "namespace": "shop",
+            "stable_release": "shop",
+            "canary_release": "shop-canary",
+            "chart": CHART,
+            "prometheus_url": PROMETHEUS,
+        },
+        "controls": CONTROLS,
+    },
+    "blue-green": {
+        "request": {
+            "namespace": "shop",
+            "blue_release": "shop-blue",
+            "green_release": "shop-green",
+            "chart": CHART,
+            "version": "1.1.0",
+            "prometheus_url": PROMETHEUS,
+        },
+        "controls": CONTROLS,
+    },
+    "blue-green-retire": {"request": {"namespace": "shop", "release": "shop-blue"}, "controls": CONTROLS},
+}
+assert set(VALID) == set(FLOWS), "every flow in FLOWS needs a valid parameter set here"
+
+BAD_NAMES: list[object] = ["", "Prod", "a;rm -rf /", "x" * 10_000, "-shop", "shop_1", "shop\n", 7, True]
+BAD_RELEASES: list[object] = [*BAD_NAMES, "r" * 54, "$(reboot)"]
+BAD_REVISIONS: list[object] = [True, False, "1", "two", 1.0, 0, -1, 2**63, 10**30, [1]]
+BAD_TAGS: list[object] = ["", "1.0 ;rm", "1.0 1", ".hidden", "-x", "t" * 129, "1.0:latest", 1.1, True]
+BAD_CHARTS: list[object] = [
+    "/c" * 5_000,
+    "c" * 10_000,
+    "/tmp/" + "c" * 300,
+    "./no/such/chart",
+    "oci://Bad Host/x",
+    "a\x00b",
+    "",
+]
+BAD_VALUES_YAML: list[object] = [
+    BILLION_LAUGHS,
+    DEEP_YAML,
+    "- a\n- b\n",
+    "a: : b",
+    "a: " + "x" * (1 << 20),
+    "a: &x [*x]",
+    3,
+]
+BAD_TEXT: list[object] = ["", "   ", "\t\n", 5, None]
+BAD_IMAGES: list[object] = [["nginx:1 ;rm -rf /"], ["Nginx"], ["a b"], ["nginx@sha256:abc"], ["x" * 2000], [7]]
+BAD_SECONDS: list[object] = [True, "300", -5, 10**9, 2.5]
+
+
+@dataclass(frozen=True)
+class Case:
+    flow: str
+    path: str  # dotted, as the user typed it; DELETE removes the field
+    value: object
+    expect: str  # what the one-line message must name
+
+    @property
+    def id(self) -> str:
+        value = "<deleted>" if self.value is DELETE else shown(self.value)[:40]
+        return f"{self.flow}:{self.path}={value}"
+
+
+def _cases() -> list[Case]:
+    cases: list[Case] = []
+
+    def add(flow: str, path: str, values: list[object], expect: str | None = None) -> None:
+        cases.extend(Case(flow, path, v, expect or path) for v in values)
+
+    for flow, params in VALID.items():
+        fields = _fields(flow)
+        add(flow, "request.cluster_block", ["Prod Cluster", "x" * 300, 3])
+        add(flow, "request.kubeconfig_path", ["/" + "k" * 10_000, "k/" * 3_000, "a\x00b", 1])
+        add(flow, "request.bogus", [1], "request.bogus: unknown field")
+        add(flow, "bogus", [1], "unknown parameter(s) ['bogus']")
+        for name in ("namespace", "release", "blue_release", "green_release", "stable_release", "canary_release"):
+            if name in fields:
+                add(flow, f"request.{name}", BAD_NAMES if name == "namespace" else BAD_RELEASES)
+                if fields[name]:  # required: leaving it out or null is refused too
+                    add(flow, f"request.{name}", [None])
+                    add(flow, f"request.{name}", [DELETE], f"request.{name}: required, but not given")
+        if "deployment" in fields:
+            add(flow, "request.deployment", [*BAD_NAMES, "web..v2", "d" * 254])
+            add(flow, "request.deployment", [DELETE], "request.deployment: required, but not given")
+        if "chart" in fields:
+            add(flow, "request.chart", BAD_CHARTS)
+        if "helm_executable" in fields:
+            add(flow, "request.helm_executable", ["/" + "h" * 10_000, "helm\x00x", ""])
+        if "timeout_seconds" in fields:
+            add(flow, "request.timeout_seconds", BAD_SECONDS)
+        if "controls" in params:
+            add(flow, "controls.reason", [*BAD_TEXT, "ab", "r" * 501])
+            add(flow, "controls.requested_by", [*BAD_TEXT, "p" * 101])
+            add(flow, "controls.plan", ["yes", "true", 1])
+            add(flow, "controls.require_approval", ["no", 0])
+            add(flow, "controls.approval_timeout_seconds", [True, "3600", 1])
+            add(flow, "controls.bogus", [1], "controls.bogus: unknown field")
+            add(flow, "controls", [DELETE], "missing required parameter(s) ['controls']")
+        if "prometheus_url" in fields:
+            add(flow, "request.prometheus_url", ["not a url", "ftp://x", 5])
+            add(flow, "request.prometheus_block", ["Prod Metrics"])
+            add(flow, "request.http_route", ["Route;x", "x" * 300])
+            add(flow, "request.lock_timeout_seconds", [True, "30", 0])
+            add(flow, "request.checklist.cosign_public_key", ["/" + "k" * 10_000])
+            add(flow, "request.checklist.registry_block", ["Bad Block"])
+            add(flow, "request.checklist.migration_settings", [_deep_dict(20_000), ["x"]])
+    for flow in ("rollout-history", "helm-rollback"):
+        add(flow, "request.revision", BAD_REVISIONS)
+    add("deployment-undo", "request.to_revision", BAD_REVISIONS)
+    add("deployment-undo", "request.cosign_public_key", ["/" + "k" * 10_000])
+    add("deployment-undo", "request.last_known_good", ["yes", 1])
+    add("last-known-good", "request.verify_images", ["true", 1])
+    add("helm-atomic-upgrade", "request.image_tag", BAD_TAGS)
+    add("helm-atomic-upgrade", "request.values", [_deep_dict(20_000), ["a"], "a: 1"])
+    add("helm-atomic-upgrade", "request.set_values", [_deep_dict(20_000)])
+    add("helm-atomic-upgrade", "request.install", ["true"])
+    add("helm-atomic-upgrade", "request.settle_seconds", [True, -1])
+    add("blue-green", "request.version", BAD_TAGS)
+    add("blue-green", "request.green_values", [_deep_dict(20_000), ["a"]])
+    add("blue-green", "request.steps", [[True, 100], ["10", 100]])
+    add("canary-rollout", "request.analysis.step_weights", [[True, 100], ["50", 100]])
+    add("canary-rollout", "request.analysis.threshold", [True, "2"])
+    add("rollback-rehearsal", "request.from_tag", BAD_TAGS)
+    add("rollback-rehearsal", "request.to_tag", BAD_TAGS)
+    add("rollback-rehearsal", "request.image_repository", ["repo:tag", "Repo", "a b", "r;m"])
+    add("rollback-rehearsal", "request.values", [_deep_dict(20_000)])
+    add("predeploy-checklist", "request.values_yaml", BAD_VALUES_YAML)
+    add("predeploy-checklist", "request.values", [_deep_dict(20_000), ["a"]])
+    add("predeploy-checklist", "request.images", BAD_IMAGES)
+    workload = {"workload": "Deployment/api", "replicas": 2, "cpu_m": 100, "memory": 64 << 20}
+    for key, bad in [("replicas", -1), ("replicas", True), ("cpu_m", -100), ("cpu_m", "100"), ("memory", -1)]:
+        cases.append(Case("predeploy-checklist", "request.requests", [{**workload, key: bad}], f"requests.0.{key}"))
+    add("predeploy-checklist", "request.cosign_public_key", ["/" + "k" * 10_000])
+    add("predeploy-checklist", "request.scanner", ["trivy", "grype; rm -rf /"])
+    add("predeploy-checklist", "request.severity_threshold", ["urgent"])
+    return cases
+
+
+def _fields(flow: str) -> dict[str, bool]:
+    """The request fields a flow has (and whether each is required), so each mutation goes where it applies."""
+    model = get_type_hints(FLOWS[flow].fn)["request"]
+    return {name: info.is_required() for name, info in model.model_fields.items()}
+
+
+def _apply(params: dict[str, Any], path: str, value: object) -> dict[str, Any]:
+    out = copy.deepcopy(params)
+    *parents, leaf = path.split(".")
+    node = out
+    for part in parents:
+        node = node.setdefault(part, {})
+    if value is DELETE:
+        node.pop(leaf, None)
+    else:
+        node[leaf] = value
+    return out
+
+
+CASES = _cases()
+
+
+def test_the_table_is_large_and_covers_every_flow() -> None:
+    assert len(CASES) >= 200, len(CASES)
+    assert {c.flow for c in CASES} == set(FLOWS)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_invalid_parameters_are_refused_naming_the_field(case: Case) -> None:
+    params = _apply(VALID[case.flow], case.path, case.value)
+    with pytest.raises(ParamError) as excinfo:
+        validate_for(FLOWS[case.flow].fn, params)
+    message = str(excinfo.value)
+    assert case.expect in message, message
+    assert "\n" not in message and "Traceback" not in message
+    assert len(message) < 700, f"{len(message)} characters: {message[:300]}"
+
+
+@pytest.mark.parametrize("flow", sorted(VALID))
+def test_the_valid_set_of_each_flow_passes(flow: str) -> None:
+    validate_for(FLOWS[flow].fn, copy.deepcopy(VALID[flow]))
+
+
+@pytest.mark.parametrize(
+    ("flow", "path", "value"),
+    [
+        ("deployment-undo", "request.to_revision", 3),
+        ("helm-rollback", "request.revision", 2**63 - 1),
+        ("rollout-history", "request.revision", 1),
+        ("helm-atomic-upgrade", "request.image_tag", "1.2.3-rc.1"),
+        ("helm-atomic-upgrade", "request.values", {"image": {"tag": "1.1.0"}, "ports": [80]}),
+        ("helm-atomic-upgrade", "request.chart", "oci://127.0.0.1:5000/charts/demo-app"),
+        ("blue-green", "request.chart", "bitnami/nginx"),
+        ("predeploy-checklist", "request.values_yaml", "base: &b {replicas: 2}\nweb:\n  <<: *b\n"),
+        ("predeploy-checklist", "request.images", ["127.0.0.1:5000/rollbook/demo-app:1.0.0@sha256:" + "a" * 64]),
+        (
+            "predeploy-checklist",
+            "request.requests",
+            [{"workload": "Deployment/api", "replicas": 0, "cpu_m": 1, "memory": 1}],
+        ),
+        ("rollback-rehearsal", "request.image_repository", "127.0.0.1:5000/rollbook/demo-app"),
+        ("blue-green-retire", "controls.reason", "  retire blue after the switch  "),
+        ("hello-cluster", "request.kubeconfig_path", "/home/me/.kube/config"),
+    ],
+)
+def test_careful_values_pass(flow: str, path: str, value: object) -> None:
+    validate_for(FLOWS[flow].fn, _apply(VALID[flow], path, value))
+
+
+@pytest.mark.parametrize(
+    ("flow", "params", "expect"),
+    [
+        ("blue-green-retire", ["request.namespace=a;rm -rf /", "request.release=shop-blue"], "request.namespace"),
+        ("deployment-undo", ["request.deployment=web", "request.to_revision=true"], "request.to_revision"),
+        (
+            "predeploy-checklist",
+            [
+                "request.namespace=shop",
+                "request.release=shop",
+                f"request.chart={CHART}",
+                "request.values_yaml=" + BILLION_LAUGHS,
+            ],
+            "request.values_yaml",
+        ),
+        (
+            "helm-rollback",
+            ["request.namespace=shop", "request.release=shop", "request.revision=" + "[" * 20_000],
+            "request.revision",
+        ),
+    ],
+)
+def test_the_cli_refuses_in_one_line_without_a_traceback(
+    flow: str, params: list[str], expect: str, child_env: dict[str, str]
+) -> None:
+    argv = [ROLLBOOK, "run", flow]
+    for item in params:
+        argv += ["--param", item]
+    if flow != "predeploy-checklist":
+        argv += ["--param", "controls.reason=   ", "--param", "controls.requested_by=oncall"]
+    result = subprocess.run(argv, env=child_env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 2, result.stderr[-2000:]
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr[-2000:]
+    assert expect in lines[0], lines[0]
+
+
+def test_the_cli_parses_values_the_same_way() -> None:
+    """What the CLI hands to validation is what the table feeds it: JSON when it parses, else text."""
+    params = parse_assignments(["request.revision=true", "request.namespace=a;rm -rf /", 'request.tag="1.10"'])
+    assert params == {"request": {"revision": True, "namespace": "a;rm -rf /", "tag": "1.10"}}
