@@ -130,6 +130,33 @@ def _waiver_text(waiver: Waiver, active: bool) -> str:
     return f"waived{who} {state} {waiver.expires.isoformat()}: {waiver.reason}"
 
 
+def _outcome(status: Status, level: str, *, waived: bool) -> Outcome:
+    """What the policy and an active waiver make of one check's status."""
+    bad = status in (Status.FAIL, Status.ERROR)
+    if level == "skip":
+        return "skipped"
+    if not bad:
+        return "warning" if status == Status.WARN else "ok"
+    if waived:
+        return "waived"
+    return "blocking" if level == "required" else "warning"
+
+
+def _summary(rows: list[Row], cause: str) -> str:
+    blocking = [r.check for r in rows if r.outcome == "blocking"]
+    if blocking:
+        lead = f"NOT READY: {cause}; " if cause else "NOT READY: "
+        return f"{lead}required check(s) failed: {', '.join(blocking)}"
+    warnings = [r.check for r in rows if r.outcome == "warning"]
+    waived = [r.check for r in rows if r.outcome == "waived"]
+    summary = "READY to deploy"
+    if warnings:
+        summary += f" (warnings: {', '.join(warnings)})"
+    if waived:
+        summary += f" (waived: {', '.join(waived)})"
+    return summary
+
+
 def decide(
     results: list[CheckResult],
     policy: CheckPolicy,
@@ -149,47 +176,20 @@ def decide(
         level = policy.level(result.check)
         waiver = by_check.get(result.check)  # type: ignore[call-overload]
         active = bool(waiver and waiver.active(now))
-        bad = result.status in (Status.FAIL, Status.ERROR)
-        outcome: Outcome
-        if level == "skip":
-            outcome = "skipped"
-        elif not bad and result.status == Status.WARN:
-            outcome = "warning"
-        elif not bad:
-            outcome = "ok"
-        elif active:
-            outcome = "waived"
-        elif level == "required":
-            outcome = "blocking"
-        else:
-            outcome = "warning"
         rows.append(
             Row(
                 check=result.check,
                 status=result.status.value,
                 level=level,
-                outcome=outcome,
+                outcome=_outcome(result.status, level, waived=active),
                 reason=result.reason,
                 waiver=_waiver_text(waiver, active) if waiver else "",
                 seconds=round(result.seconds, 2),
             )
         )
-    blocking = [r.check for r in rows if r.outcome == "blocking"]
-    warnings = [r.check for r in rows if r.outcome == "warning"]
-    waived = [r.check for r in rows if r.outcome == "waived"]
-    if blocking:
-        summary = f"NOT READY: required check(s) failed: {', '.join(blocking)}"
-        if cause:
-            summary = f"NOT READY: {cause}; required check(s) failed: {', '.join(blocking)}"
-    else:
-        summary = "READY to deploy"
-        if warnings:
-            summary += f" (warnings: {', '.join(warnings)})"
-        if waived:
-            summary += f" (waived: {', '.join(waived)})"
     return Verdict(
-        ready=not blocking,
-        summary=summary,
+        ready=not any(r.outcome == "blocking" for r in rows),
+        summary=_summary(rows, cause),
         rows=rows,
         results=results,
         waivers=[{**w.model_dump(mode="json"), "active": w.active(now)} for w in waivers],
