@@ -60,7 +60,11 @@ def engine_for(dsn: str) -> Engine:
     if url.drivername in ("postgresql", "postgres"):
         url = url.set(drivername="postgresql+psycopg")
     if url.drivername.startswith("postgresql"):
-        connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "options": _PG_READ_ONLY}
+        # the DSN's own options (a search_path, say) are kept, and read-only comes last so it always holds
+        given = url.query.get("options")
+        options = " ".join([*([given] if isinstance(given, str) else list(given or [])), _PG_READ_ONLY])
+        url = url.difference_update_query(["options"])
+        connect_args = {"connect_timeout": CONNECT_TIMEOUT_SECONDS, "options": options}
     try:
         return create_engine(url, poolclass=NullPool, connect_args=connect_args)
     except (NoSuchModuleError, ImportError) as exc:

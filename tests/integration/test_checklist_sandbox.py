@@ -4,11 +4,13 @@ and bad input is refused before anything runs."""
 from __future__ import annotations
 
 import json
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from helm_helpers import CRASH_SET, RELEASE, helm_deploy, repo
 from pydantic import ValidationError
 
@@ -163,3 +165,79 @@ def test_signature_key_from_a_registry_block_and_a_wrong_key(sandbox: Sandbox, t
     wrong = check_image_signature.fn(signed[:1], str(tmp_path / "other.pub"), None)
     assert wrong.status == "fail" and signed[0] in wrong.reason
     assert check_image_signature.fn(signed, None, None).status == "error"
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # closed when the block ends: connections are refused
+
+
+def test_unreachable_api_server_is_named_by_every_cluster_check_and_the_verdict(
+    tmp_path: Path, demo_chart: Path
+) -> None:
+    """No sandbox needed: a kubeconfig pointing at a closed port. Before the fix, two checks answered
+    "UnfinishedRun: Run is in PENDING state" and the verdict did not say why."""
+    port = _closed_port()
+    server = f"https://127.0.0.1:{port}"
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "gone", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
+                "users": [{"name": "u", "user": {"token": "not-a-real-token"}}],
+                "contexts": [{"name": "gone", "context": {"cluster": "gone", "user": "u"}}],
+                "current-context": "gone",
+            }
+        )
+    )
+    req = ChecklistRequest(
+        kubeconfig_path=str(kubeconfig), namespace="shop", release="shop", chart=str(demo_chart), images=[]
+    )
+    with pytest.raises(ChecklistFailed) as failed:
+        predeploy_checklist(req)
+    cause = f"cannot reach the API server at {server}: "
+    assert str(failed.value).startswith(f"NOT READY: {cause}"), str(failed.value)
+    verdict = failed.value.verdict
+    assert verdict is not None
+    for name in ("cluster-health", "current-release", "chart", "capacity"):
+        row = next(r for r in verdict.rows if r.check == name)
+        assert row.status == "error" and row.reason.startswith(cause), (name, row.reason)
+        assert "Connection refused" in row.reason and "UnfinishedRun" not in row.reason
+    assert not any("PENDING" in r.reason for r in verdict.rows)
+
+
+def test_capacity_leaves_out_nodes_whose_taints_the_pods_do_not_tolerate(
+    sandbox: Sandbox, live: str, demo_chart: Path
+) -> None:
+    """Three pods of 20 cores fit on three 32-core nodes, not on the two left when one is tainted NoSchedule."""
+    taint = "rollbook.dev/checklist-test=reserved:NoSchedule"
+    big = {"workload": "Deployment/big", "replicas": 3, "cpu_m": 20_000, "memory": 1 << 30}
+    tolerant = {**big, "tolerations": [{"key": "rollbook.dev/checklist-test", "operator": "Exists"}]}
+    before = by_check(predeploy_checklist(request(sandbox, live, demo_chart, requests=[big], policy=ALL_WARN)))
+    assert before["capacity"].status == "pass", before["capacity"].reason
+    sandbox.kubectl("taint", "nodes", "kwok-node-0", taint)
+    try:
+        blocked = by_check(predeploy_checklist(request(sandbox, live, demo_chart, requests=[big], policy=ALL_WARN)))
+        tolerated = by_check(
+            predeploy_checklist(request(sandbox, live, demo_chart, requests=[tolerant], policy=ALL_WARN))
+        )
+    finally:
+        sandbox.kubectl("taint", "nodes", "kwok-node-0", f"{taint}-")
+    capacity = blocked["capacity"]
+    assert capacity.status == "fail"
+    assert "not on any single node for Deployment/big: 1 pod(s)" in capacity.reason
+    assert capacity.evidence["excluded_nodes"] == {"kwok-node-0": f"taint {taint}"}
+    assert capacity.evidence["schedulable_nodes"] == 2
+    assert tolerated["capacity"].status == "pass", tolerated["capacity"].reason
+    assert tolerated["capacity"].evidence["schedulable_nodes"] == 3
+
+
+def test_negative_requests_are_refused_naming_the_field(sandbox: Sandbox, live: str, demo_chart: Path) -> None:
+    bad = {"workload": "Deployment/api", "replicas": -2, "cpu_m": 100, "memory": 1 << 20}
+    with pytest.raises(ValidationError, match=r"requests\.0\.replicas"):
+        request(sandbox, live, demo_chart, requests=[bad])
+    with pytest.raises(ValidationError, match=r"requests\.0\.cpu_m"):
+        request(sandbox, live, demo_chart, requests=[{**bad, "replicas": 1, "cpu_m": 0}])
