@@ -153,8 +153,9 @@ def refusal(stuck: StuckRelease, now: dt.datetime, *, target: int | None) -> str
     """Why a rollback of a stuck release is refused without `recover_pending`, naming exactly what to run."""
     to = f"rolls back to revision {target}" if target is not None else "rolls back"
     return (
-        f"{stuck.evidence(now)}. helm refuses every install, upgrade and rollback of this release until that "
-        f"revision is no longer pending. If no helm command is still working on it, run helm-rollback again with "
+        f"{stuck.evidence(now)}. helm refuses every upgrade of this release while that revision is pending, and "
+        f"a plain `helm rollback` would leave it pending in the history for good. If no helm command is still "
+        f"working on it, run helm-rollback again with "
         f"request.recover_pending=true (with controls.require_approval=true to review this evidence first): it "
         f"marks revision {stuck.revision} failed in Secret {stuck.secret} and {to}, e.g. `rollbook run helm-rollback "
         f"--param request.namespace={stuck.namespace} --param request.release={stuck.release} "

@@ -190,13 +190,14 @@ def test_interrupted_rollback_is_refused_then_recovered_with_approval(
     apps: client.AppsV1Api,
     core: client.CoreV1Api,
     namespace: str,
+    demo_chart: Path,
     with_failed_revision: list[tuple[int, str]],
 ) -> None:
     _interrupt_rollback(sandbox, core, namespace, 2)
     stuck = history(sandbox, namespace)
     assert stuck == [*with_failed_revision, (5, "pending-rollback")]
-    # helm itself refuses everything now, which is what a plain re-run used to end on
-    refused = sandbox.helm("rollback", "demo", "2", "-n", namespace, check=False)
+    # helm refuses every upgrade now (its rollback would leave revision 5 pending in the history for good)
+    refused = sandbox.helm("upgrade", "demo", str(demo_chart), "-n", namespace, "--reuse-values", check=False)
     assert refused.returncode != 0 and "another operation" in refused.stderr
 
     request = HelmRollbackRequest(**target_fields(sandbox, namespace, timeout_seconds=60))
@@ -224,7 +225,7 @@ def test_interrupted_rollback_is_refused_then_recovered_with_approval(
     assert result.recovered is not None and result.recovered.revision == 5
     assert (result.from_revision, result.to_revision, result.new_revision) == (5, 2, 6)
     assert result.pods_ready and result.status == "deployed"
-    assert history(sandbox, namespace) == [*with_failed_revision, (5, "failed"), (6, "deployed")]
+    assert history(sandbox, namespace) == [*with_failed_revision[:3], (4, "superseded"), (5, "failed"), (6, "deployed")]
     assert image(apps, namespace) == f"{repo(sandbox)}:1.1.0"  # the good version the interrupted rollback wanted
     secret = core.read_namespaced_secret("sh.helm.release.v1.demo.v5", namespace)
     assert secret.metadata.labels["status"] == "failed"
