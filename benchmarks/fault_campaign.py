@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "integrat
 from faults import FAULT_KINDS, Fault, TrialRecord, cleanup, random_fault, undo_trial  # noqa: E402
 
 from sandbox.cluster import Sandbox  # noqa: E402
-from sandbox.config import SandboxConfig  # noqa: E402
+from sandbox.config import SandboxConfig, free_base_port  # noqa: E402
 
 
 def describe(index: int, record: TrialRecord) -> str:
@@ -63,14 +63,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--faults", nargs="+", choices=FAULT_KINDS, default=list(FAULT_KINDS))
     parser.add_argument("--down-seconds", type=float, default=8.0, help="how long kube-apiserver stays stopped")
-    parser.add_argument("--base-port", type=int, default=24560)
+    parser.add_argument("--base-port", type=int, default=24560, help="first port block to try")
     args = parser.parse_args()
 
     from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     work = Path(tempfile.mkdtemp(prefix="rollbook-fault-campaign-"))
-    sandbox = Sandbox(SandboxConfig(work / "sandbox", base_port=args.base_port))
+    sandbox = Sandbox(SandboxConfig(work / "sandbox", base_port=free_base_port(args.base_port)))
     rng = random.Random(args.seed)
     records: dict[str, list[TrialRecord]] = {kind: [] for kind in args.faults}
     try:
