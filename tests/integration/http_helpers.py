@@ -17,8 +17,9 @@ from typing import Any
 
 
 class HookRecorder:
-    """POST /<name> records the call and answers 200; a path under /fail/ answers 500. GET /status/<code>
-    answers <code> (an acceptance check)."""
+    """POST /<name> records the call and answers 200; a path under /fail/ answers 500, one under /flaky/<n>/
+    answers 500 to its first <n> calls and 200 after (a blip). GET /status/<code> answers <code> (an acceptance
+    check)."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, dict[str, Any]]] = []
@@ -30,7 +31,8 @@ class HookRecorder:
                 body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
                 with recorder._lock:
                     recorder.calls.append((self.path, body))
-                self._answer(500 if self.path.startswith("/fail/") else 200)
+                    seen = sum(1 for path, _ in recorder.calls if path == self.path)
+                self._answer(500 if recorder._fails(self.path, seen) else 200)
 
             def do_GET(self) -> None:  # noqa: N802
                 code = int(self.path.rsplit("/", 1)[-1]) if self.path.startswith("/status/") else 404
@@ -51,14 +53,23 @@ class HookRecorder:
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
+    @staticmethod
+    def _fails(path: str, seen: int) -> bool:
+        if path.startswith("/fail/"):
+            return True
+        if path.startswith("/flaky/"):
+            return seen <= int(path.split("/")[2])
+        return False
+
     def phases(self) -> list[str]:
         """The `phase` field of every recorded POST, in arrival order."""
         with self._lock:
             return [body.get("phase", "?") for _, body in self.calls if body]
 
-    def hook(self, phase: str, name: str | None = None, fail: bool = False) -> dict[str, Any]:
-        """A Webhook parameter pointing at this server."""
-        path = f"/{'fail/' if fail else ''}{name or phase}"
+    def hook(self, phase: str, name: str | None = None, *, fail: bool = False, fail_first: int = 0) -> dict[str, Any]:
+        """A Webhook parameter pointing at this server; `fail` answers 500 always, `fail_first` to that many calls."""
+        prefix = "fail/" if fail else f"flaky/{fail_first}/" if fail_first else ""
+        path = f"/{prefix}{name or phase}"
         return {"name": name or phase, "type": phase, "url": self.url + path, "timeout_seconds": 5,
                 "metadata": {"test": "recorder"}}  # fmt: skip
 

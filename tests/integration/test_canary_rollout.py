@@ -19,16 +19,19 @@ from kubernetes import client
 from pydantic import ValidationError
 from test_progressive_traffic import deploy, http_route
 
-from flows.canary_rollout import CanaryRequest, RolloutBusy, RolloutFailed, canary_rollout
+from flows.canary_rollout import CanaryRequest, CanaryReverted, RolloutBusy, RolloutStopped, canary_rollout
+from flows.predeploy_checklist import ChecklistFailed
 from rollbook.change import ChangeControls
 from sandbox.cluster import Sandbox
 from sandbox.observability import prometheus_url
-from tasks.metrics import MetricsUnavailable
+from tasks.metrics.providers import MetricsUnavailable
 from tasks.progressive import RoutingNotFound
-from tasks.traffic import GatewayApiRouter, NginxCanaryRouter
+from tasks.routers.gateway_api import GatewayApiRouter
+from tasks.routers.nginx import NginxCanaryRouter
 
 CONTROLS = ChangeControls(reason="integration test of the canary runbook", requested_by="pytest")
 PROFILE = "podAnnotations.sandbox\\.rollbook\\.dev/profile"
+CANARY_WEIGHT = "nginx.ingress.kubernetes.io/canary-weight"
 
 
 def request(sandbox: Sandbox, demo_chart: Path, namespace: str, **extra: Any) -> CanaryRequest:
@@ -53,6 +56,7 @@ def request(sandbox: Sandbox, demo_chart: Path, namespace: str, **extra: Any) ->
         "prometheus_url": prometheus_url(sandbox.cfg),
         "analysis": analysis,
         "approval_timeout_seconds": 60,
+        "run_checklist": False,  # the checklist gate has its own test
         **extra,
     }
     return CanaryRequest.model_validate(fields)
@@ -69,16 +73,38 @@ def weight(sandbox: Sandbox, router: NginxCanaryRouter | GatewayApiRouter) -> in
         return router.read_weight(api)
 
 
-def approve_next(action: str = "approve") -> None:
+def answer_next(run_input: dict[str, Any]) -> None:
+    """Answer the one paused run's form, then wait until it runs again."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.objects import StateType
 
     run = wait_paused()
-    resume(run.id, {"action": action, "approver": "alice", "reason": f"pytest says {action}"})
+    resume(run.id, run_input)
     with get_client(sync_client=True) as prefect:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and prefect.read_flow_run(run.id).state.type == StateType.PAUSED:
             time.sleep(0.3)
+
+
+def approve_next(action: str = "approve") -> None:
+    """Answer a traffic gate (approve, reject or hold)."""
+    answer_next({"action": action, "approver": "alice", "reason": f"pytest says {action}"})
+
+
+def answer_plan(approved: bool, comment: str) -> None:
+    """Answer the approval of the whole plan that `controls.require_approval` asks for."""
+    answer_next({"approved": approved, "comment": comment})
+
+
+def canary_ingress(sandbox: Sandbox, namespace: str, name: str = "web-demo-app-canary") -> Any:
+    """The canary Ingress as the API server stores it: what the data plane serves, read without router code."""
+    return client.NetworkingV1Api(sandbox.api_client()).read_namespaced_ingress(name, namespace)
+
+
+def ingresses(sandbox: Sandbox, namespace: str) -> list[str]:
+    return [
+        i.metadata.name for i in client.NetworkingV1Api(sandbox.api_client()).list_namespaced_ingress(namespace).items
+    ]
 
 
 def test_healthy_canary_is_promoted_after_two_approvals(
@@ -90,7 +116,11 @@ def test_healthy_canary_is_promoted_after_two_approvals(
         req = request(sandbox, demo_chart, namespace, analysis={"webhooks": [hooks.hook(p) for p in phases]})
         thread, out = run_in_thread(lambda: canary_rollout(request=req, controls=CONTROLS))
         approve_next()  # before 100%
-        assert weight(sandbox, releases) == 100 or thread.is_alive()
+        wait_paused()  # the gate before promotion: the analysis at 100% passed, so the cluster serves 100% now
+        served = canary_ingress(sandbox, namespace)
+        assert served.metadata.annotations[CANARY_WEIGHT] == "100"
+        assert served.spec.rules[0].http.paths[0].backend.service.name == "web-next-demo-app"
+        assert served.metadata.annotations["rollbook.dev/reason"] == CONTROLS.reason
         approve_next()  # before promotion
         thread.join(120)
         calls = list(hooks.calls)
@@ -107,17 +137,25 @@ def test_healthy_canary_is_promoted_after_two_approvals(
     for _, body in calls:
         assert body["name"] == "web-next" and body["namespace"] == namespace and body["version"] == "1.1.0"
         assert body["metadata"] == {"test": "recorder"}
-    assert [w["type"] for w in result["evidence"]["webhooks"]] == ["pre-rollout", "confirm-promotion", "post-rollout"]
-    assert result["outcome"] == "promoted" and result["version"] == "1.1.0"
-    assert [s["weight"] for s in result["evidence"]["steps"]] == [25, 50, 100]
-    assert [a["action"] for a in result["evidence"]["approvals"]] == ["approve", "approve"]
-    assert result["evidence"]["approvals"][0]["reason"] == "alice: pytest says approve"
-    image = apps.read_namespaced_deployment("web-demo-app", namespace).spec.template.spec.containers[0].image
-    assert image.endswith(":1.1.0")
-    net = client.NetworkingV1Api(sandbox.api_client())
-    assert [i.metadata.name for i in net.list_namespaced_ingress(namespace).items] == ["web-demo-app"]
+    assert [w.type for w in result.evidence.webhooks] == ["pre-rollout", "confirm-promotion", "post-rollout"]
+    assert (result.outcome, result.stage, result.canary.version) == ("changed", "promoted", "1.1.0")
+    assert [s.weight for s in result.evidence.steps] == [25, 50, 100]
+    assert [(a.action, a.by, a.reason) for a in result.evidence.approvals] == [
+        ("approve", "alice", "pytest says approve")
+    ] * 2
+    # what the cluster serves after promotion: the stable Ingress alone, to the stable Service, whose Deployment
+    # now runs the canary's image and says who promoted it and why
+    assert ingresses(sandbox, namespace) == ["web-demo-app"]
+    stable_ingress = client.NetworkingV1Api(sandbox.api_client()).read_namespaced_ingress("web-demo-app", namespace)
+    assert stable_ingress.spec.rules[0].http.paths[0].backend.service.name == "web-demo-app"
+    assert CANARY_WEIGHT not in (stable_ingress.metadata.annotations or {})
+    stable = apps.read_namespaced_deployment("web-demo-app", namespace)
+    assert stable.spec.template.spec.containers[0].image.endswith(":1.1.0")
+    assert stable.metadata.annotations["rollbook.dev/reason"] == CONTROLS.reason
+    assert stable.metadata.annotations["rollbook.dev/promoted-version"] == "1.1.0"
+    assert result.weight == 0 and weight(sandbox, releases) == 0
     # the canary release served its purpose: uninstalled after promotion (its Deployment and Service are gone)
-    assert result["canary_release"] == "uninstalled"
+    assert result.canary_release == "uninstalled"
     assert helm_releases(sandbox, namespace) == ["web"]
     assert [d.metadata.name for d in apps.list_namespaced_deployment(namespace).items] == ["web-demo-app"]
 
@@ -145,7 +183,7 @@ def test_errors_from_50_roll_back_at_50_and_never_reach_75(
         req = request(
             sandbox, demo_chart, namespace, analysis={"step_weights": [25, 50, 75, 100], "webhooks": webhooks}, **extra
         )
-        with pytest.raises(RolloutFailed) as failed:
+        with pytest.raises(CanaryReverted) as failed:
             canary_rollout(request=req, controls=CONTROLS)
         calls = list(hooks.calls)
     # the failing rollout called the rollback webhook once, after the steps, with the reason
@@ -179,26 +217,28 @@ def test_slow_canary_fails_latency_and_rejection_or_timeout_reverts(
     deploy(sandbox, demo_chart, namespace, "web-next", "1.1.0", "--set", "ingress.enabled=false",
            "--set", f"{PROFILE}=slow")  # fmt: skip
     req = request(sandbox, demo_chart, namespace, analysis={"step_weights": [50, 100]})
-    with pytest.raises(RolloutFailed, match="failed analyses at 50%") as failed:
+    with pytest.raises(CanaryReverted, match="failed analyses at 50%") as failed:
         canary_rollout(request=req, controls=CONTROLS)
     assert "request-duration" in str(failed.value) and "above max 500" in str(failed.value)
     assert weight(sandbox, releases) == 0
 
-    # a healthy version whose last step is rejected goes back to stable
+    # a healthy version whose last step is rejected goes back to stable: the run did what the approver asked
     deploy(sandbox, demo_chart, namespace, "web-next", "1.1.0", "--set", "ingress.enabled=false",
            "--set", f"{PROFILE}=healthy")  # fmt: skip
     req = request(sandbox, demo_chart, namespace, analysis={"step_weights": [30, 100]})
     thread, out = run_in_thread(lambda: canary_rollout(request=req, controls=CONTROLS))
     approve_next("reject")
     thread.join(60)
-    assert isinstance(out.get("error"), RolloutFailed) and "rejected" in str(out["error"])
-    assert weight(sandbox, releases) == 0
+    assert "error" not in out, out.get("error")
+    assert (out["result"].outcome, out["result"].stage) == ("reverted", "reverted")
+    assert "rejected" in out["result"].summary
+    assert canary_ingress(sandbox, namespace).metadata.annotations[CANARY_WEIGHT] == "0"
 
     # no answer before the timeout: the default safe choice reverts
     req = request(sandbox, demo_chart, namespace, analysis={"step_weights": [30, 100]}, approval_timeout_seconds=5)
-    with pytest.raises(RolloutFailed, match="rejected or timed out"):
-        canary_rollout(request=req, controls=CONTROLS)
-    assert weight(sandbox, releases) == 0
+    result = canary_rollout(request=req, controls=CONTROLS)
+    assert result.outcome == "reverted" and result.evidence.approvals[-1].action == "timeout → revert"
+    assert canary_ingress(sandbox, namespace).metadata.annotations[CANARY_WEIGHT] == "0"
 
 
 def wait_weight(sandbox: Sandbox, router: NginxCanaryRouter, wanted: int, timeout: float = 120) -> None:
@@ -225,7 +265,7 @@ def test_prometheus_lost_mid_rollout_reverts_and_unexpected_errors_revert(
             proxy.stop()  # Prometheus goes away before the analysis at 50%
         thread.join(120)
         error = out.get("error")
-        assert isinstance(error, RolloutFailed), out
+        assert isinstance(error, CanaryReverted), out
         message = str(error)
         assert "1 failed analyses at 50%" in message and "traffic reverted to stable" in message
         assert "Prometheus could not be queried: prometheus unreachable at " + proxy.url in message
@@ -239,7 +279,7 @@ def test_prometheus_lost_mid_rollout_reverts_and_unexpected_errors_revert(
         assert weight(sandbox, releases) == 25  # traffic really moved before the crash
         raise RuntimeError("injected crash in the analysis")
 
-    monkeypatch.setattr(sys.modules["flows.canary_rollout"], "run_checks", crash)  # the module, not the flow
+    monkeypatch.setattr(sys.modules["flows._canary_steps"], "run_checks", crash)  # the module, not the flow
     with pytest.raises(RuntimeError, match="injected crash") as crashed:
         canary_rollout(request=request(sandbox, demo_chart, namespace), controls=CONTROLS)
     assert "traffic was reverted to stable (weight 0)" in " ".join(getattr(crashed.value, "__notes__", []))
@@ -292,10 +332,11 @@ def test_killed_run_restarts_from_the_cluster_weight_and_timeout_holds(
         )
     fast = req.model_copy(update={"analysis": req.analysis.model_copy(update={"interval_seconds": 4})})
     result = canary_rollout(request=fast, controls=CONTROLS)
-    assert result["steps"] == [25, 50, 75]  # 25 is analysed again (not shifted again), then 50; 75 is gated
-    assert [s["weight"] for s in result["evidence"]["steps"]] == [25, 50]
-    assert result["outcome"] == "held" and result["weight"] == 50  # the gate before 75% timed out: keep 50
-    assert weight(sandbox, releases) == 50
+    assert result.steps == [25, 50, 75]  # 25 is analysed again (not shifted again), then 50; 75 is gated
+    assert [s.weight for s in result.evidence.steps] == [25, 50]
+    assert result.stage == "held" and result.weight == 50  # the gate before 75% timed out: keep 50
+    assert result.outcome == "changed"  # this run moved the weight from 25 to 50
+    assert canary_ingress(sandbox, namespace).metadata.annotations[CANARY_WEIGHT] == "50"
 
 
 def test_bad_input_and_plan_change_nothing(
@@ -312,7 +353,7 @@ def test_bad_input_and_plan_change_nothing(
             request=request(sandbox, demo_chart, namespace, prometheus_url="http://127.0.0.1:9"), controls=CONTROLS
         )
     hook = {"name": "smoke", "type": "pre-rollout", "url": "http://127.0.0.1:9/smoke", "timeout_seconds": 2}
-    with pytest.raises(RolloutFailed, match="pre-rollout webhook failed"):
+    with pytest.raises(RolloutStopped, match="pre-rollout webhook failed"):
         canary_rollout(
             request=request(sandbox, demo_chart, namespace, analysis={"webhooks": [hook]}), controls=CONTROLS
         )
@@ -329,6 +370,83 @@ def test_bad_input_and_plan_change_nothing(
     plan = canary_rollout(
         request=request(sandbox, demo_chart, namespace), controls=CONTROLS.model_copy(update={"plan": True})
     )
-    assert plan["outcome"] == "planned" and plan["steps"] == [25, 50, 100]
-    net = client.NetworkingV1Api(sandbox.api_client())
-    assert [i.metadata.name for i in net.list_namespaced_ingress(namespace).items] == ["web-demo-app"]
+    assert plan.outcome == "planned" and plan.steps == [25, 50, 100] and plan.weight == 0
+    assert "canary Ingress `web-demo-app-canary`" in plan.plan and "helm uninstall `web-next`" in plan.plan
+    assert ingresses(sandbox, namespace) == ["web-demo-app"]
+
+
+def test_one_failed_analysis_is_tolerated_and_sustained_errors_revert(
+    sandbox: Sandbox, demo_chart: Path, namespace: str, releases: NginxCanaryRouter
+) -> None:
+    # 1.2.0 answers 5xx on a share of requests: with threshold 2 and 2 analyses per step, the first failure
+    # holds the weight at 25% and the second sends everything back to stable
+    deploy(sandbox, demo_chart, namespace, "web-next", "1.2.0", "--set", "ingress.enabled=false")
+    unattended = {"approve_before_final_step": False, "promote": False}
+    sustained = {"iterations": 2, "threshold": 2, "step_weights": [25, 50]}
+    with pytest.raises(CanaryReverted, match=r"2 failed analyses at 25% \(threshold 2\)") as failed:
+        canary_rollout(
+            request=request(sandbox, demo_chart, namespace, analysis=sustained, **unattended), controls=CONTROLS
+        )
+    assert "| 25% | 1 | request-success-rate |" in str(failed.value)
+    assert "| 25% | 2 | request-success-rate |" in str(failed.value) and "| 50%" not in str(failed.value)
+    assert canary_ingress(sandbox, namespace).metadata.annotations[CANARY_WEIGHT] == "0"
+
+    # a healthy version whose first analysis fails once (the step webhook answers 500 once): tolerated, the
+    # step needs two passes, and the rollout goes on to 50%
+    deploy(sandbox, demo_chart, namespace, "web-next", "1.1.0", "--set", "ingress.enabled=false")
+    with hook_recorder() as hooks:
+        blip = {**sustained, "webhooks": [hooks.hook("rollout", fail_first=1)]}
+        result = canary_rollout(
+            request=request(sandbox, demo_chart, namespace, analysis=blip, **unattended), controls=CONTROLS
+        )
+    assert [(s.weight, s.attempt, s.passed) for s in result.evidence.steps] == [
+        (25, 1, False),
+        (25, 2, True),
+        (25, 3, True),
+        (50, 1, True),
+        (50, 2, True),
+    ]
+    assert all(c.passed for s in result.evidence.steps for c in s.checks)  # only the webhook blipped
+    assert (result.outcome, result.stage, result.weight) == ("changed", "shifted", 50)
+    assert canary_ingress(sandbox, namespace).metadata.annotations[CANARY_WEIGHT] == "50"
+
+
+def test_plan_approval_rejected_changes_nothing_and_approved_runs(
+    sandbox: Sandbox, demo_chart: Path, namespace: str, releases: NginxCanaryRouter
+) -> None:
+    deploy(sandbox, demo_chart, namespace, "web-next", "1.1.0", "--set", "ingress.enabled=false")
+    controls = CONTROLS.model_copy(update={"require_approval": True, "approval_poll_seconds": 1})
+    req = request(
+        sandbox, demo_chart, namespace, analysis={"step_weights": [100]}, approve_before_final_step=False, promote=False
+    )
+    thread, out = run_in_thread(lambda: canary_rollout(request=req, controls=controls))
+    answer_plan(False, "not during the sale")
+    thread.join(60)
+    assert "error" not in out, out.get("error")
+    assert (out["result"].outcome, out["result"].approval) == ("not-approved", "not during the sale")
+    assert ingresses(sandbox, namespace) == ["web-demo-app"]  # no canary route was made
+
+    thread, out = run_in_thread(lambda: canary_rollout(request=req, controls=controls))
+    answer_plan(True, "go ahead")
+    thread.join(120)
+    assert "error" not in out, out.get("error")
+    assert (out["result"].outcome, out["result"].stage, out["result"].approval) == ("changed", "shifted", "go ahead")
+    served = canary_ingress(sandbox, namespace).metadata.annotations
+    assert served[CANARY_WEIGHT] == "100"
+    assert served["rollbook.dev/reason"] == controls.reason and served["rollbook.dev/requested-by"] == "pytest"
+
+
+def test_failed_checklist_stops_before_any_change(
+    sandbox: Sandbox, demo_chart: Path, namespace: str, releases: NginxCanaryRouter
+) -> None:
+    deploy(sandbox, demo_chart, namespace, "web-next", "1.1.0", "--set", "ingress.enabled=false")
+    before = json.loads(sandbox.helm("history", "web", "-n", namespace, "-o", "json").stdout)
+    # no cosign key given: the required signature check cannot pass, so the verdict is NOT READY
+    req = request(
+        sandbox, demo_chart, namespace, run_checklist=True, checklist={"policy": {"skip": ["vulnerabilities"]}}
+    )
+    with pytest.raises(ChecklistFailed, match="NOT READY.*image-signature"):
+        canary_rollout(request=req, controls=CONTROLS)
+    assert ingresses(sandbox, namespace) == ["web-demo-app"]  # no canary route, no weight
+    assert json.loads(sandbox.helm("history", "web", "-n", namespace, "-o", "json").stdout) == before
+    assert helm_releases(sandbox, namespace) == ["web", "web-next"]
