@@ -21,6 +21,9 @@ from rollbook.types import ChartRef, ImageTag, LocalPath, Namespace, ReleaseName
 from tasks.metrics.checks import MetricCheck
 from tasks.webhooks import Webhook
 
+# the canary analysis runs at most this many checks per step (CanaryAnalysis.iterations)
+MAX_CHECKS_PER_STEP = 100
+
 
 class BlueGreenRequest(TrafficSource):
     namespace: Namespace = Field(description="Namespace of both releases.")
@@ -51,6 +54,12 @@ class BlueGreenRequest(TrafficSource):
             raise ValueError(f"steps must end at 100 (blue/green moves all traffic to green), got {self.steps}")
         if self.blue_release == self.green_release:
             raise ValueError("blue_release and green_release must differ")
+        checks = self.window_seconds // self.interval_seconds
+        if checks > MAX_CHECKS_PER_STEP:
+            raise ValueError(
+                f"window_seconds {self.window_seconds} / interval_seconds {self.interval_seconds} asks for {checks} "
+                f"checks per step; at most {MAX_CHECKS_PER_STEP}: raise interval_seconds or shorten window_seconds"
+            )
         return self
 
     def analysis(self) -> CanaryAnalysis:

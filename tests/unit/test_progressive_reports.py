@@ -200,3 +200,13 @@ def test_green_runs_blue_values_with_its_own_tag_track_and_no_ingress() -> None:
         "x": [2],
     }
     assert blue["image"]["tag"] == "1.0.0"  # blue's values are not changed
+
+
+def test_blue_green_window_errors_name_the_fields_the_user_set() -> None:
+    with pytest.raises(
+        ValidationError, match="window_seconds 3600 / interval_seconds 1 asks for 3600 checks"
+    ) as refused:
+        BlueGreenRequest.model_validate({**BG, "window_seconds": 3600, "interval_seconds": 1})
+    assert "iterations" not in str(refused.value)
+    analysis = BlueGreenRequest.model_validate({**BG, "window_seconds": 100, "interval_seconds": 1}).analysis()
+    assert (analysis.iterations, analysis.interval_seconds, analysis.step_weights) == (100, 1, [10, 25, 50, 75, 100])
