@@ -63,7 +63,9 @@ class HelmRollbackRequest(HelmReleaseTarget):
         default=30, ge=0, le=120, description="After helm's wait, how long to give pods to report Ready."
     )
     cleanup_on_fail: bool = Field(
-        default=False, description="helm --cleanup-on-fail: delete new resources this rollback created if it fails."
+        default=False,
+        description="helm --cleanup-on-fail: when applying the rollback fails, delete the objects it had just created "
+        "(helm does not clean up when only its --wait times out).",
     )
     recover_pending: bool = Field(
         default=False,

@@ -80,7 +80,7 @@ def test_bad_input_is_refused_and_changes_nothing(
         run(revision=4)
     with pytest.raises(RollbackRefused, match="revision 3 is failed"):
         run(revision=3)
-    with pytest.raises(ValidationError, match="greater than or equal to 1"):
+    with pytest.raises(ValidationError, match="revision must be at least 1"):
         HelmRollbackRequest(**target_fields(sandbox, namespace, revision=-1))
     with pytest.raises(Exception, match="revision"):  # Prefect validates a raw dict parameter the same way
         helm_rollback(target_fields(sandbox, namespace, revision=-1), CONTROLS)  # type: ignore[arg-type]
@@ -259,21 +259,21 @@ def test_rerun_after_a_rollback_does_not_undo_it(
 
 
 def test_cleanup_on_fail_deletes_what_a_failed_rollback_created(
-    sandbox: Sandbox, namespace: str, demo_chart: Path
+    sandbox: Sandbox, apps: client.AppsV1Api, core: client.CoreV1Api, namespace: str, demo_chart: Path
 ) -> None:
-    """Revision 1 (crashing pods, with an Ingress) is rolled back to from revision 2 (no Ingress): the rollback's
-    wait fails, and with cleanup_on_fail helm deletes the Ingress the rollback had created."""
-    networking = client.NetworkingV1Api(sandbox.api_client())
-    sandbox.helm(
-        "install", "demo", str(demo_chart), "-n", namespace, "--set", f"image.repository={repo(sandbox)}",
-        "--set", "image.tag=1.0.0", "--set", CRASH_SET, "--set", "ingress.enabled=true",
-    )  # fmt: skip
+    """Revision 1 (objects named demo-demo-app, with an Ingress) is rolled back to from revision 2 (renamed, no
+    Ingress) while a quota forbids Ingresses: helm creates revision 1's Service and Deployment, fails on the
+    Ingress, and with cleanup_on_fail deletes what it had just created (helm cleans up when applying fails)."""
+    assert helm_deploy(sandbox, demo_chart, namespace, "1.0.0", "--set", "ingress.enabled=true")
     assert helm_deploy(
-        sandbox, demo_chart, namespace, "1.1.0", "--set", "podLabels=null", "--set", "ingress.enabled=false"
+        sandbox, demo_chart, namespace, "1.1.0", "--set", "ingress.enabled=false", "--set", "fullnameOverride=web2"
     )
-    assert networking.list_namespaced_ingress(namespace).items == []
-    request = HelmRollbackRequest(**target_fields(sandbox, namespace, timeout_seconds=10, cleanup_on_fail=True))
+    core.create_namespaced_resource_quota(
+        namespace, {"metadata": {"name": "no-ingress"}, "spec": {"hard": {"count/ingresses.networking.k8s.io": "0"}}}
+    )
+    request = HelmRollbackRequest(**target_fields(sandbox, namespace, timeout_seconds=30, cleanup_on_fail=True))
     with pytest.raises(HelmOperationFailed, match="rollback failed"):
         helm_rollback(request, CONTROLS)
     assert history(sandbox, namespace)[-1] == (3, "failed")
-    assert networking.list_namespaced_ingress(namespace).items == []  # created by the rollback, cleaned up
+    assert [d.metadata.name for d in apps.list_namespaced_deployment(namespace).items] == ["web2"]
+    assert "demo-demo-app" not in [s.metadata.name for s in core.list_namespaced_service(namespace).items]
