@@ -8,17 +8,26 @@ only the Medium one, 2.0.0 none. No network is used: grype neither downloads a d
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import psycopg
 import pytest
+from helm_helpers import RELEASE, helm_deploy
+from prefect import flow
+from pydantic import SecretStr
 
 from flows.predeploy_checklist import ChecklistFailed, ChecklistRequest, predeploy_checklist
-from rollbook.checklist import CheckName, CheckPolicy, Status
+from rollbook.checklist import CHECKS, CheckName, CheckPolicy, Status
+from sandbox import datastores
 from sandbox.cluster import Sandbox
 from sandbox.registry import SCAN_DEMO_PACKAGE, SandboxRegistries
 from sandbox.toolchain import SCANNER_PINS
 from sandbox.vulndb import CRITICAL_ADVISORY, MEDIUM_ADVISORY
 from tasks.checks.vulnerabilities import check_vulnerabilities
+from tasks.migrations import MigrationCheck
 from tasks.scanners import GrypeScanner
 
 OTHER_CHECKS: list[CheckName] = [
@@ -155,3 +164,74 @@ def test_a_database_past_its_maximum_age_is_unavailable(
     assert result.status == Status.FAIL
     assert result.reason.startswith("scan not possible: grype vulnerability database not available")
     assert "max allowed age is 1 second" in result.reason
+
+
+@flow(name="checklist-gate-test")
+def gated_deploy(request: ChecklistRequest) -> dict[str, Any]:
+    """What a deploy flow does with the checklist: run it as a subflow and stop on ChecklistFailed."""
+    try:
+        verdict = predeploy_checklist(request)
+    except ChecklistFailed as failed:
+        return {"went_ahead": False, "summary": str(failed), "verdict": failed.verdict}
+    return {"went_ahead": True, "summary": verdict.summary, "verdict": verdict}
+
+
+@pytest.fixture
+def migrated(sandbox: Sandbox) -> Iterator[tuple[str, str]]:
+    """A schema holding golang-migrate's table at version 3 on the sandbox's PostgreSQL: (dsn, table)."""
+    dsn = datastores.database_url(sandbox.cfg)
+    schema = "gate_" + uuid.uuid4().hex[:10]
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+        conn.execute(f"CREATE TABLE {schema}.schema_migrations (version bigint PRIMARY KEY, dirty boolean NOT NULL)")
+        conn.execute(f"INSERT INTO {schema}.schema_migrations VALUES (3, false)")
+    yield dsn, f"{schema}.schema_migrations"
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def test_healthy_release_with_the_real_grype_is_ready_and_the_gate_lets_it_through(
+    sandbox: Sandbox,
+    registries: SandboxRegistries,
+    demo_chart: Path,
+    namespace: str,
+    sandbox_db: str,
+    migrated: tuple[str, str],
+) -> None:
+    """Every check runs for real: a live healthy release, the clean signed scan-demo 2.0.0 image (cosign and
+    grype against the sandbox registry and vulnerability DB), the chart's dry run, capacity and the database at
+    the declared version; called as a subflow, the verdict comes back. The same gate with a database behind the
+    version the release declares stops, with the verdict on the exception."""
+    assert helm_deploy(sandbox, demo_chart, namespace, "1.0.0")
+    dsn, table = migrated
+    image = registries.scan_image("2.0.0")
+    repository, tag = image.rsplit(":", 1)
+    req = ChecklistRequest(
+        kubeconfig_path=str(sandbox.cfg.kubeconfig),
+        namespace=namespace,
+        release=RELEASE,
+        chart=str(demo_chart),
+        values={"image": {"repository": repository, "tag": tag}},
+        cosign_public_key=str(registries.public_key),
+        helm_executable=str(sandbox.bins / "helm"),
+        severity_threshold="negligible",
+        migration=MigrationCheck(kind="golang-migrate", expected_version="3", dsn=SecretStr(dsn), table=table),
+    )
+    through = gated_deploy(req)
+    assert through["went_ahead"] and through["summary"] == "READY to deploy", through["summary"]
+    verdict = through["verdict"]
+    assert {r.check: (r.status, r.outcome) for r in verdict.rows} == {name: ("pass", "ok") for name in CHECKS}, [
+        (r.check, r.reason) for r in verdict.rows
+    ]
+    results = {r.check: r for r in verdict.results}
+    assert results["image-signature"].evidence["verified"] == [image]
+    assert results["vulnerabilities"].evidence["counts"] == {image: {}}
+    assert results["db-migration"].reason == "golang-migrate: at version 3, clean"
+
+    newer = MigrationCheck(kind="golang-migrate", expected_version="4", dsn=SecretStr(dsn), table=table)
+    behind = req.model_copy(update={"migration": newer})
+    stopped = gated_deploy(behind)
+    assert not stopped["went_ahead"]
+    assert stopped["summary"] == "NOT READY: required check(s) failed: db-migration"
+    row = next(r for r in stopped["verdict"].rows if r.check == "db-migration")
+    assert row.outcome == "blocking" and "database behind: at version 3, the release expects 4" in row.reason
