@@ -32,7 +32,7 @@ from rollbook.change import ChangeControls
 from rollbook.rollout_lock import RolloutBusy
 from sandbox.cluster import Sandbox
 from sandbox.observability import prometheus_url
-from sandbox.registry import DEMO_REPOSITORY
+from sandbox.registry import DEMO_REPOSITORY, SandboxRegistries
 from tasks.routers.gateway_api import GATEWAY_API, HTTPROUTES, GatewayApiRouter
 from tasks.routers.nginx import NginxCanaryRouter
 from tasks.webhooks import AcceptanceFailed
@@ -299,6 +299,13 @@ def test_plan_checklist_and_approval_gates_change_nothing_until_approved(
     checked = request(sandbox, demo_chart, namespace, version="1.1.0", steps=[100], **checklist)
     with pytest.raises(ChecklistFailed, match="NOT READY.*image-signature"):
         blue_green(request=checked, controls=CONTROLS)
+    assert releases(sandbox, namespace) == ["shop"] and ingresses(sandbox, namespace) == [BLUE_SERVICE]
+    # with the sandbox's signing key green's first install is READY (planned here, so still nothing installed)
+    key = str(SandboxRegistries(sandbox.cfg, sandbox.bins).public_key)
+    checklist["checklist"] = {**checklist["checklist"], "cosign_public_key": key}
+    ready = request(sandbox, demo_chart, namespace, version="1.1.0", steps=[100], **checklist)
+    planned = blue_green(request=ready, controls=CONTROLS.model_copy(update={"plan": True}))
+    assert planned.outcome == "planned" and planned.checklist.startswith("READY"), planned.checklist
     assert releases(sandbox, namespace) == ["shop"] and ingresses(sandbox, namespace) == [BLUE_SERVICE]
     # approval of the plan: rejected, nothing is installed
     asking = CONTROLS.model_copy(update={"require_approval": True, "approval_poll_seconds": 1})

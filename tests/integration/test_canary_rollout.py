@@ -24,6 +24,7 @@ from flows.predeploy_checklist import ChecklistFailed
 from rollbook.change import ChangeControls
 from sandbox.cluster import Sandbox
 from sandbox.observability import prometheus_url
+from sandbox.registry import SandboxRegistries
 from tasks.metrics.providers import MetricsUnavailable
 from tasks.progressive import RoutingNotFound
 from tasks.routers.gateway_api import GatewayApiRouter
@@ -436,7 +437,7 @@ def test_plan_approval_rejected_changes_nothing_and_approved_runs(
     assert served["rollbook.dev/reason"] == controls.reason and served["rollbook.dev/requested-by"] == "pytest"
 
 
-def test_failed_checklist_stops_before_any_change(
+def test_checklist_gate_stops_on_a_failed_verdict_and_passes_a_ready_one(
     sandbox: Sandbox, demo_chart: Path, namespace: str, releases: NginxCanaryRouter
 ) -> None:
     deploy(sandbox, demo_chart, namespace, "web-next", "1.1.0", "--set", "ingress.enabled=false")
@@ -450,3 +451,11 @@ def test_failed_checklist_stops_before_any_change(
     assert ingresses(sandbox, namespace) == ["web-demo-app"]  # no canary route, no weight
     assert json.loads(sandbox.helm("history", "web", "-n", namespace, "-o", "json").stdout) == before
     assert helm_releases(sandbox, namespace) == ["web", "web-next"]
+    # with the sandbox's signing key the promotion (stable with the canary's image) is READY, and the plan says so
+    key = str(SandboxRegistries(sandbox.cfg, sandbox.bins).public_key)
+    options = {"policy": {"skip": ["vulnerabilities"]}, "cosign_public_key": key}
+    ready = request(sandbox, demo_chart, namespace, run_checklist=True, checklist=options)
+    plan = canary_rollout(request=ready, controls=CONTROLS.model_copy(update={"plan": True}))
+    assert plan.outcome == "planned" and plan.checklist.startswith("READY"), plan.checklist
+    assert f"pre-deploy checklist: {plan.checklist}" in plan.plan
+    assert ingresses(sandbox, namespace) == ["web-demo-app"]
