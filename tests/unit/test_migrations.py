@@ -123,3 +123,14 @@ def test_a_dsn_that_is_not_a_url_is_refused_without_echoing_it() -> None:
     with pytest.raises(MigrationUnavailable, match="not a valid URL") as refused:
         engine_for("user:hunter2 at host")
     assert "hunter2" not in str(refused.value) and refused.value.transient is False
+
+
+def test_check_connects_through_a_saved_database_connection_block(tmp_path: Path) -> None:
+    from blocks import DatabaseConnection
+
+    dsn = golang_db(tmp_path / "app.db", [(9, False)])
+    DatabaseConnection(dsn=SecretStr(dsn)).save("migration-status-test", overwrite=True)
+    config = MigrationCheck(kind="golang-migrate", expected_version="9", database_block="migration-status-test")
+    assert "sqlite" not in config.model_dump_json()  # only the block's name travels with the request
+    answer = check_db_migration.fn(config)
+    assert answer.status == Status.PASS, answer.reason
