@@ -1,4 +1,5 @@
-"""Traffic routing and metrics on the sandbox: the nginx canary router, the traffic simulator, real Prometheus."""
+"""Traffic routing and metrics on the sandbox: both routers, the traffic simulator (which exports ingress-nginx's
+and Envoy's own series), real Prometheus, and the built-in observer queries exactly as they run on a real cluster."""
 
 from __future__ import annotations
 
@@ -12,8 +13,17 @@ from kubernetes import client
 from sandbox.cluster import Sandbox
 from sandbox.observability import prometheus_url
 from sandbox.registry import DEMO_REPOSITORY
-from tasks.metrics import MetricCheck, PrometheusProvider, Target, evaluate
-from tasks.traffic import CANARY_WEIGHT, GATEWAY_API, HTTPROUTES, GatewayApiRouter, NginxCanaryRouter, RouterError
+from tasks.metrics.checks import MetricCheck, evaluate
+from tasks.metrics.prometheus import PrometheusProvider
+from tasks.observers.base import Target
+from tasks.routers.base import RouterError
+from tasks.routers.gateway_api import GATEWAY_API, HTTPROUTES, GatewayApiRouter
+from tasks.routers.nginx import CANARY_WEIGHT, NginxCanaryRouter
+
+BUILT_IN = [
+    MetricCheck(name="request-success-rate", min=99, window="10s"),
+    MetricCheck(name="request-duration", max=500, window="10s"),
+]
 
 
 def deploy(sandbox: Sandbox, chart: Path, namespace: str, release: str, tag: str, *extra: str) -> None:
@@ -76,9 +86,11 @@ def _wait_value(prom: PrometheusProvider, query: str, ok: object, timeout: float
     raise AssertionError(f"{query} stayed at {value}")
 
 
-def test_simulator_splits_by_live_weight_and_prometheus_sees_versions(
+def test_simulator_splits_by_live_weight_and_the_nginx_observer_judges_the_canary(
     sandbox: Sandbox, stable_and_canary: NginxCanaryRouter, namespace: str
 ) -> None:
+    """The canary (1.2.0, 20 % errors) gets half the traffic: the built-in checks, written by the nginx-ingress
+    observer on ingress-nginx's own series, fail its success rate and pass its latency."""
     router = stable_and_canary
     with sandbox.api_client() as api:
         router.ensure(api)
@@ -89,28 +101,30 @@ def test_simulator_splits_by_live_weight_and_prometheus_sees_versions(
         weight_q = f'rollbook_sim_canary_weight{{namespace="{namespace}",ingress="app-demo-app"}}'
         _wait_value(prom, weight_q, lambda v: v == 50)
         assert httpx.get(f"{sim}/weights").json()[f"{namespace}/app-demo-app"] == 50
-        time.sleep(6)  # a few scrapes of traffic at 50%
-        checks = [
-            MetricCheck(name="request-success-rate", min=99, window="10s"),
-            MetricCheck(name="request-duration", max=500, window="10s"),
-            MetricCheck(
-                name="requests-per-second",
-                query="sum(rate(rollbook_sim_requests_total{ {{ selector }} }[{{ window }}]))",
-                min=5,
-                window="10s",
-            ),
-        ]
-        stable = evaluate(prom, checks, Target(namespace=namespace, service="app-demo-app", version="1.1.0"))
-        canary = evaluate(prom, checks, Target(namespace=namespace, service="app-next-demo-app", version="1.2.0"))
-        assert [r.passed for r in stable] == [True, True, True], stable
+        canary_rps = (
+            f'sum(rate(nginx_ingress_controller_requests{{namespace="{namespace}",ingress="app-demo-app",'
+            f'canary="{namespace}-app-next-demo-app-http"}}[10s]))'
+        )
+        _wait_value(prom, canary_rps, lambda v: v > 15)  # ten seconds of traffic at 50% in the window
+        stable_rate = (
+            '100 * sum(rate(nginx_ingress_controller_requests{namespace="{{ namespace }}",ingress="{{ route }}",'
+            'canary="",status!~"5.."}[{{ window }}])) / sum(rate(nginx_ingress_controller_requests{'
+            'namespace="{{ namespace }}",ingress="{{ route }}",canary=""}[{{ window }}]))'
+        )
+        stable_check = MetricCheck(name="stable-success-rate", query=stable_rate, min=99, window="10s")
+        target = Target(
+            observer="nginx-ingress", namespace=namespace, service="app-next-demo-app", route="app-demo-app"
+        )
+        canary = evaluate(prom, [*BUILT_IN, stable_check], target)
+        assert "nginx_ingress_controller_requests" in canary[0].query, canary[0].query
         assert canary[0].passed is False and canary[0].value is not None and 60 < canary[0].value < 95, canary
-        assert canary[1].passed and canary[2].passed, canary
+        assert canary[1].passed and canary[1].value is not None and canary[1].value < 100, canary
+        assert canary[2].passed and canary[2].value == pytest.approx(100), canary  # stable is healthy
         # reset: the canary stops receiving traffic, so its rate over a short window falls to zero
         with sandbox.api_client() as api:
             router.reset(api)
         _wait_value(prom, weight_q, lambda v: v == 0)
-        rps = f'sum(rate(rollbook_sim_requests_total{{namespace="{namespace}",service="app-next-demo-app"}}[3s]))'
-        _wait_value(prom, rps, lambda v: v == 0, timeout=20)
+        _wait_value(prom, canary_rps.replace("[10s]", "[3s]"), lambda v: v == 0, timeout=20)
 
 
 def http_route(sandbox: Sandbox, namespace: str, name: str, service: str) -> None:
@@ -129,7 +143,7 @@ def http_route(sandbox: Sandbox, namespace: str, name: str, service: str) -> Non
     )
 
 
-def test_gateway_router_weights_and_simulated_split(
+def test_gateway_router_weights_simulated_split_and_the_envoy_observer(
     sandbox: Sandbox, stable_and_canary: NginxCanaryRouter, namespace: str
 ) -> None:
     http_route(sandbox, namespace, "app", "app-demo-app")
@@ -155,6 +169,15 @@ def test_gateway_router_weights_and_simulated_split(
         while httpx.get(f"{sim}/weights").json().get(f"{namespace}/app") != 30 and time.monotonic() < deadline:
             time.sleep(0.5)
         assert httpx.get(f"{sim}/weights").json()[f"{namespace}/app"] == 30
+        with httpx.Client(base_url=prometheus_url(sandbox.cfg), timeout=5) as http:
+            prom = PrometheusProvider(http)
+            cluster = f'envoy_cluster_name="service/{namespace}/app-next-demo-app/80/http"'
+            _wait_value(prom, f"sum(rate(envoy_cluster_upstream_rq_total{{{cluster}}}[10s]))", lambda v: v > 10)
+            target = Target(observer="envoy-gateway", namespace=namespace, service="app-next-demo-app", route="app")
+            canary = evaluate(prom, BUILT_IN, target)
+        assert "envoy_cluster_upstream_rq_xx" in canary[0].query and "envoy_cluster_upstream_rq_time" in canary[1].query
+        assert canary[0].passed is False and canary[0].value is not None and 60 < canary[0].value < 95, canary
+        assert canary[1].passed and canary[1].value is not None and canary[1].value < 100, canary
         assert router.reset(api) == 0
         assert router.remove(api) is True and router.remove(api) is False
         refs = custom.get_namespaced_custom_object(*GATEWAY_API, namespace, HTTPROUTES, "app")["spec"]["rules"][0]
