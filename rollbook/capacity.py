@@ -309,7 +309,8 @@ def _first_fit(room: list[list[int]], pods: Pods, needs: list[Need], eligible: l
             slot = next(daemon_slots[k])
             candidates = [slot] if room[slot][0] >= cpu and room[slot][1] >= mem else []
         else:
-            candidates = [i for i in eligible[k] if room[i][0] >= cpu and room[i][1] >= mem][:1]
+            fit = next((i for i in eligible[k] if room[i][0] >= cpu and room[i][1] >= mem), None)
+            candidates = [] if fit is None else [fit]
         if not candidates:
             unplaced[workload] = unplaced.get(workload, 0) + 1
             continue
