@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ from rollbook.helm_releases import RollbackRefused
 from sandbox.cluster import Sandbox
 from tasks.helm_changes import rollback_release
 from tasks.helm_errors import HelmOperationFailed, ReleaseChanged, ReleaseNotFound
+from tasks.release_workloads import annotate_release_deployments
 
 
 @pytest.fixture
@@ -277,3 +279,21 @@ def test_cleanup_on_fail_deletes_what_a_failed_rollback_created(
     assert history(sandbox, namespace)[-1] == (3, "failed")
     assert [d.metadata.name for d in apps.list_namespaced_deployment(namespace).items] == ["web2"]
     assert "demo-demo-app" not in [s.metadata.name for s in core.list_namespaced_service(namespace).items]
+
+
+def test_audit_annotation_rides_out_an_api_server_restart(
+    sandbox: Sandbox, apps: client.AppsV1Api, namespace: str, demo_chart: Path
+) -> None:
+    """The audit step of issue 16 failed on one connection refused; under KUBE_API it waits the restart out."""
+    assert helm_deploy(sandbox, demo_chart, namespace, "1.0.0")
+    cluster = KubernetesCluster(kubeconfig_path=str(sandbox.cfg.kubeconfig))
+    assert sandbox.stop_service("kube-apiserver")
+    restart = threading.Timer(6, lambda: sandbox.start_service("kube-apiserver"))
+    restart.start()
+    try:
+        names = annotate_release_deployments(cluster, namespace, "demo", {"rollbook.dev/audit": "after-outage"})
+    finally:
+        restart.join()
+    assert names == [DEPLOYMENT]
+    annotations = apps.read_namespaced_deployment(DEPLOYMENT, namespace).metadata.annotations
+    assert annotations["rollbook.dev/audit"] == "after-outage"
