@@ -179,6 +179,38 @@ def _outcome(
     )
 
 
+async def _helm_upgrade(
+    client: pyhelm3.Client,
+    chart_ref: Any,
+    values: dict[str, Any],
+    *,
+    where: tuple[str, str],
+    description: str,
+    timeout_seconds: int,
+) -> str:
+    """`helm upgrade --install --rollback-on-failure --wait`; helm's error text when it failed and rolled back
+    (a result), raising only what a retry may fix or what says the release is not as planned."""
+    release, namespace = where
+    try:
+        await client.install_or_upgrade_release(
+            release,
+            chart_ref,
+            values,
+            rollback_on_failure=True,
+            wait=True,
+            timeout=f"{timeout_seconds}s",
+            namespace=namespace,
+            create_namespace=False,
+            description=description,
+        )
+    except pyhelm3.errors.Error as exc:
+        classified = classify(exc, "upgrade", release, namespace)
+        if classified.transient or isinstance(classified, ReleaseBusy | ReleaseNotFound):
+            raise classified from None
+        return classified.detail
+    return ""
+
+
 @task(**HELM_CHANGE)
 def upgrade_release(
     cluster: KubernetesCluster,
@@ -209,25 +241,10 @@ def upgrade_release(
             get_run_logger().info("revision %d already carries this change (earlier attempt)", before[-1].revision)
             return _outcome(before, before, where=where, error="", seconds=round(time.monotonic() - started, 2))
         chart_ref = await client.get_chart(Path(chart) if Path(chart).exists() else chart)
-        error = ""
         async with _sampling_pods(cluster, namespace, release) as problems:
-            try:
-                await client.install_or_upgrade_release(
-                    release,
-                    chart_ref,
-                    values,
-                    rollback_on_failure=True,
-                    wait=True,
-                    timeout=f"{timeout_seconds}s",
-                    namespace=namespace,
-                    create_namespace=False,
-                    description=description,
-                )
-            except pyhelm3.errors.Error as exc:
-                classified = classify(exc, "upgrade", release, namespace)
-                if classified.transient or isinstance(classified, ReleaseBusy | ReleaseNotFound):
-                    raise classified from None
-                error = classified.detail
+            error = await _helm_upgrade(
+                client, chart_ref, values, where=where, description=description, timeout_seconds=timeout_seconds
+            )
         after = await read_history(command, release, namespace)
         return _outcome(
             before, after, where=where, error=error, pod_problems=problems, seconds=round(time.monotonic() - started, 2)
