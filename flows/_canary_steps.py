@@ -25,7 +25,7 @@ from flows._canary_model import (
     RolloutDecision,
 )
 from rollbook.change import ChangeControls, ChangeResult, Decision, change_annotations, request_approval
-from rollbook.reports.progressive import canary_report
+from rollbook.reports.progressive import canary_report, gate_form, not_approved, titled
 from tasks.helm_changes import upgrade_release
 from tasks.helm_release import release_status, revision_details
 from tasks.metrics.tasks import run_checks
@@ -52,12 +52,12 @@ def plan_or_approval(controls: ChangeControls, plan: str, *, key: str, what: str
     """Before any change: in plan mode publish the plan and return None; otherwise the answer of the one approval
     gate (`request_approval`: approved at once unless `controls.require_approval`), a refusal published too."""
     if controls.plan:
-        create_markdown_artifact("# Plan (nothing changed)\n\n" + plan, key=key, description=what)
+        create_markdown_artifact(titled("Plan (nothing changed)", plan), key=key, description=what)
         get_run_logger().info("plan only: nothing changed\n%s", plan)
         return None
     decision = request_approval(controls, plan)
     if not decision.approved:
-        create_markdown_artifact(f"# Not approved: nothing changed\n\n_{decision.comment}_\n\n{plan}", key=key)
+        create_markdown_artifact(not_approved(decision.comment, plan), key=key)
     return decision
 
 
@@ -158,7 +158,7 @@ class CanaryRun:
         exc.add_note("rollbook: traffic was reverted to stable (weight 0)")
 
     def gate(self, name: str, weight: int) -> str:
-        description = f"## Gate: {name}\n\nThe canary serves **{weight}%**.\n\n" + self.evidence.table()
+        description = gate_form(name, serving=f"The canary serves **{weight}%**.", details=self.evidence.table())
         action, answer = ask(
             name,
             description,

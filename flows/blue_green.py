@@ -42,7 +42,14 @@ from flows._canary_steps import RolloutStopped, ask, declined, plan_or_approval
 from flows.canary_rollout import canary_rollout
 from rollbook.artifacts import artifact_key
 from rollbook.change import ChangeControls, change_annotations
-from rollbook.reports.progressive import BlueGreenPlan, blue_green_plan, blue_green_report, retire_plan
+from rollbook.reports.progressive import (
+    BlueGreenPlan,
+    blue_green_plan,
+    blue_green_report,
+    gate_form,
+    retire_plan,
+    titled,
+)
 from rollbook.rollout_lock import rollout_lock
 from tasks.cluster import resolve_cluster
 from tasks.metrics.tasks import check_prometheus, resolve_prometheus
@@ -195,7 +202,7 @@ def _deliver(
     )
     action, answer = ask(
         "retire blue",
-        f"## Gate: retire blue\n\nGreen serves 100%. Steps: {shifted.steps}\n\n{result.plan}",
+        gate_form("retire blue", serving=f"Green serves 100% (steps {shifted.steps}).", details=result.plan),
         timeout_seconds=request.approval_timeout_seconds,
         on_timeout=request.on_approval_timeout,
     )
@@ -314,6 +321,6 @@ def blue_green_retire(request: RetireRequest, controls: ChangeControls) -> Retir
     summary = f"uninstalled retired release {release!r} in {ns!r} ({len(objects)} objects)"
     if not gone:
         summary = f"release {release!r} in {ns!r} was already gone"
-    create_markdown_artifact(f"# {summary}\n\n{plan}", key=key)
+    create_markdown_artifact(titled(summary, plan), key=key)
     update = {"outcome": "changed" if gone else "unchanged", "summary": summary, "approval": decision.comment}
     return result.model_copy(update=update)

@@ -298,3 +298,17 @@ def retire_plan(*, namespace: str, release: str, objects: Sequence[str], reason:
             *listed,
         ]
     )
+
+
+def titled(title: str, body: str) -> str:
+    """An artifact: a title over its body (a plan, a report)."""
+    return f"# {title}\n\n{body}"
+
+
+def not_approved(comment: str, plan: str) -> str:
+    return titled("Not approved: nothing changed", f"_{comment or 'no comment'}_\n\n{plan}")
+
+
+def gate_form(gate: str, *, serving: str, details: str) -> str:
+    """What an approver reads at a traffic gate: what is served now and the evidence so far."""
+    return f"## Gate: {gate}\n\n{serving}\n\n{details}"

@@ -17,7 +17,10 @@ from rollbook.reports.progressive import (
     blue_green_report,
     canary_plan,
     canary_report,
+    gate_form,
+    not_approved,
     retire_plan,
+    titled,
 )
 from tasks.metrics.checks import CheckResult, MetricCheck
 from tasks.webhooks import Webhook, WebhookResult
@@ -210,3 +213,10 @@ def test_blue_green_window_errors_name_the_fields_the_user_set() -> None:
     assert "iterations" not in str(refused.value)
     analysis = BlueGreenRequest.model_validate({**BG, "window_seconds": 100, "interval_seconds": 1}).analysis()
     assert (analysis.iterations, analysis.interval_seconds, analysis.step_weights) == (100, 1, [10, 25, 50, 75, 100])
+
+
+def test_titles_refusals_and_gate_forms() -> None:
+    assert titled("Plan (nothing changed)", "PLAN") == "# Plan (nothing changed)\n\nPLAN"
+    assert not_approved("", "PLAN") == "# Not approved: nothing changed\n\n_no comment_\n\nPLAN"
+    form = gate_form("promote", serving="The canary serves **100%**.", details="TABLE")
+    assert form == "## Gate: promote\n\nThe canary serves **100%**.\n\nTABLE"
