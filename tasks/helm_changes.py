@@ -70,6 +70,14 @@ def rollback_release(
             log.info("revision %d is already a rollback to %d (earlier attempt)", done.revision, revision)
             return status_of(release, namespace, done)
         live = history[-1]
+        if live.revision > expected_live and live.status in PENDING_STATUSES and live.rollback_revision == revision:
+            raise ReleaseBusy(
+                f"rollback: an earlier attempt left revision {live.revision} {live.status}; run helm-rollback again "
+                "with request.recover_pending=true to mark it failed and finish the rollback",
+                release,
+                namespace,
+                revision,
+            )
         if live.revision != expected_live:
             found = f"live revision is {live.revision} ({live.status}), expected {expected_live}"
             raise ReleaseChanged(f"rollback: {found}", release, namespace, revision)

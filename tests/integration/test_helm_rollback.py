@@ -29,7 +29,7 @@ from flows.helm_rollback import HelmRollbackRequest, ReleaseStuck, helm_rollback
 from rollbook.helm_releases import RollbackRefused
 from sandbox.cluster import Sandbox
 from tasks.helm_changes import rollback_release
-from tasks.helm_errors import HelmOperationFailed, ReleaseChanged, ReleaseNotFound
+from tasks.helm_errors import HelmOperationFailed, ReleaseBusy, ReleaseChanged, ReleaseNotFound
 from tasks.release_workloads import annotate_release_deployments
 
 
@@ -201,6 +201,11 @@ def test_interrupted_rollback_is_refused_then_recovered_with_approval(
     # helm refuses every upgrade now (its rollback would leave revision 5 pending in the history for good)
     refused = sandbox.helm("upgrade", "demo", str(demo_chart), "-n", namespace, "--reuse-values", check=False)
     assert refused.returncode != 0 and "another operation" in refused.stderr
+
+    # a retry of the interrupted rollback task itself names the way out instead of "the release changed"
+    cluster = KubernetesCluster(kubeconfig_path=str(sandbox.cfg.kubeconfig))
+    with pytest.raises(ReleaseBusy, match="earlier attempt left revision 5 pending-rollback.*recover_pending=true"):
+        rollback_release(cluster, namespace, "demo", 2, 4, timeout_seconds=60, helm=str(sandbox.bins / "helm"))
 
     request = HelmRollbackRequest(**target_fields(sandbox, namespace, timeout_seconds=60))
     with pytest.raises(ReleaseStuck) as refusal:
