@@ -4,8 +4,8 @@ The pre-deploy checklist lists nodes and pods (tasks/checks/capacity.py) and han
 follow the scheduler's, so that "pass" means the pods will be placed:
 - a pod's request is the sum of its containers, or its largest init container if larger, plus the pod overhead;
 - a node counts only for the pods that may land on it: Ready, not cordoned (unless the pod tolerates
-  `node.kubernetes.io/unschedulable`), and every NoSchedule/NoExecute taint tolerated (PreferNoSchedule is a
-  preference, not a refusal);
+  `node.kubernetes.io/unschedulable`), every NoSchedule/NoExecute taint tolerated (PreferNoSchedule is a
+  preference, not a refusal) and every nodeSelector label present (node affinity is not read);
 - free room is allocatable minus what the pods already there request, and room spread over many nodes is not room
   for one pod (first-fit, biggest pods first).
 
@@ -169,6 +169,7 @@ class NodeFacts(BaseModel):
     memory: int  # allocatable memory, bytes
     pods: int
     taints: list[str] = Field(default_factory=list, description="NoSchedule/NoExecute taints, key=value:effect.")
+    labels: dict[str, str] = Field(default_factory=dict, description="What a pod's nodeSelector is matched with.")
 
 
 def node_facts(node: Node) -> NodeFacts:
@@ -181,6 +182,7 @@ def node_facts(node: Node) -> NodeFacts:
         memory=int(quantity(alloc.get("memory", "0"))),
         pods=int(quantity(alloc.get("pods", "0"))),
         taints=[t.text for t in node.spec.taints if t.effect in HARD_EFFECTS],
+        labels=node.metadata.labels,
     )
 
 
@@ -190,9 +192,13 @@ def parse_taint(text: str) -> Taint:
     return Taint(key=key, value=value, effect=effect)
 
 
-def refusals(node: NodeFacts, tolerations: list[Toleration]) -> list[str]:
-    """Why a pod with `tolerations` cannot be placed on `node` ([] if it can): NotReady, cordoned, taints."""
+def refusals(node: NodeFacts, tolerations: list[Toleration], node_selector: dict[str, str] | None = None) -> list[str]:
+    """Why a pod with `tolerations` (and `node_selector`) cannot be placed on `node` ([] if it can): NotReady,
+    cordoned, an untolerated taint, a nodeSelector label the node lacks."""
     found = [] if node.ready else ["NotReady"]
+    missing = [f"{k}={v}" for k, v in (node_selector or {}).items() if node.labels.get(k) != v]
+    if missing:
+        found.append(f"no label {', '.join(missing)} (nodeSelector)")
     if node.cordoned and not any(t.tolerates(Taint(UNSCHEDULABLE_TAINT, "", "NoSchedule")) for t in tolerations):
         found.append("cordoned")
     for text in node.taints:
@@ -220,6 +226,7 @@ class Need(BaseModel):
     surge: int = Field(default=0, ge=0, strict=True)
     per_node: bool = False
     tolerations: list[Toleration] = Field(default_factory=list)
+    node_selector: dict[str, str] = Field(default_factory=dict, description="The pod template's nodeSelector.")
 
 
 def surge(spec: JSON, replicas: int) -> int:
@@ -261,6 +268,7 @@ def release_needs(manifests: list[JSON]) -> list[Need]:
                 surge=max(surge(spec, replicas), 0) if kind == "Deployment" else 0,
                 per_node=kind == "DaemonSet",
                 tolerations=_tolerations(pod_spec, daemon=kind == "DaemonSet"),
+                node_selector={str(k): str(v) for k, v in (pod_spec.get("nodeSelector") or {}).items()},
             )
         )
     return needs
@@ -282,10 +290,15 @@ class CapacityAnswer(BaseModel):
 
 def _eligible(nodes: list[NodeFacts], needs: list[Need]) -> tuple[list[list[int]], dict[str, str]]:
     """Per need, the indexes of the nodes its pods may use; and the nodes no need may use, with the reason."""
-    per_need = [[i for i, n in enumerate(nodes) if not refusals(n, need.tolerations)] for need in needs]
-    probe = needs[0].tolerations if needs else []
+    per_need = [
+        [i for i, n in enumerate(nodes) if not refusals(n, need.tolerations, need.node_selector)] for need in needs
+    ]
+    probe = needs[0] if needs else Need(workload="-", replicas=0, cpu_m=0, memory=0)
     used = {i for idx in per_need for i in idx} if needs else {i for i, n in enumerate(nodes) if not refusals(n, [])}
-    excluded = {n.name: ", ".join(refusals(n, probe)) or "no workload tolerates it" for i, n in enumerate(nodes)}
+    excluded = {
+        n.name: ", ".join(refusals(n, probe.tolerations, probe.node_selector)) or "no workload may use it"
+        for n in nodes
+    }
     return per_need, {n.name: excluded[n.name] for i, n in enumerate(nodes) if i not in used}
 
 

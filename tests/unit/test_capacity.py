@@ -236,3 +236,23 @@ def test_release_needs_from_rendered_manifests() -> None:
         Need(workload="Deployment/worker", replicas=10, cpu_m=0, memory=0, surge=2),
         Need(workload="Deployment/batch", replicas=10, cpu_m=0, memory=0),
     ]
+
+
+def test_node_selector_keeps_pods_off_nodes_without_the_labels() -> None:
+    nodes = [
+        node("ssd-1", 4000, 8 * GI, labels={"disk": "ssd"}),
+        node("hdd-1", 64000, 256 * GI, labels={"disk": "hdd"}),
+    ]
+    manifests = [
+        {
+            "kind": "Deployment",
+            "metadata": {"name": "db"},
+            "spec": {"replicas": 2, "template": {"spec": {"nodeSelector": {"disk": "ssd"}, "containers": []}}},
+        }
+    ]
+    (db,) = release_needs(manifests)
+    assert db.node_selector == {"disk": "ssd"}
+    answer = fits(nodes, {}, [db.model_copy(update={"cpu_m": 3000, "memory": GI})])
+    assert not answer.fits and answer.reason.startswith("CPU short by 2000m (need 6000m, free 4000m)"), answer.reason
+    assert answer.evidence["excluded_nodes"] == {"hdd-1": "no label disk=ssd (nodeSelector)"}
+    assert fits(nodes, {}, [db.model_copy(update={"cpu_m": 1000, "memory": GI})]).fits
