@@ -26,7 +26,8 @@ def test_prometheus_sends_alerts_to_the_sandbox_alertmanager(tmp_path: Path) -> 
     doc = yaml.safe_load(observability.prometheus_config(cfg).read_text())
     targets = doc["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
     assert targets == [f"127.0.0.1:{cfg.port('alertmanager')}"]
-    assert doc["scrape_configs"][0]["job_name"] == "traffic-simulator"  # scraping unchanged
+    # the simulator is scraped as the two data planes whose metrics it exports
+    assert [job["job_name"] for job in doc["scrape_configs"]] == ["ingress-nginx", "envoy-gateway"]
 
 
 def test_alertmanager_routes_everything_to_the_rollbook_webhook(tmp_path: Path) -> None:
