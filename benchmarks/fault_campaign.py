@@ -44,6 +44,9 @@ def count(records: list[TrialRecord]) -> dict[str, int]:
         tally["converged"] += r.converged
         tally["injected during the run"] += r.injected_at is not None
         tally["first run succeeded"] += r.runs[0].ok
+        tally["outage ridden out inside the rollout wait"] += any(
+            ((run.result or {}).get("rollout") or {}).get("api_errors", 0) > 0 for run in r.runs
+        )
         tally["re-run needed"] += len(r.runs) > 1
         tally["re-run found rollback applied (unchanged)"] += (
             len(r.runs) > 1 and r.final.ok and (r.final.result or {}).get("outcome") == "unchanged"
@@ -63,6 +66,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=16)
     parser.add_argument("--faults", nargs="+", choices=FAULT_KINDS, default=list(FAULT_KINDS))
     parser.add_argument("--down-seconds", type=float, default=8.0, help="how long kube-apiserver stays stopped")
+    parser.add_argument(
+        "--window",
+        nargs=2,
+        type=float,
+        default=[1.0, 14.0],
+        metavar=("FROM", "TO"),
+        help="inject at a random moment this many seconds after the flow process starts (its write comes after "
+        "~5-10 s of start-up; later moments land in the rollout wait)",
+    )
     parser.add_argument("--base-port", type=int, default=24560, help="first port block to try")
     args = parser.parse_args()
 
@@ -80,13 +92,16 @@ def main() -> None:
             env["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
             for kind in args.faults:
                 for index in range(args.trials):
-                    fault = random_fault(kind, rng)
+                    fault = random_fault(kind, rng, window=(args.window[0], args.window[1]))
                     fault = Fault(fault.kind, fault.at, args.down_seconds)
                     record, scenario = undo_trial(sandbox, fault, env=env, log_dir=work / "logs")
                     cleanup(sandbox, scenario)
                     records[kind].append(record)
                     print(describe(index, record), flush=True)
-        print(f"\ndeployment-undo fault campaign: {args.trials} trials per fault, seed {args.seed}, logs in {work}")
+        print(
+            f"\ndeployment-undo fault campaign: {args.trials} trials per fault, seed {args.seed}, "
+            f"window {args.window[0]}-{args.window[1]}s, outage {args.down_seconds}s, logs in {work}"
+        )
         for kind, found in records.items():
             print(f"\n{kind}:")
             for name, value in count(found).items():
