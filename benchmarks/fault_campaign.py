@@ -34,7 +34,8 @@ def describe(index: int, record: TrialRecord) -> str:
         for r in record.runs
     )
     verdict = "converged" if record.converged else f"VIOLATED: {'; '.join(record.violations) or 'did not finish'}"
-    return f"{index:>3} {record.fault.describe():<28} injected {record.injected_at}s | runs: {runs} | {verdict}"
+    when = f"injected at {record.injected_at}s" if record.injected_at is not None else "run ended before the fault"
+    return f"{index:>3} {record.fault.describe():<28} {when} | runs: {runs} | {verdict}"
 
 
 def count(records: list[TrialRecord]) -> dict[str, int]:
