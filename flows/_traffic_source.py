@@ -6,29 +6,13 @@ from __future__ import annotations
 
 from typing import Self
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl, model_validator
+from pydantic import Field, HttpUrl, model_validator
 
+from flows._checklist_gate import ChecklistOptions
 from flows._cluster_source import ClusterSource
-from flows.predeploy_checklist import CheckPolicy, Waiver
-from rollbook.types import BlockName, LocalPath, ResourceName, Values
+from rollbook.types import BlockName, ResourceName
 from tasks.observers.base import ObserverKind
 from tasks.routers.registry import RouterKind
-
-
-class ChecklistOptions(BaseModel):
-    """How the pre-deploy checklist judges the release before any traffic moves (the checklist's own fields;
-    the release, chart and values come from the rollout itself)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
-
-    cosign_public_key: LocalPath | None = Field(default=None, description="The cosign public key for signatures.")
-    registry_block: BlockName | None = Field(default=None, description="'Rollbook Container Registry' block (key).")
-    scanner_executable: LocalPath | None = Field(default=None, description="Scanner binary (default: on PATH).")
-    severity_threshold: str = Field(default="critical", description="Fail on findings at or above this severity.")
-    migration_checker: str | None = Field(default=None, description="Registered DB migration checker; empty: none.")
-    migration_settings: Values = Field(default_factory=dict)
-    policy: CheckPolicy = Field(default_factory=CheckPolicy)
-    waivers: list[Waiver] = Field(default_factory=list)
 
 
 class TrafficSource(ClusterSource):

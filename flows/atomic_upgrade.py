@@ -8,17 +8,15 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from blocks import KubernetesCluster
+from flows._checklist_gate import ChecklistOptions, checklist_gate
 from flows._helm_target import HelmReleaseTarget
-from flows.predeploy_checklist import ChecklistFailed, ChecklistRequest, predeploy_checklist
 from rollbook.artifacts import artifact_key
 from rollbook.change import ChangeControls, change_annotations, request_approval
-from rollbook.checklist import CheckPolicy, Waiver
 from rollbook.helm_releases import (
     RevisionInfo,
-    deep_merge,
     image_changes,
     latest,
     manifest_changes,
@@ -27,7 +25,8 @@ from rollbook.helm_releases import (
 )
 from rollbook.helm_results import AtomicUpgradeResult
 from rollbook.reports.helm import titled, upgrade_plan, upgrade_report
-from rollbook.types import BlockName, ChartRef, ImageTag, LocalPath, Values
+from rollbook.types import ChartRef, ImageTag, Values
+from rollbook.values import deep_merge
 from tasks.cluster import resolve_cluster
 from tasks.helm_changes import UpgradeOutcome, upgrade_release
 from tasks.helm_errors import ReleaseNotFound
@@ -35,20 +34,6 @@ from tasks.helm_release import RevisionDetails, release_history, render_upgrade,
 from tasks.release_workloads import annotate_release_deployments, release_pods_ready
 
 ACTION = "helm-atomic-upgrade"
-
-
-class UpgradeChecklist(BaseModel):
-    """The pre-deploy checklist's own settings for this upgrade (same names as in predeploy-checklist); the
-    cluster, release, chart, values and helm binary come from the upgrade request."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    registry_block: BlockName | None = Field(default=None, description="'Rollbook Container Registry' block (key).")
-    cosign_public_key: LocalPath | None = Field(default=None, description="A cosign public key (instead of a block).")
-    scanner_executable: LocalPath | None = Field(default=None, description="Scanner binary (default: on PATH).")
-    severity_threshold: str = Field(default="critical", description="Fail on findings at or above this severity.")
-    policy: CheckPolicy = Field(default_factory=CheckPolicy, description="Which checks block the upgrade.")
-    waivers: list[Waiver] = Field(default_factory=list, description="Accepted failures, each with a reason and expiry.")
 
 
 class AtomicUpgradeRequest(HelmReleaseTarget):
@@ -71,9 +56,7 @@ class AtomicUpgradeRequest(HelmReleaseTarget):
         description="Run the pre-deploy checklist on the values to install first; a failed verdict stops the "
         "upgrade before anything changes.",
     )
-    checklist: UpgradeChecklist = Field(
-        default_factory=lambda: UpgradeChecklist(), description="How the checklist judges this upgrade."
-    )
+    checklist: ChecklistOptions = Field(default_factory=ChecklistOptions, description="How the checklist judges it.")
 
 
 class UpgradeRolledBack(RuntimeError):
@@ -98,7 +81,16 @@ def atomic_upgrade(request: AtomicUpgradeRequest, controls: ChangeControls) -> A
     live = latest(history) if history else None
     live_details = revision_details(cluster, ns, name, live.revision, request.helm_executable) if live else None
     values = _values(request, live_details)
-    verdict = _checklist(request, values) if request.run_checklist else "not run (run_checklist=false)"
+    verdict = checklist_gate(  # a failed verdict raises ChecklistFailed: nothing changed
+        request,
+        run=request.run_checklist,
+        options=request.checklist,
+        namespace=ns,
+        release=name,
+        chart=request.chart,
+        values=values,
+        helm=request.helm_executable,
+    )
     result, plan_md = _plan(cluster, request, controls, history, live_details, values)
     result = result.model_copy(update={"checklist": verdict})
 
@@ -134,30 +126,6 @@ def atomic_upgrade(request: AtomicUpgradeRequest, controls: ChangeControls) -> A
     return result
 
 
-def _checklist(request: AtomicUpgradeRequest, values: dict[str, Any]) -> str:
-    """The pre-deploy checklist (as a subflow) on exactly what would be installed; its verdict's summary, or
-    ChecklistFailed before anything changed."""
-    checklist = ChecklistRequest(
-        cluster_block=request.cluster_block,
-        kubeconfig_path=request.kubeconfig_path,
-        context=request.context,
-        namespace=request.namespace,
-        release=request.release,
-        chart=request.chart,
-        values=values,
-        helm_executable=request.helm_executable,
-        **request.checklist.model_dump(),
-    )
-    try:
-        verdict = predeploy_checklist(checklist)
-    except ChecklistFailed as exc:
-        raise ChecklistFailed(
-            f"upgrade of release {request.release!r} in namespace {request.namespace!r} stopped before any change: "
-            f"the pre-deploy checklist failed: {exc}"
-        ) from None
-    return verdict.summary
-
-
 def _history(cluster: KubernetesCluster, request: AtomicUpgradeRequest) -> list[RevisionInfo]:
     try:
         history: list[RevisionInfo] = release_history(
@@ -174,7 +142,7 @@ def _values(request: AtomicUpgradeRequest, live: RevisionDetails | None) -> dict
     """The values to install: the live ones (if reused), merged with the request's, then the dotted overrides.
     Deep copies, so the overrides never leak into the live values the plan compares against."""
     values: dict[str, Any] = copy.deepcopy(live.values) if (live and request.reuse_values) else {}
-    values = deep_merge(values, copy.deepcopy(request.values))
+    values = deep_merge(values, request.values)
     overrides = dict(request.set_values)
     if request.image_tag:
         overrides["image.tag"] = request.image_tag

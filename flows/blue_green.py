@@ -36,9 +36,9 @@ from flows._blue_green_steps import (
     retire_parameters,
     retired_objects,
 )
-from flows._canary_checklist import checklist_gate
 from flows._canary_model import GateAnswer
 from flows._canary_steps import RolloutStopped, ask, declined, plan_or_approval
+from flows._checklist_gate import checklist_gate
 from flows.canary_rollout import canary_rollout
 from rollbook.artifacts import artifact_key
 from rollbook.change import ChangeControls, change_annotations
@@ -89,6 +89,8 @@ def blue_green(request: BlueGreenRequest, controls: ChangeControls) -> BlueGreen
     check_prometheus(resolve_prometheus(request.prometheus_block, request.prometheus_url))
     verdict = checklist_gate(  # a failed verdict raises ChecklistFailed: nothing changed
         request,
+        run=request.run_checklist,
+        options=request.checklist,
         namespace=request.namespace,
         release=request.green_release,
         chart=request.chart,

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from prefect import flow
 
 from blocks import KubernetesCluster
-from flows._canary_checklist import checklist_gate
 from flows._canary_model import (
     CanaryAnalysis as CanaryAnalysis,
 )
@@ -33,6 +32,7 @@ from flows._canary_model import (
     Evidence,
 )
 from flows._canary_steps import ACTION, CanaryRun, RolloutStopped, declined, plan_or_approval, promotion_values
+from flows._checklist_gate import checklist_gate
 from rollbook.artifacts import artifact_key
 from rollbook.change import ChangeControls, change_annotations
 from rollbook.reports.progressive import CanaryPlan, canary_plan
@@ -83,6 +83,8 @@ def canary_rollout(request: CanaryRequest, controls: ChangeControls) -> CanaryRe
     check_prometheus(prometheus)
     verdict = checklist_gate(  # the promotion is what it judges; a failed verdict raises ChecklistFailed
         request,
+        run=request.run_checklist,
+        options=request.checklist,
         namespace=request.namespace,
         release=request.stable_release,
         chart=request.chart,

@@ -159,7 +159,8 @@ def _cases() -> list[Case]:
             add(flow, "request.lock_timeout_seconds", [True, "30", 0])
             add(flow, "request.checklist.cosign_public_key", ["/" + "k" * 10_000])
             add(flow, "request.checklist.registry_block", ["Bad Block"])
-            add(flow, "request.checklist.migration_settings", [_deep_dict(20_000), ["x"]])
+            add(flow, "request.checklist.migration", [{"kind": "liquibase"}, ["x"]])
+            add(flow, "request.checklist.severity_threshold", ["apocalyptic", 5])
     for flow in ("rollout-history", "helm-rollback"):
         add(flow, "request.revision", BAD_REVISIONS)
     add("deployment-undo", "request.to_revision", BAD_REVISIONS)
