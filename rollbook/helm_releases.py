@@ -44,7 +44,7 @@ class RevisionInfo(BaseModel):
     rollback_revision: int | None = None  # the revision a rollback restored (helm's "Rollback to N")
 
 
-class RollbackRefused(ValueError):
+class HelmRollbackRefused(ValueError):
     """The request cannot be honoured as asked; nothing was changed."""
 
 
@@ -84,7 +84,7 @@ def latest(history: Iterable[RevisionInfo]) -> RevisionInfo:
     """The live revision: the newest one, whatever its status (helm status reports the same one)."""
     revisions = list(history)
     if not revisions:
-        raise RollbackRefused("the release has no revisions")
+        raise HelmRollbackRefused("the release has no revisions")
     return max(revisions, key=lambda r: r.revision)
 
 
@@ -101,7 +101,7 @@ def previous_good(history: Iterable[RevisionInfo]) -> RevisionInfo | None:
 
 
 def choose_rollback_target(history: Iterable[RevisionInfo], requested: int | None) -> RevisionInfo:
-    """The revision to roll back to, or RollbackRefused saying why there is none.
+    """The revision to roll back to, or HelmRollbackRefused saying why there is none.
 
     With `requested` None this is the previous good revision (not blindly live-1). An explicit revision must
     exist, must not be the live one, and must have run successfully once.
@@ -109,28 +109,28 @@ def choose_rollback_target(history: Iterable[RevisionInfo], requested: int | Non
     revisions = sorted(history, key=lambda r: r.revision)
     live = latest(revisions)
     if live.status in PENDING_STATUSES:
-        raise RollbackRefused(
+        raise HelmRollbackRefused(
             f"revision {live.revision} is {live.status}: another helm operation is in progress or was interrupted"
         )
     if requested is None:
         target = previous_good(revisions)
         if target is None:
             statuses = ", ".join(f"{r.revision}={r.status}" for r in revisions)
-            raise RollbackRefused(
+            raise HelmRollbackRefused(
                 f"no deployed or superseded revision before live revision {live.revision} ({statuses})"
             )
         return target
     if requested < 1:
-        raise RollbackRefused(f"revision must be >= 1, got {requested}")
+        raise HelmRollbackRefused(f"revision must be >= 1, got {requested}")
     by_number = {r.revision: r for r in revisions}
     if requested not in by_number:
         known = ", ".join(str(r.revision) for r in revisions)
-        raise RollbackRefused(f"revision {requested} is not in the release history (known: {known})")
+        raise HelmRollbackRefused(f"revision {requested} is not in the release history (known: {known})")
     if requested == live.revision:
-        raise RollbackRefused(f"revision {requested} is the live revision; rolling back to it would change nothing")
+        raise HelmRollbackRefused(f"revision {requested} is the live revision; rolling back to it would change nothing")
     target = by_number[requested]
     if target.status not in GOOD_STATUSES:
-        raise RollbackRefused(f"revision {requested} is {target.status}, not a revision that ever ran successfully")
+        raise HelmRollbackRefused(f"revision {requested} is {target.status}, not a revision that ever ran successfully")
     return target
 
 
@@ -147,17 +147,6 @@ def set_path(values: dict[str, Any], dotted: str, value: Any) -> None:
             node[part] = child
         node = child
     node[parts[-1]] = value
-
-
-def deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
-    """Helm's merge of values files: maps merge key by key, anything else is replaced."""
-    merged: dict[str, Any] = dict(base)
-    for key, value in override.items():
-        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
-            merged[key] = deep_merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged
 
 
 def flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -10,6 +10,7 @@ from kubernetes.client.exceptions import ApiException
 from prefect import task
 
 from blocks import KubernetesCluster
+from tasks.listing import count
 from tasks.policies import KUBE_API, KUBE_LIST, PREFECT_API
 
 # Per HTTP request; the task-level timeout bounds all retries of the client inside one attempt.
@@ -48,17 +49,8 @@ def server_version(cluster: KubernetesCluster) -> str:
 @task(**KUBE_LIST)
 def count_pods(cluster: KubernetesCluster, namespace: str) -> int:
     """Number of pods in a namespace, read in pages so a large namespace is not one huge response."""
-    total, token = 0, None
     with cluster.api_client() as api:
-        core = k8s_client.CoreV1Api(api)
-        while True:
-            page = core.list_namespaced_pod(
-                namespace, limit=500, _continue=token, _request_timeout=REQUEST_TIMEOUT_SECONDS
-            )
-            total += len(page.items)
-            token = page.metadata._continue if page.metadata else None
-            if not token:
-                return total
+        return count(k8s_client.CoreV1Api(api).list_namespaced_pod, namespace)
 
 
 def namespace_exists(api: k8s_client.ApiClient, namespace: str) -> bool:

@@ -22,9 +22,8 @@ from blocks import KubernetesCluster
 from rollbook import pods, revisions
 from rollbook.revisions import JSON
 from tasks.cluster import REQUEST_TIMEOUT_SECONDS
+from tasks.listing import list_all
 from tasks.policies import KUBE_API, KUBE_LIST, KUBE_WAIT, is_transient
-
-PAGE_SIZE = 250
 
 
 class ObjectNotFound(ValueError):
@@ -65,32 +64,11 @@ def _read_deployment(api: k8s_client.ApiClient, namespace: str, name: str) -> JS
     return _body(resp)
 
 
-def _list_all(list_fn: Any, namespace: str, selector: str) -> list[JSON]:
-    """Every item of a namespaced list, fetched in pages of PAGE_SIZE (limit/continue)."""
-    items: list[JSON] = []
-    token: str | None = None
-    while True:
-        page = _body(
-            list_fn(
-                namespace,
-                label_selector=selector,
-                limit=PAGE_SIZE,
-                _continue=token,
-                _preload_content=False,
-                _request_timeout=REQUEST_TIMEOUT_SECONDS,
-            )
-        )
-        items.extend(page.get("items") or [])
-        token = (page.get("metadata") or {}).get("continue")
-        if not token:
-            return items
-
-
 def _owned_replica_sets(api: k8s_client.ApiClient, deployment: JSON) -> list[JSON]:
     namespace = revisions.meta(deployment)["namespace"]
     selector = revisions.label_selector_string((deployment.get("spec") or {}).get("selector"))
     uid = revisions.meta(deployment)["uid"]
-    found = _list_all(k8s_client.AppsV1Api(api).list_namespaced_replica_set, namespace, selector)
+    found = list_all(k8s_client.AppsV1Api(api).list_namespaced_replica_set, namespace, label_selector=selector)
     return [rs for rs in found if revisions.is_controlled_by(rs, uid)]
 
 
@@ -191,7 +169,7 @@ def pod_problems(
     """Pods matching `selector` owned by one of `owner_uids` (ReplicaSets), each with its problems as
     `rollbook.pods` names them; a pod with no problem maps to an empty list."""
     with cluster.api_client() as api:
-        found = _list_all(k8s_client.CoreV1Api(api).list_namespaced_pod, namespace, selector)
+        found = list_all(k8s_client.CoreV1Api(api).list_namespaced_pod, namespace, label_selector=selector)
     owners = set(owner_uids)
     result: dict[str, list[str]] = {}
     for pod in found:
@@ -207,7 +185,7 @@ def deployment_pod_problems(cluster: KubernetesCluster, namespace: str, name: st
         deployment = _read_deployment(api, namespace, name)
         owners = {revisions.meta(rs)["uid"] for rs in _owned_replica_sets(api, deployment)}
         selector = revisions.label_selector_string((deployment.get("spec") or {}).get("selector"))
-        found = _list_all(k8s_client.CoreV1Api(api).list_namespaced_pod, namespace, selector)
+        found = list_all(k8s_client.CoreV1Api(api).list_namespaced_pod, namespace, label_selector=selector)
     return {
         str(revisions.meta(p).get("name")): pods.problem_texts(p)
         for p in found

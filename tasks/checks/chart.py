@@ -7,7 +7,6 @@ import subprocess
 import time
 from typing import Any
 
-import yaml
 from kubernetes import client as k8s_client
 from prefect import task
 from pydantic import BaseModel
@@ -186,18 +185,3 @@ def images_in(manifests: list[JSON]) -> list[str]:
             if c.get("image") and c["image"] not in found:
                 found.append(c["image"])
     return found
-
-
-def load_values(text: str) -> dict[str, Any]:
-    """A values document (YAML or JSON) as a mapping, with an error naming the line when it is malformed."""
-    try:
-        data = yaml.safe_load(text) if text.strip() else {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ValueError(f"values are not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ValueError(f"values must be a mapping of keys, got {type(data).__name__}")
-    return data

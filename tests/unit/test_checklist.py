@@ -16,7 +16,7 @@ from flows.predeploy_checklist import ChecklistFailed, ChecklistRequest
 from rollbook.capacity import pod_request
 from rollbook.checklist import CheckPolicy, CheckResult, Status, Waiver, decide
 from rollbook.reports.checklist import log_lines, markdown, table_rows
-from tasks.checks.chart import images_in, load_values
+from tasks.checks.chart import images_in
 from tasks.checks.common import ApiServerUnreachable, connection_reason
 from tasks.checks.current_release import pod_issue
 from tasks.checks.db_migration import check_db_migration
@@ -157,14 +157,6 @@ def test_pod_issue_names_crash_loops_and_unready_pods() -> None:
 
 
 # ---------------------------------------------------------------- input
-
-
-def test_values_errors_name_the_line() -> None:
-    with pytest.raises(ValueError, match="at line 2, column 4"):
-        load_values("a: 1\nb: : 2\n")
-    with pytest.raises(ValueError, match="must be a mapping"):
-        load_values("- 1\n- 2\n")
-    assert load_values("") == {}
 
 
 def test_request_refuses_bad_input(tmp_path: Path) -> None:

@@ -7,10 +7,9 @@ import pytest
 from rollbook.artifacts import artifact_key
 from rollbook.helm_releases import (
     MASK,
+    HelmRollbackRefused,
     RevisionInfo,
-    RollbackRefused,
     choose_rollback_target,
-    deep_merge,
     image_changes,
     manifest_changes,
     parse_helm_time,
@@ -59,7 +58,7 @@ def test_order_of_input_does_not_matter() -> None:
     ],
 )
 def test_refusals(statuses: tuple[str, ...], requested: int | None, message: str) -> None:
-    with pytest.raises(RollbackRefused, match=message):
+    with pytest.raises(HelmRollbackRefused, match=message):
         choose_rollback_target(_history(*statuses), requested)
 
 
@@ -69,7 +68,7 @@ def test_explicit_revision() -> None:
 
 def test_previous_good_of_empty_history() -> None:
     assert previous_good([]) is None
-    with pytest.raises(RollbackRefused):
+    with pytest.raises(HelmRollbackRefused):
         choose_rollback_target([], None)
 
 
@@ -78,7 +77,6 @@ def test_set_path_and_merge() -> None:
     set_path(values, "image.tag", "2")
     set_path(values, "podLabels.team", "a")
     assert values == {"image": {"repository": "r", "tag": "2"}, "replicas": 2, "podLabels": {"team": "a"}}
-    assert deep_merge({"a": {"b": 1, "c": 2}, "l": [1]}, {"a": {"b": 3}, "l": [2]}) == {"a": {"b": 3, "c": 2}, "l": [2]}
     with pytest.raises(ValueError):
         set_path(values, "", 1)
 
