@@ -32,8 +32,8 @@ from rollbook.helm_recovery import (
     too_recent,
 )
 from rollbook.helm_releases import (
+    HelmRollbackRefused,
     RevisionInfo,
-    RollbackRefused,
     choose_rollback_target,
     image_changes,
     latest,
@@ -179,7 +179,7 @@ def _stuck_or_refuse(request: HelmRollbackRequest, history: list[RevisionInfo]) 
     if not request.recover_pending:
         try:
             target: int | None = recovery_target(history, stuck, request.revision).revision
-        except RollbackRefused:
+        except HelmRollbackRefused:
             target = None
         raise ReleaseStuck(refusal(stuck, now, target=target))
     young = too_recent(stuck, now, grace_seconds=request.pending_grace_seconds)
@@ -194,9 +194,9 @@ def _target(request: HelmRollbackRequest, history: list[RevisionInfo], stuck: St
         if stuck is not None:
             return recovery_target(history, stuck, request.revision)
         return choose_rollback_target(history, request.revision)
-    except RollbackRefused as exc:
+    except HelmRollbackRefused as exc:
         where = f"release {request.release!r} in namespace {request.namespace!r}"
-        raise RollbackRefused(f"{where}: {exc}; nothing was changed") from None
+        raise HelmRollbackRefused(f"{where}: {exc}; nothing was changed") from None
 
 
 def _plan(

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict
 from rollbook.change import ANNOTATION_PREFIX
 from rollbook.helm_releases import (
     RECOVERABLE_STATUSES,
+    HelmRollbackRefused,
     RevisionInfo,
-    RollbackRefused,
     choose_rollback_target,
     latest,
 )
@@ -100,8 +100,8 @@ def recovery_target(history: Iterable[RevisionInfo], stuck: StuckRelease, reques
         requested = stuck.rollback_to
     try:
         return choose_rollback_target(revisions, requested)
-    except RollbackRefused as exc:
-        raise RollbackRefused(f"after marking revision {stuck.revision} failed: {exc}") from None
+    except HelmRollbackRefused as exc:
+        raise HelmRollbackRefused(f"after marking revision {stuck.revision} failed: {exc}") from None
 
 
 class RollbackRecord(BaseModel):

@@ -22,11 +22,11 @@ from blocks import KubernetesCluster
 from rollbook.helm_releases import PENDING_STATUSES, RevisionInfo
 from tasks.helm_cli import DEFAULT_HELM, run_pyhelm3
 from tasks.helm_errors import (
+    HelmRevisionNotFound,
     HelmUnavailable,
     ReleaseBusy,
     ReleaseChanged,
     ReleaseNotFound,
-    RevisionNotFound,
     classify,
 )
 from tasks.helm_release import ReleaseStatus, read_history, status_of
@@ -64,7 +64,7 @@ def rollback_release(
     async def work(client: pyhelm3.Client, command: pyhelm3.Command) -> ReleaseStatus:
         history = await read_history(command, release, namespace)
         if revision not in {r.revision for r in history}:
-            raise RevisionNotFound("rollback: revision not in history", release, namespace, revision)
+            raise HelmRevisionNotFound("rollback: revision not in history", release, namespace, revision)
         done = _already_rolled_back(history, revision, expected_live)
         if done is not None:
             log.info("revision %d is already a rollback to %d (earlier attempt)", done.revision, revision)

@@ -58,7 +58,7 @@ class ReleaseNotFound(HelmError, LookupError):
     """No such release (or namespace): a typo or the wrong cluster, never retried."""
 
 
-class RevisionNotFound(HelmError, LookupError):
+class HelmRevisionNotFound(HelmError, LookupError):
     """The release exists but not that revision (pruned by --history-max, or never made)."""
 
 
@@ -85,10 +85,10 @@ def classify(
         return ReleaseBusy(f"{op}: another helm operation is in progress", release, namespace, revision, detail)
     if isinstance(exc, pyhelm3.errors.ReleaseNotFoundError) or "release: not found" in text:
         if revision is not None:
-            return RevisionNotFound(f"{op}: revision {revision} not found", release, namespace, revision, detail)
+            return HelmRevisionNotFound(f"{op}: revision {revision} not found", release, namespace, revision, detail)
         return ReleaseNotFound(f"{op}: release not found", release, namespace, revision, detail)
     if "has no" in text and "version" in text:
-        return RevisionNotFound(f"{op}: revision {revision} not found", release, namespace, revision, detail)
+        return HelmRevisionNotFound(f"{op}: revision {revision} not found", release, namespace, revision, detail)
     if isinstance(exc, pyhelm3.errors.ConnectionError) or any(m in text for m in _TRANSIENT_MARKERS):
         return HelmUnavailable(f"{op}: cluster unreachable", release, namespace, revision, detail)
     return HelmOperationFailed(f"{op} failed", release, namespace, revision, detail)

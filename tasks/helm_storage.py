@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from blocks import KubernetesCluster
 from tasks.cluster import REQUEST_TIMEOUT_SECONDS
-from tasks.helm_errors import ReleaseChanged, RevisionNotFound
+from tasks.helm_errors import HelmRevisionNotFound, ReleaseChanged
 from tasks.policies import KUBE_API
 
 _GZIP_MAGIC = b"\x1f\x8b"
@@ -83,7 +83,7 @@ def mark_revision_failed(
             secret, stored = _read(core, namespace, name)
         except ApiException as exc:
             if exc.status == 404:
-                raise RevisionNotFound(
+                raise HelmRevisionNotFound(
                     f"Secret {name} not found (is helm using its default `secret` storage driver?)",
                     release,
                     namespace,

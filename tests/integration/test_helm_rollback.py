@@ -26,7 +26,7 @@ from pydantic import ValidationError
 
 from blocks import KubernetesCluster
 from flows.helm_rollback import HelmRollbackRequest, ReleaseStuck, helm_rollback
-from rollbook.helm_releases import RollbackRefused
+from rollbook.helm_releases import HelmRollbackRefused
 from sandbox.cluster import Sandbox
 from tasks.helm_changes import rollback_release
 from tasks.helm_errors import HelmOperationFailed, ReleaseBusy, ReleaseChanged, ReleaseNotFound
@@ -76,11 +76,11 @@ def test_bad_input_is_refused_and_changes_nothing(
         run(release="nope")
     with pytest.raises(ReleaseNotFound, match="namespace 'no-such-ns-x1'.*namespace does not exist"):
         run(namespace="no-such-ns-x1")
-    with pytest.raises(RollbackRefused, match="revision 99 is not in the release history.*nothing was changed"):
+    with pytest.raises(HelmRollbackRefused, match="revision 99 is not in the release history.*nothing was changed"):
         run(revision=99)
-    with pytest.raises(RollbackRefused, match="revision 4 is the live revision"):
+    with pytest.raises(HelmRollbackRefused, match="revision 4 is the live revision"):
         run(revision=4)
-    with pytest.raises(RollbackRefused, match="revision 3 is failed"):
+    with pytest.raises(HelmRollbackRefused, match="revision 3 is failed"):
         run(revision=3)
     with pytest.raises(ValidationError, match="revision must be at least 1"):
         HelmRollbackRequest(**target_fields(sandbox, namespace, revision=-1))

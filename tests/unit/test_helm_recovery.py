@@ -16,7 +16,7 @@ from rollbook.helm_recovery import (
     stuck_release,
     too_recent,
 )
-from rollbook.helm_releases import RevisionInfo, RollbackRefused
+from rollbook.helm_releases import HelmRollbackRefused, RevisionInfo
 
 NOW = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 
@@ -51,7 +51,7 @@ def test_interrupted_rollback_is_finished_not_reversed() -> None:
     # "previous good" after marking 5 failed would be 4, the bad version the rollback was leaving
     assert recovery_target(INTERRUPTED_ROLLBACK, stuck, None).revision == 2
     assert recovery_target(INTERRUPTED_ROLLBACK, stuck, 1).revision == 1
-    with pytest.raises(RollbackRefused, match="after marking revision 5 failed: revision 3 is failed"):
+    with pytest.raises(HelmRollbackRefused, match="after marking revision 5 failed: revision 3 is failed"):
         recovery_target(INTERRUPTED_ROLLBACK, stuck, 3)
     assert [r.status for r in as_failed(INTERRUPTED_ROLLBACK, 5)][-1] == "failed"
 
@@ -64,7 +64,7 @@ def test_interrupted_upgrade_goes_back_to_the_last_good_revision() -> None:
     install = [_row(1, "pending-install")]
     stuck_install = stuck_release(install, release="demo", namespace="prod")
     assert stuck_install is not None
-    with pytest.raises(RollbackRefused, match="no deployed or superseded revision"):
+    with pytest.raises(HelmRollbackRefused, match="no deployed or superseded revision"):
         recovery_target(install, stuck_install, None)
     assert stuck_release([_row(1, "deployed"), _row(2, "uninstalling")], release="d", namespace="p") is None
 

@@ -22,11 +22,11 @@ from tasks.helm_changes import _already_rolled_back, _check_upgrade_start
 from tasks.helm_cli import kubeconfig_file
 from tasks.helm_errors import (
     HelmOperationFailed,
+    HelmRevisionNotFound,
     HelmUnavailable,
     ReleaseBusy,
     ReleaseChanged,
     ReleaseNotFound,
-    RevisionNotFound,
     classify,
 )
 from tasks.helm_storage import decode_release, encode_release, secret_name
@@ -42,8 +42,8 @@ def _error(stderr: str, cls: type[pyhelm3.errors.Error] = pyhelm3.errors.Error) 
     ("stderr", "revision", "expected"),
     [
         ("Error: release: not found", None, ReleaseNotFound),
-        ("Error: release: not found", 7, RevisionNotFound),
-        ("Error: release has no 99 version", 99, RevisionNotFound),
+        ("Error: release: not found", 7, HelmRevisionNotFound),
+        ("Error: release has no 99 version", 99, HelmRevisionNotFound),
         ("Error: another operation (install/upgrade/rollback) is in progress", None, ReleaseBusy),
         ('Error: Get "https://127.0.0.1:6443/api": dial tcp 127.0.0.1:6443: connect: connection refused', None,
          HelmUnavailable),
