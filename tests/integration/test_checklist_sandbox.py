@@ -15,10 +15,12 @@ import yaml
 from helm_helpers import CRASH_SET, RELEASE, helm_deploy, repo
 from pydantic import ValidationError
 
+from blocks import KubernetesCluster
 from flows.predeploy_checklist import ChecklistFailed, ChecklistRequest, predeploy_checklist
 from rollbook.checklist import CheckPolicy, Verdict
 from sandbox.cluster import Sandbox
 from sandbox.registry import SandboxRegistries
+from tasks.checks.cluster_health import check_cluster_health, list_nodes
 
 ALL_WARN = CheckPolicy(required=[], warn_only=[])  # every result reported, the flow returns the verdict
 
@@ -256,3 +258,28 @@ def test_negative_requests_are_refused_naming_the_field(sandbox: Sandbox, live: 
         request(sandbox, live, demo_chart, requests=[bad])
     with pytest.raises(ValidationError, match=r"requests\.0\.cpu_m"):
         request(sandbox, live, demo_chart, requests=[{**bad, "replicas": 1, "cpu_m": 0}])
+
+
+def test_cluster_health_fails_naming_the_readyz_checks_when_etcd_is_gone(sandbox: Sandbox) -> None:
+    """The real kube-apiserver keeps answering while its etcd is stopped, but /readyz says which checks fail:
+    the cluster-health check must fail and name them, not pass on the nodes it listed before."""
+    cluster = KubernetesCluster(kubeconfig_path=str(sandbox.cfg.kubeconfig))
+    nodes = list_nodes.fn(cluster)
+    assert check_cluster_health.fn(cluster, nodes).status == "pass"
+    assert sandbox.stop_service("etcd")
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the API server notices a lost etcd within a few seconds
+            result = check_cluster_health.fn(cluster, nodes)
+            if result.status == "fail" or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+    finally:
+        sandbox.start_service("etcd")
+    assert result.status == "fail", result.reason
+    assert "API server not ready" in result.reason and "etcd" in result.reason
+    assert any("etcd" in check for check in result.evidence["readyz_failing"])
+    deadline = time.monotonic() + 60
+    while check_cluster_health.fn(cluster, nodes).status != "pass":  # healed: leave the sandbox as it was
+        assert time.monotonic() < deadline, "the API server did not become ready again after etcd came back"
+        time.sleep(1)
