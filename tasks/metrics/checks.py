@@ -88,17 +88,27 @@ def render_query(check: MetricCheck, target: Target) -> str:
 def result(check: MetricCheck, query: str, value: float | None) -> CheckResult:
     verdict = judge(value, minimum=check.min, maximum=check.max)
     return CheckResult(
-        name=check.name, query=query, value=value, min=check.min, max=check.max, passed=verdict.passed,
+        name=check.name,
+        query=query,
+        value=value,
+        min=check.min,
+        max=check.max,
+        passed=verdict.passed,
         detail=verdict.detail,
-    )  # fmt: skip
+    )
 
 
 def unavailable(check: MetricCheck, query: str, exc: MetricsUnavailable) -> CheckResult:
     """A failed check whose value is unknown because the provider could not answer."""
     return CheckResult(
-        name=check.name, query=query, value=None, min=check.min, max=check.max, passed=False,
+        name=check.name,
+        query=query,
+        value=None,
+        min=check.min,
+        max=check.max,
+        passed=False,
         detail=f"Prometheus could not be queried: {exc}",
-    )  # fmt: skip
+    )
 
 
 def ask(
