@@ -10,9 +10,8 @@ import time
 from typing import Any, TypeVar
 from uuid import UUID
 
-from prefect import get_run_logger, pause_flow_run
+from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
-from prefect.exceptions import FlowPauseTimeout
 
 from blocks import KubernetesCluster
 from blocks.prometheus import PrometheusConnection
@@ -24,7 +23,14 @@ from flows._canary_model import (
     GateAnswer,
     RolloutDecision,
 )
-from rollbook.change import ChangeControls, ChangeResult, Decision, change_annotations, request_approval
+from rollbook.change import (
+    ChangeControls,
+    ChangeResult,
+    Decision,
+    await_answer,
+    change_annotations,
+    request_approval,
+)
 from rollbook.reports.progressive import canary_report, gate_form, not_approved, titled
 from tasks.helm_changes import upgrade_release
 from tasks.helm_release import release_status, revision_details
@@ -74,9 +80,8 @@ def ask(gate: str, description: str, *, timeout_seconds: int, on_timeout: str) -
     """One traffic gate (canary's steps, blue/green's retire): pause for approve / reject / hold. No answer in
     time counts as `on_timeout` ("revert" is a rejection), so silence never pushes a rollout forward."""
     form = RolloutDecision.with_initial_data(description=description, action="hold")
-    try:
-        decision = pause_flow_run(wait_for_input=form, timeout=timeout_seconds, poll_interval=2)
-    except FlowPauseTimeout:
+    decision = await_answer(form, timeout_seconds=timeout_seconds, poll_seconds=2)
+    if decision is None:
         action = "reject" if on_timeout == "revert" else "hold"
         return action, GateAnswer(gate=gate, action=f"timeout → {on_timeout}", reason="no answer in time")
     answer = GateAnswer(gate=gate, action=decision.action, by=decision.approver, reason=decision.reason)

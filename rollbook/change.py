@@ -8,7 +8,7 @@ why, and which flow run did it.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Literal
+from typing import Any, Literal
 
 from prefect import get_run_logger, pause_flow_run
 from prefect.exceptions import FlowPauseTimeout
@@ -66,21 +66,30 @@ class Decision(RunInput):
     comment: str = ""
 
 
+def await_answer(form: type[RunInput], *, timeout_seconds: int, poll_seconds: int) -> Any | None:
+    """The one place a flow pauses for a person: the typed answer, or None when nobody answered in time.
+
+    Every gate (the plan approval below, the canary's per-step approve/reject/hold) pauses through here, so a
+    paused run looks and times out the same way whichever runbook asks."""
+    try:
+        return pause_flow_run(wait_for_input=form, timeout=timeout_seconds, poll_interval=poll_seconds)
+    except FlowPauseTimeout:
+        return None
+
+
 def request_approval(controls: ChangeControls, summary_markdown: str) -> Decision:
     """Pause until someone approves or rejects; a timeout counts as a rejection, so silence never changes a cluster."""
     if not controls.require_approval:
         return Decision(approved=True, comment="approval not required")
     form = Decision.with_initial_data(description=summary_markdown, approved=False)
-    try:
-        decision = pause_flow_run(
-            wait_for_input=form,
-            timeout=controls.approval_timeout_seconds,
-            poll_interval=controls.approval_poll_seconds,
-        )
-    except FlowPauseTimeout:
+    decision = await_answer(
+        form, timeout_seconds=controls.approval_timeout_seconds, poll_seconds=controls.approval_poll_seconds
+    )
+    if decision is None:
         get_run_logger().warning("no approval within %ss: nothing changed", controls.approval_timeout_seconds)
         return Decision(approved=False, comment=f"timed out after {controls.approval_timeout_seconds}s")
     get_run_logger().info("approval answered: approved=%s comment=%r", decision.approved, decision.comment)
+    assert isinstance(decision, Decision)
     return decision
 
 
