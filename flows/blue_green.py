@@ -195,12 +195,12 @@ def _deliver(
     change = change_annotations(controls, ACTION, green=request.green_release, version=request.version)
     router = make_router(
         request.router,
-        request.namespace,
-        found.blue.service,
-        green.service,
-        found.blue.ingress,
-        request.http_route,
-        change,
+        namespace=request.namespace,
+        stable_service=found.blue.service,
+        canary_service=green.service,
+        stable_ingress=found.blue.ingress,
+        http_route=request.http_route,
+        change=change,
     )
     action, answer = ask(
         "retire blue",

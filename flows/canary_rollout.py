@@ -136,7 +136,15 @@ def _inspect(request: CanaryRequest, controls: ChangeControls, cluster: Kubernet
             "(use router=gateway-api with http_route, or enable the release's Ingress)"
         )
     change = change_annotations(controls, ACTION, canary=request.canary_release, version=canary.version)
-    router = make_router(request.router, ns, stable.service, canary.service, stable.ingress, request.http_route, change)
+    router = make_router(
+        request.router,
+        namespace=ns,
+        stable_service=stable.service,
+        canary_service=canary.service,
+        stable_ingress=stable.ingress,
+        http_route=request.http_route,
+        change=change,
+    )
     current = read_weight(cluster, router)
     return Found(stable, canary, router, current, _remaining(request.analysis.steps(), current))
 

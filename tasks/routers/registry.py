@@ -17,6 +17,7 @@ ROUTERS: dict[str, type[Router]] = registry(RouterKind, {"nginx": NginxCanaryRou
 
 def make_router(
     kind: str,
+    *,
     namespace: str,
     stable_service: str,
     canary_service: str,

@@ -3,6 +3,8 @@ sandbox in tests/integration/test_progressive_traffic.py)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from kubernetes.client.exceptions import ApiException
 
@@ -15,19 +17,30 @@ from tasks.routers.registry import ROUTERS, make_router
 CHANGE = {"rollbook.dev/reason": "test"}
 
 
+def _route(stable_ingress: str | None, http_route: str | None) -> dict[str, Any]:
+    return {
+        "namespace": "ns",
+        "stable_service": "web",
+        "canary_service": "web-next",
+        "stable_ingress": stable_ingress,
+        "http_route": http_route,
+        "change": CHANGE,
+    }
+
+
 def test_make_router_builds_the_registered_kind_from_the_release_routing() -> None:
     assert set(ROUTERS) == {"nginx", "gateway-api"}
-    nginx = make_router("nginx", "ns", "web", "web-next", "web-ing", None, CHANGE)
+    nginx = make_router("nginx", **_route("web-ing", None))
     assert isinstance(nginx, NginxCanaryRouter) and nginx.route == "web-ing" and nginx.canary_name == "web-ing-canary"
     assert nginx.change == CHANGE and nginx.canary_service == "web-next"
-    gateway = make_router("gateway-api", "ns", "web", "web-next", None, "web-route", CHANGE)
+    gateway = make_router("gateway-api", **_route(None, "web-route"))
     assert isinstance(gateway, GatewayApiRouter) and gateway.route == "web-route" and gateway.stable_service == "web"
     with pytest.raises(ValueError, match="service 'web' has no Ingress to split traffic from"):
-        make_router("nginx", "ns", "web", "web-next", None, None, CHANGE)
+        make_router("nginx", **_route(None, None))
     with pytest.raises(ValueError, match="needs an HTTPRoute name"):
-        make_router("gateway-api", "ns", "web", "web-next", "web-ing", None, CHANGE)
+        make_router("gateway-api", **_route("web-ing", None))
     with pytest.raises(UnknownKind, match="unknown traffic router 'traefik'; known: gateway-api, nginx"):
-        make_router("traefik", "ns", "web", "web-next", "web-ing", None, CHANGE)
+        make_router("traefik", **_route("web-ing", None))
 
 
 def test_a_write_that_lost_a_race_is_computed_again_from_a_fresh_read() -> None:
