@@ -41,6 +41,9 @@ def _prepare_prefect_env() -> None:
     home = os.environ.setdefault("PREFECT_HOME", str(prefect_home()))
     os.makedirs(home, exist_ok=True)  # Prefect creates only the last path component and warns otherwise
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    # Prefect gives its temporary server 20 s to answer. On a fresh machine that start also creates the SQLite
+    # database and runs every migration, which takes longer on two busy cores: the first `make demo` failed so.
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "180")
     if not os.environ.get("PREFECT_API_URL") and is_healthy(local_api_url(), timeout=1.0):
         os.environ["PREFECT_API_URL"] = local_api_url()
 
