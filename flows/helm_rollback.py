@@ -17,7 +17,7 @@ from pydantic import Field
 from blocks import KubernetesCluster
 from flows._helm_target import HelmReleaseTarget
 from rollbook.artifacts import artifact_key
-from rollbook.change import ChangeControls, Outcome, change_annotations, request_approval
+from rollbook.change import ANNOTATION_PREFIX, ChangeControls, Outcome, change_annotations, request_approval
 from rollbook.helm_recovery import (
     FROM_REVISION,
     RESULT,
@@ -127,7 +127,7 @@ def _annotations(controls: ChangeControls, result: HelmRollbackResult, outcome: 
         "release": result.release,
         **extra,
     }
-    return change_annotations(controls, ACTION, **{k.removeprefix("rollbook.dev/"): v for k, v in details.items()})
+    return change_annotations(controls, ACTION, **{k.removeprefix(ANNOTATION_PREFIX): v for k, v in details.items()})
 
 
 def _applied_by_rollbook(

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from rollbook import revisions
+from rollbook.change import ANNOTATION_PREFIX
 from rollbook.revisions import JSON
 
-PREFIX = "rollbook.dev/"
+PREFIX = ANNOTATION_PREFIX
 # Detail keys passed to `rollbook.change.change_annotations`, which adds PREFIX.
 TO_REVISION = "rolled-back-to-revision"
 FROM_REVISION = "rolled-back-from-revision"
