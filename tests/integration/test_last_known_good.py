@@ -101,6 +101,15 @@ def test_no_known_good_revision_is_a_clear_error(sandbox: Sandbox, apps: client.
     sandbox.set_unreachable_registries([sandbox.cfg.registry_host()])
     try:
         sandbox.kubectl("create", "deployment", "web", f"--image={registries.image('1.0.0')}", "-n", namespace)
+        # the deployment controller writes the revision annotation right after the create: compare from then on
+        wait_until(
+            lambda: (
+                revisions.REVISION_ANNOTATION
+                in (apps.read_namespaced_deployment("web", namespace).metadata.annotations or {})
+            ),
+            30,
+            "the deployment controller to record revision 1",
+        )
         before = apps.read_namespaced_deployment("web", namespace)
         where = {"kubeconfig_path": str(sandbox.cfg.kubeconfig), "namespace": namespace, "deployment": "web"}
         with pytest.raises(NoKnownGoodRevision, match=f"deployment 'web' in namespace '{namespace}'"):
