@@ -7,8 +7,9 @@ differs from what `render()` makes.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
+from deployments.schedules import ScheduleEntry
 from flows import CatalogueEntry
 
 HEADER = """\
@@ -39,14 +40,34 @@ def entrypoint(entry: CatalogueEntry) -> str:
     return f"{fn.__module__.replace('.', '/')}.py:{fn.__name__}"
 
 
-def render(catalogue: Iterable[CatalogueEntry]) -> str:
+def render(catalogue: Iterable[CatalogueEntry], schedules: Mapping[str, tuple[ScheduleEntry, ...]]) -> str:
     """The whole file. Strings are written as JSON, which YAML reads as double-quoted scalars."""
     blocks = [
         f"  - name: {entry.name}\n"
         f"    entrypoint: {entrypoint(entry)}\n"
         f"    description: {json.dumps(entry.description)}\n"
         f"    tags: [{', '.join(json.dumps(tag) for tag in entry.tags)}]\n"
-        "    work_pool: *process_pool\n"
+        + _schedules(schedules.get(entry.name, ()))
+        + (EXCLUSIVE if entry.exclusive else "")
+        + "    work_pool: *process_pool\n"
         for entry in catalogue
     ]
     return HEADER + "\n".join(blocks)
+
+
+# The server cancels a run that would overlap the one in progress (flows.CatalogueEntry.exclusive).
+EXCLUSIVE = "    concurrency_limit:\n      limit: 1\n      collision_strategy: CANCEL_NEW\n"
+
+
+def _schedules(entries: tuple[ScheduleEntry, ...]) -> str:
+    if not entries:
+        return ""
+    lines = ["    schedules:"]
+    for entry in entries:
+        lines += [
+            f"      - cron: {json.dumps(entry.cron)}",
+            f"        timezone: {json.dumps(entry.timezone)}",
+            f"        active: {json.dumps(entry.active)}",
+            f"        parameters: {json.dumps(entry.parameters, sort_keys=True)}",
+        ]
+    return "\n".join(lines) + "\n"

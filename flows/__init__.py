@@ -31,6 +31,9 @@ class CatalogueEntry:
     flow: Flow[..., Any]
     description: str  # one line, shown by the Prefect UI for the deployment
     tags: tuple[str, ...]
+    # At most one run of the deployment at a time: a run that would overlap the one in progress (a schedule
+    # firing while the last snapshot still uploads) is cancelled by the server instead of running twice.
+    exclusive: bool = False
 
     @property
     def name(self) -> str:

@@ -66,8 +66,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from prefect import serve
 
     from deployments import all_deployments
+    from deployments.schedules import ScheduleError
 
-    serve(*all_deployments(), limit=args.limit)
+    try:
+        deployments = all_deployments()
+    except ScheduleError as exc:
+        return _fail("serve", str(exc))
+    serve(*deployments, limit=args.limit)
     return 0
 
 
@@ -101,13 +106,17 @@ def cmd_catalogue(args: argparse.Namespace) -> int:
     """`rollbook catalogue`: the runbooks, or prefect.yaml generated from them (--write) or compared (--check)."""
     _prepare_prefect_env()
     from deployments.prefect_yaml import render
+    from deployments.schedules import ScheduleError, load_schedules
     from flows import CATALOGUE
 
     if args.write is None and args.check is None:
         for entry in CATALOGUE:
             print(f"{entry.name:<22} {','.join(entry.tags):<22} {entry.description}")
         return 0
-    text = render(CATALOGUE)
+    try:
+        text = render(CATALOGUE, load_schedules())
+    except ScheduleError as exc:
+        return _fail("catalogue", str(exc))
     if args.write is not None:
         Path(args.write).write_text(text)
         print(f"wrote {args.write} ({len(CATALOGUE)} deployments)")

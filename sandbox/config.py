@@ -27,6 +27,8 @@ PORT_OFFSETS = {
     "alert-webhook": 11,  # reserved for a flow's Alertmanager webhook listener; nothing in the sandbox listens
     "s3": 12,
     "postgres": 13,
+    "velero-metrics": 14,  # velero server's --metrics-address (its default :8085 would be on every interface)
+    "velero-profiler": 15,  # velero server's --profiler-address
 }
 # Sandboxes sit PORT_BLOCK ports apart (free_base_port), so one's offsets must stay below it: a test session's
 # sandbox and the demo sandbox never share a port.
