@@ -128,12 +128,10 @@ def undo_plan(deployment: JSON, target: JSON) -> UndoPlan:
     )
 
 
-def _fingerprint(request: UndoRequest, controls: ChangeControls, namespace: str) -> str:
-    """Same target, same choice, same requester and reason: the same request (see rollback_guard)."""
+def _fingerprint(request: UndoRequest, namespace: str) -> str:
+    """Same target chosen the same way: the same request, whoever runs it (see rollback_guard)."""
     fields = request.model_dump(include={"deployment", "to_revision", "last_known_good", "verify_images"})
-    return rollback_guard.request_fingerprint(
-        {**fields, "namespace": namespace, "reason": controls.reason, "requested_by": controls.requested_by}
-    )
+    return rollback_guard.request_fingerprint({**fields, "namespace": namespace})
 
 
 def _choose_target(request: UndoRequest, deployment: JSON, replica_sets: list[JSON]) -> tuple[JSON, list[Any]]:
@@ -161,7 +159,7 @@ def deployment_undo(request: UndoRequest, controls: ChangeControls) -> UndoResul
     """Roll a Deployment back to its previous (or a chosen, or the last known good) revision and wait for it."""
     cluster: KubernetesCluster = resolve_cluster(request.cluster_block, request.kubeconfig_path, request.context)
     where = _Target(cluster, request.namespace or cluster.namespace, request.deployment)
-    fingerprint = _fingerprint(request, controls, where.namespace)
+    fingerprint = _fingerprint(request, where.namespace)
 
     deployment, replica_sets = read_deployment_and_replica_sets(cluster, where.namespace, where.name)
     rerun = rollback_guard.rerun_verdict(

@@ -9,9 +9,9 @@ So an undo records what it did on the Deployment it changes, next to the audit a
 the record starts no rollout): the revision it restored, the revision it came from, the hash of the template it
 wrote and a fingerprint of the request. While the live template is still that template (nobody deployed since),
 `rerun_verdict` decides:
-- the same request again, or an explicit `to_revision` naming the restored revision: the change is applied;
-  finish the job (wait for its rollout) and change nothing;
-- another request without an explicit revision: refused, naming `to_revision=N` as the way to go on purpose;
+- the same request again (the same target chosen the same way, whoever asks), or an explicit `to_revision`
+  naming the restored revision: the change is applied; finish the job (wait for its rollout), change nothing;
+- a request choosing otherwise, without an explicit revision: refused, naming `to_revision=N` as the way to go on purpose;
 - an explicit `to_revision` naming another revision: allowed, it is a new decision.
 Pure functions on API JSON, unit-tested in tests/unit/test_revisions.py.
 """
@@ -48,8 +48,10 @@ def template_hash(template: JSON) -> str:
 
 
 def request_fingerprint(fields: dict[str, Any]) -> str:
-    """What makes two runs "the same request": the target and how it was chosen, who asked and why. Waiting
-    bounds, plan and approval switches are left out: a re-run may wait longer and is still the same request."""
+    """What makes two runs "the same request": the target and how its revision was chosen, nothing else. Who
+    asks and why are left out on purpose: when the first responder's undo dies mid-wait, the colleague who runs
+    it again with their own name and words wants that job finished, not a second undo onto the bad version.
+    Waiting bounds, plan and approval switches are left out too: a re-run may wait longer."""
     return hashlib.sha256(json.dumps(fields, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 

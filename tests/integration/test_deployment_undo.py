@@ -433,14 +433,23 @@ def test_rerun_finishes_its_own_rollback_and_never_undoes_it(
     _unchanged(apps, namespace, after_first)
     assert _read(apps, namespace)["spec"]["template"]["spec"]["containers"][0]["image"] == _image(sandbox, "1.0.0")
 
-    other = CONTROLS.model_copy(update={"reason": "someone else undoes"})
-    with pytest.raises(revisions.RollbackRefused, match=r"'previous' now means revision 2 .*to_revision=2 restores"):
-        deployment_undo(_request(sandbox, namespace), other)
+    # a colleague re-runs it with their own name and words: the same target chosen the same way, so the job
+    # is finished, not undone
+    other = ChangeControls(reason="someone else re-runs the undo", requested_by="oncall-2")
+    colleague = deployment_undo(_request(sandbox, namespace, wait_timeout_seconds=90), other)
+    assert colleague.outcome == "unchanged" and "already applied by run" in colleague.summary
     _unchanged(apps, namespace, after_first)
 
     on_purpose = deployment_undo(_request(sandbox, namespace, to_revision=2, wait_timeout_seconds=90), other)
     assert on_purpose.outcome == "changed"
     assert _read(apps, namespace)["spec"]["template"]["spec"]["containers"][0]["image"] == _image(sandbox, "1.1.0")
+    after_explicit = _read(apps, namespace)
+
+    # that rollback chose its revision explicitly; a plain undo now is another choice, and "previous" is the
+    # version it just replaced: refused, naming the way to do it on purpose
+    with pytest.raises(revisions.RollbackRefused, match=r"'previous' now means revision 3 .*to_revision=3 restores"):
+        deployment_undo(_request(sandbox, namespace), CONTROLS)
+    _unchanged(apps, namespace, after_explicit)
 
 
 def test_pruned_revision_names_the_revisions_that_exist(

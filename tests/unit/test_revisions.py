@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from flows.deployment_undo import UndoRequest, undo_plan
+from flows.deployment_undo import UndoRequest, _fingerprint, undo_plan
 from rollbook import revisions as r
 from rollbook import rollback_guard as guard
 from rollbook.reports.undo import UndoResult, plan_markdown, result_markdown, rollout_failed_markdown
@@ -342,6 +342,15 @@ def test_a_malformed_record_is_ignored() -> None:
     dep, _ = after_rollbook_rollback()
     dep["metadata"]["annotations"][guard.PREFIX + guard.FROM_REVISION] = "three"
     assert guard.rollback_in_place(dep) is None
+
+
+def test_the_undo_fingerprint_ignores_who_asks_and_why() -> None:
+    """A colleague's re-run of a failed undo is the same request: it must finish that job, not undo it."""
+    plain = UndoRequest.model_validate({"deployment": "web"})
+    assert _fingerprint(plain, "shop") == _fingerprint(plain.model_copy(update={"wait_timeout_seconds": 900}), "shop")
+    assert _fingerprint(plain, "shop") != _fingerprint(plain, "other")
+    assert _fingerprint(plain, "shop") != _fingerprint(plain.model_copy(update={"to_revision": 1}), "shop")
+    assert _fingerprint(plain, "shop") != _fingerprint(plain.model_copy(update={"last_known_good": True}), "shop")
 
 
 def test_fingerprint_is_stable_and_order_free() -> None:
