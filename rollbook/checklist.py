@@ -55,11 +55,12 @@ def one_line(text: str, limit: int = 300) -> str:
 class Waiver(BaseModel):
     """Accept a check's bad result for a while, with a reason everyone can read in the report."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     check: CheckName
     reason: str = Field(min_length=3, max_length=300)
-    expires: dt.datetime = Field(description="UTC time after which the waiver no longer applies.")
+    # not strict: from a form or JSON the time arrives as ISO 8601 text
+    expires: dt.datetime = Field(strict=False, description="UTC time after which the waiver no longer applies.")
     approved_by: str = Field(default="", max_length=100)
 
     def active(self, now: dt.datetime) -> bool:

@@ -11,7 +11,8 @@ wrote and a fingerprint of the request. While the live template is still that te
 `rerun_verdict` decides:
 - the same request again (the same target chosen the same way, whoever asks), or an explicit `to_revision`
   naming the restored revision: the change is applied; finish the job (wait for its rollout), change nothing;
-- a request choosing otherwise, without an explicit revision: refused, naming `to_revision=N` as the way to go on purpose;
+- a request choosing otherwise, without an explicit revision: refused, naming `to_revision=N` as the way to go
+  on purpose;
 - an explicit `to_revision` naming another revision: allowed, it is a new decision.
 Pure functions on API JSON, unit-tested in tests/unit/test_revisions.py.
 """

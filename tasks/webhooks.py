@@ -21,7 +21,8 @@ Phase = Literal["pre-rollout", "rollout", "confirm-promotion", "post-rollout", "
 
 
 class Webhook(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: a timeout is a number and metadata text, never coerced
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=63)
     type: Phase = Field(description="When it is called.")

@@ -35,7 +35,8 @@ QUERY_RETRY_DELAYS: tuple[float, ...] = tuple(METRICS_API["retry_delay_seconds"]
 class MetricCheck(BaseModel):
     """One metric and its acceptable range."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: a threshold is a number, never `true` or text that looks like one
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=63, description="request-success-rate, request-duration or any name.")
     query: str | None = Field(default=None, description="Custom PromQL; required unless the name is a built-in.")

@@ -35,7 +35,8 @@ _IDENTIFIER = r"^[A-Za-z_][A-Za-z0-9_]{0,62}(\.[A-Za-z_][A-Za-z0-9_]{0,62})?$"
 class MigrationCheck(BaseModel):
     """Which tool's table to read, in which database, and the version the release expects to find."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    # strict: a version is text as the tool wrote it (`3`, a number, is not the version "3")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     kind: MigrationKind = Field(description="The migration tool whose version table is read.")
     expected_version: str = Field(

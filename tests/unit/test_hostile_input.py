@@ -177,6 +177,23 @@ def _cases() -> list[Case]:
     add("blue-green", "request.steps", [[True, 100], ["10", 100]])
     add("canary-rollout", "request.analysis.step_weights", [[True, 100], ["50", 100]])
     add("canary-rollout", "request.analysis.threshold", [True, "2"])
+    for flow in ("canary-rollout", "blue-green"):
+        metrics = "request.analysis.metrics" if flow == "canary-rollout" else "request.metrics"
+        webhooks = "request.analysis.webhooks" if flow == "canary-rollout" else "request.webhooks"
+        rate = {"name": "request-success-rate", "window": "1m"}
+        for bad in ({"min": True}, {"min": "99"}, {"max": [1]}, {"window": 30}, {"window": "1 m"}, {"name": 5}):
+            cases.append(Case(flow, metrics, [{**rate, "min": 99, **bad}], f"{metrics.split('.', 1)[1]}.0"))
+        hook = {"name": "gate", "type": "rollout", "url": "http://127.0.0.1:1/hook"}
+        for bad in ({"timeout_seconds": True}, {"timeout_seconds": "10"}, {"metadata": {"a": 1}}, {"url": "x"}):
+            cases.append(Case(flow, webhooks, [{**hook, **bad}], f"{webhooks.split('.', 1)[1]}.0"))
+    for flow in ("predeploy-checklist", "canary-rollout"):
+        prefix = "request" if flow == "predeploy-checklist" else "request.checklist"
+        waiver = {"check": "vulnerabilities", "reason": "accepted until the fix", "expires": "2030-01-01T00:00:00Z"}
+        for bad in ({"expires": True}, {"expires": "soon"}, {"reason": 12345}, {"approved_by": 7}):
+            cases.append(Case(flow, f"{prefix}.waivers", [{**waiver, **bad}], "waivers.0"))
+        migration = {"kind": "golang-migrate", "expected_version": "3", "dsn": "postgresql://u@h/db"}
+        for bad in ({"expected_version": 3}, {"expected_version": True}, {"database_block": 5}):
+            cases.append(Case(flow, f"{prefix}.migration", {**migration, **bad}, "migration"))
     add("rollback-rehearsal", "request.from_tag", BAD_TAGS)
     add("rollback-rehearsal", "request.to_tag", BAD_TAGS)
     add("rollback-rehearsal", "request.image_repository", ["repo:tag", "Repo", "a b", "r;m"])
@@ -256,6 +273,22 @@ def test_the_valid_set_of_each_flow_passes(flow: str) -> None:
         ("rollback-rehearsal", "request.image_repository", "127.0.0.1:5000/rollbook/demo-app"),
         ("blue-green-retire", "controls.reason", "  retire blue after the switch  "),
         ("hello-cluster", "request.kubeconfig_path", "/home/me/.kube/config"),
+        ("canary-rollout", "request.analysis.metrics", [{"name": "request-duration", "max": 250, "window": "2m"}]),
+        (
+            "blue-green",
+            "request.webhooks",
+            [{"name": "gate", "type": "rollout", "url": "http://h/x", "timeout_seconds": 5}],
+        ),
+        (
+            "predeploy-checklist",
+            "request.waivers",
+            [{"check": "vulnerabilities", "reason": "fix due Friday", "expires": "2030-01-01T00:00:00Z"}],
+        ),
+        (
+            "predeploy-checklist",
+            "request.migration",
+            {"kind": "golang-migrate", "expected_version": "3", "dsn": "postgresql://u@h/db"},
+        ),
     ],
 )
 def test_careful_values_pass(flow: str, path: str, value: object) -> None:
