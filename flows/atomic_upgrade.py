@@ -17,6 +17,7 @@ from rollbook.artifacts import artifact_key
 from rollbook.change import ChangeControls, change_annotations, request_approval
 from rollbook.helm_releases import (
     RevisionInfo,
+    already_live,
     image_changes,
     latest,
     manifest_changes,
@@ -97,6 +98,8 @@ def atomic_upgrade(request: AtomicUpgradeRequest, controls: ChangeControls) -> A
     if controls.plan:
         create_markdown_artifact(titled("Plan (nothing changed)", plan_md), key=key, description="helm upgrade plan")
         return result.model_copy(update={"outcome": "planned", "summary": f"plan only: {result.summary}"})
+    if result.already_live and live is not None:
+        return _already_live(cluster, request, result, live, key)
     decision = request_approval(controls, plan_md)
     if not decision.approved:
         create_markdown_artifact(titled("Not approved: nothing changed", plan_md, decision.comment), key=key)
@@ -166,9 +169,22 @@ def _plan(
     )
     before = live.manifest if live else []
     start = f"revision {live.revision}" if live else "not installed"
+    same = already_live(
+        latest(history) if history else None,
+        live_chart=live.chart if live else "",
+        live_values=live.values if live else {},
+        live_manifest=before,
+        chart=rendered.chart,
+        values=values,
+        manifest=rendered.manifest,
+    )
+    summary = f"upgrade {name} in {ns} from {start} to chart {rendered.chart}"
+    if same:
+        summary = f"{name} in {ns}: {start} already is chart {rendered.chart} with these values; nothing to upgrade"
     result = AtomicUpgradeResult(
         outcome="planned",
-        summary=f"upgrade {name} in {ns} from {start} to chart {rendered.chart}",
+        summary=summary,
+        already_live=same,
         release=name,
         namespace=ns,
         from_revision=live.revision if live else None,
@@ -188,6 +204,34 @@ def _plan(
         manifest_diff=manifest_changes(before, rendered.manifest),
     )
     return result, plan_md
+
+
+def _already_live(
+    cluster: KubernetesCluster,
+    request: AtomicUpgradeRequest,
+    result: AtomicUpgradeResult,
+    live: RevisionInfo,
+    key: str,
+) -> AtomicUpgradeResult:
+    """Nothing to upgrade (e.g. a re-run after the first run's helm finished): no approval is asked, no revision
+    added and no annotation rewritten, so the record still names the run that made the change; only the pods are
+    checked, which a lost first run may not have done."""
+    pods = release_pods_ready(cluster, request.namespace, request.release, request.settle_seconds)
+    made_by = f" (made by: {live.description})" if live.description else ""
+    done = result.model_copy(
+        update={
+            "outcome": "unchanged",
+            "summary": result.summary + made_by,
+            "succeeded": True,
+            "live_revision": live.revision,
+            "live_status": live.status,
+            "pods_ready": pods.all_ready,
+            "pod_report_problems": pods.problems,
+        }
+    )
+    create_markdown_artifact(upgrade_report(done), key=key, description="helm upgrade: nothing to do")
+    get_run_logger().info(done.summary)
+    return done
 
 
 def _record(

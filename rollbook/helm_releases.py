@@ -245,3 +245,25 @@ def manifest_changes(
     if len(lines) > max_lines:
         lines = [*lines[:max_lines], f"... {len(lines) - max_lines} more diff line(s) not shown"]
     return lines
+
+
+def already_live(
+    live: RevisionInfo | None,
+    *,
+    live_chart: str,
+    live_values: Mapping[str, Any],
+    live_manifest: Iterable[Mapping[str, Any]],
+    chart: str,
+    values: Mapping[str, Any],
+    manifest: Iterable[Mapping[str, Any]],
+) -> bool:
+    """Is the deployed revision already this chart with these values and objects? Then an upgrade would only add
+    a revision that changes nothing: typically a re-run of an upgrade whose first run finished helm's work and was
+    then lost (worker killed, API server away while it reported). helm itself would happily apply it twice."""
+    return (
+        live is not None
+        and live.status == "deployed"
+        and live_chart == chart
+        and not values_changes(live_values, values)
+        and not manifest_changes(live_manifest, manifest)
+    )

@@ -59,6 +59,9 @@ class AtomicUpgradeResult(ReleaseChange):
     """helm-atomic-upgrade: the revision that is live afterwards and, when helm rolled back, why."""
 
     to_chart: str = ""
+    already_live: bool = Field(
+        default=False, description="The deployed revision already was this chart with these values: nothing to do."
+    )
     checklist: str | None = Field(default=None, description="The pre-deploy checklist's verdict, when it ran.")
     succeeded: bool | None = None
     live_revision: int | None = None

@@ -162,7 +162,14 @@ def _check_upgrade_start(
     if live is None and not install:
         raise ReleaseNotFound("upgrade: release not found (install=False)", release, namespace)
     if live is not None and live.status in PENDING_STATUSES:
-        raise ReleaseBusy(f"upgrade: live revision {live.revision} is {live.status}", release, namespace)
+        raise ReleaseBusy(
+            f"upgrade: live revision {live.revision} is {live.status}, left by a helm that was interrupted or is "
+            "still running; nothing changed. If no helm is running on it, run the helm-rollback runbook with "
+            "request.recover_pending=true (it shows the evidence, marks the stuck revision failed and rolls back "
+            "to the last deployed one), then this upgrade again",
+            release,
+            namespace,
+        )
     return False
 
 

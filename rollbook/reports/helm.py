@@ -136,8 +136,17 @@ def upgrade_plan(
 
 def upgrade_report(result: AtomicUpgradeResult) -> str:
     ok = bool(result.succeeded)
+    title = (
+        "Nothing to upgrade"
+        if result.already_live
+        else "Upgrade succeeded"
+        if ok
+        else "Upgrade FAILED and was rolled back"
+    )
     lines = [
-        f"# Upgrade {'succeeded' if ok else 'FAILED and was rolled back'}: `{result.release}` in `{result.namespace}`",
+        f"# {title}: `{result.release}` in `{result.namespace}`",
+        "",
+        result.summary,
         "",
         f"- live revision: **{result.live_revision}** ({result.live_status})",
         f"- attempted revision: {result.attempted_revision}, took {result.seconds}s",

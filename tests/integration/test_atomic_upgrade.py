@@ -59,6 +59,18 @@ def test_upgrade_succeeds_and_keeps_other_values(
     annotations = apps.read_namespaced_deployment("demo-demo-app", namespace).metadata.annotations
     assert annotations["rollbook.dev/upgrade-result"] == "succeeded"
 
+    # the same upgrade again (a re-run after a lost first run, by anyone): nothing to do, no revision added,
+    # no approval asked, the record still names the run that made the change
+    again = atomic_upgrade(
+        _request(sandbox, namespace, demo_chart, image_tag="1.1.0", timeout_seconds=60),
+        CONTROLS.model_copy(update={"require_approval": True, "requested_by": "oncall-2"}),
+    )
+    assert again.outcome == "unchanged" and again.already_live and again.succeeded, again.summary
+    assert "already is chart" in again.summary and "made by: rollbook helm-atomic-upgrade" in again.summary
+    assert [r for r, _ in history(sandbox, namespace)] == [1, 2]
+    after = apps.read_namespaced_deployment("demo-demo-app", namespace).metadata.annotations
+    assert after["rollbook.dev/requested-by"] == "pytest" and after == annotations
+
 
 def test_crashing_upgrade_is_rolled_back_with_reason(
     sandbox: Sandbox, apps: client.AppsV1Api, namespace: str, demo_chart: Path

@@ -9,6 +9,7 @@ from rollbook.helm_releases import (
     MASK,
     HelmRollbackRefused,
     RevisionInfo,
+    already_live,
     choose_rollback_target,
     image_changes,
     manifest_changes,
@@ -129,3 +130,25 @@ def test_revision_from_helm_reads_the_rollback_target_from_helms_description() -
     assert (info.revision, info.status, info.rollback_revision) == (5, "deployed", 2)
     assert revision_from_helm({**row, "description": "Upgrade complete"}).rollback_revision is None
     assert revision_from_helm({**row, "description": "Rollback to 12 (pending)"}).rollback_revision == 12
+
+
+def test_already_live_only_when_the_deployed_revision_is_the_same_chart_values_and_objects() -> None:
+    """A re-run of an upgrade whose helm finished adds no revision; anything different is a real upgrade."""
+    deployed = RevisionInfo(revision=2, status="deployed", chart="demo-app-0.1.0")
+    manifest = [{"kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 2}}]
+    same = {
+        "live_chart": "demo-app-0.1.0",
+        "live_values": {"image": {"tag": "1.1.0"}},
+        "live_manifest": manifest,
+        "chart": "demo-app-0.1.0",
+        "values": {"image": {"tag": "1.1.0"}},
+        "manifest": manifest,
+    }
+    assert already_live(deployed, **same)
+    assert not already_live(None, **same)  # not installed yet
+    for status in ("pending-upgrade", "failed", "superseded"):
+        assert not already_live(deployed.model_copy(update={"status": status}), **same), status
+    assert not already_live(deployed, **{**same, "chart": "demo-app-0.2.0"})
+    assert not already_live(deployed, **{**same, "values": {"image": {"tag": "1.2.0"}}})
+    changed = [{"kind": "Deployment", "metadata": {"name": "web"}, "spec": {"replicas": 3}}]
+    assert not already_live(deployed, **{**same, "manifest": changed})
