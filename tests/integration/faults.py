@@ -1,13 +1,16 @@
 """Fault harness: run a flow in its own process against a sandbox, inject a fault at a chosen or random moment,
 let the run finish or run it again, then check invariants on what the cluster ends up as.
 
-Used by tests/integration/test_fault_undo.py (a few trials in the suite) and benchmarks/fault_campaign.py
-(many trials, counted). Faults:
+Used by the tests/integration/test_fault_*.py files (a few trials in the suite) and benchmarks/fault_campaign.py
+(many trials, counted); the flows' scenarios (setup, parameters, invariants) are in fault_scenarios.py. Faults:
 - `apiserver-restart`: kube-apiserver stopped for `down_seconds`, then started again (the sandbox supervisor);
 - `etcd-restart`: etcd stopped likewise: the API server stays up but answers 5xx or times out meanwhile;
-- `flow-kill`: the flow's process SIGKILLed (as a lost worker), then the same run started again.
-A fault lands `at` seconds after the flow process starts, or "after-write": as soon as the Deployment carries
-the flow's rollback record (the moment a killed worker hurts most).
+- `etcd-pause`: etcd frozen (SIGSTOP) for `down_seconds`, then continued: a slow or stuck disk, requests hang;
+- `flow-kill`: the flow's process SIGKILLed (as a lost worker), then the same run started again;
+- `prefect-restart`: the Prefect server stopped for `down_seconds` and started again on its database;
+- `prometheus-blip`: Prometheus stopped for `down_seconds`; `prometheus-outage`: stopped for the rest of the run.
+A fault lands `at` seconds after the flow process starts, or "after-write": as soon as the scenario sees the
+flow's first write in the cluster (the moment a killed worker hurts most).
 """
 
 from __future__ import annotations
@@ -18,25 +21,33 @@ import random
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, get_args
 
-from kubernetes import client
+import httpx
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from rollbook import revisions
 from sandbox.cluster import Sandbox
-from sandbox.registry import SandboxRegistries
 from sandbox.services import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
-FaultKind = Literal["apiserver-restart", "etcd-restart", "flow-kill"]
-FAULT_KINDS: tuple[FaultKind, ...] = ("apiserver-restart", "etcd-restart", "flow-kill")
-_SERVICE_OF: dict[str, str] = {"apiserver-restart": "kube-apiserver", "etcd-restart": "etcd"}
+FaultKind = Literal[
+    "apiserver-restart", "etcd-restart", "etcd-pause", "flow-kill", "prefect-restart", "prometheus-blip",
+    "prometheus-outage",
+]  # fmt: skip
+FAULT_KINDS: tuple[FaultKind, ...] = get_args(FaultKind)
+_SERVICE_OF: dict[str, str] = {
+    "apiserver-restart": "kube-apiserver",
+    "etcd-restart": "etcd",
+    "prometheus-blip": "prometheus",
+    "prometheus-outage": "prometheus",
+}
 RESULT_MARK = "ROLLBOOK-RESULT "
 
 # Runs one flow from the catalogue with JSON parameters and prints how it ended on one marked line.
@@ -85,6 +96,7 @@ class TrialRecord:
     injected_at: float | None  # seconds after the first run started; None if the run ended first
     runs: list[RunOutcome] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)
+    actions: list[str] = field(default_factory=list)  # recovery steps an operator took between runs
 
     @property
     def final(self) -> RunOutcome:
@@ -146,8 +158,9 @@ class FlowProcess:
         return lines[-1][:500] if lines else f"exited {self.proc.returncode} without a word"
 
 
-def _inject(sandbox: Sandbox, run: FlowProcess, fault: Fault, written: Any) -> float | None:
-    """Wait for the fault's moment (unless the run ends first), then inject it; seconds since the run started."""
+def _inject(sandbox: Sandbox, run: FlowProcess, fault: Fault, written: Callable[[], bool]) -> float | None:
+    """Wait for the fault's moment (unless the run ends first), then inject it; seconds since the run started.
+    A `prometheus-outage` is left in place: `restore` ends it once the run is over."""
     deadline = run.started + (120 if fault.at == "after-write" else float(fault.at))
     while run.running() and time.monotonic() < deadline:
         if fault.at == "after-write" and written():
@@ -158,163 +171,159 @@ def _inject(sandbox: Sandbox, run: FlowProcess, fault: Fault, written: Any) -> f
     at = round(time.monotonic() - run.started, 1)
     if fault.kind == "flow-kill":
         run.kill()
+    elif fault.kind == "etcd-pause":
+        pid = sandbox.supervisor.pid("etcd")
+        assert pid is not None, "etcd is not running"
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(fault.down_seconds)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    elif fault.kind == "prefect-restart":
+        restart_prefect_server(down_seconds=fault.down_seconds)
     else:
         sandbox.stop_service(_SERVICE_OF[fault.kind])
-        time.sleep(fault.down_seconds)
-        sandbox.start_service(_SERVICE_OF[fault.kind])
+        if fault.kind != "prometheus-outage":
+            time.sleep(fault.down_seconds)
+            sandbox.start_service(_SERVICE_OF[fault.kind])
     return at
+
+
+def restore(sandbox: Sandbox) -> None:
+    """Never leave the sandbox without a service a fault took away (etcd frozen included)."""
+    pid = sandbox.supervisor.pid("etcd")
+    if pid is not None:
+        os.kill(pid, signal.SIGCONT)
+    for service in set(_SERVICE_OF.values()):
+        if sandbox.supervisor.pid(service) is None:
+            sandbox.start_service(service)
+
+
+def restart_prefect_server(*, down_seconds: float) -> None:
+    """Stop the temporary Prefect server of this process (prefect_test_harness) and start it again on the same
+    port and database, as a restarted or redeployed server would come back. Uses the harness server's own
+    command line (a private method of Prefect's SubprocessASGIServer: tests only)."""
+    from prefect.server.api.server import SubprocessASGIServer
+
+    server = SubprocessASGIServer._instances.get(None)
+    if server is None or server.server_process is None:
+        raise RuntimeError("no temporary Prefect server in this process to restart")
+    server.server_process.terminate()
+    server.server_process.wait(30)
+    time.sleep(down_seconds)
+    server.server_process = server._run_uvicorn_command()
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(f"{server.api_url}/health", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(healthy, 120, "the Prefect server to come back")
+
+
+class Approver:
+    """A person at the Prefect UI during a trial: every paused run is answered with `answer` (a flow waiting at a
+    gate would otherwise hold the trial until its approval timeout)."""
+
+    def __init__(self, answer: dict[str, Any] | None) -> None:
+        self.answer, self.answered = answer, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def __enter__(self) -> Approver:
+        if self.answer is not None:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
+
+    def _loop(self) -> None:
+        from prefect.client.orchestration import get_client
+        from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+        from prefect.client.schemas.objects import StateType
+        from prefect.flow_runs import resume_flow_run
+
+        paused = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
+        while not self._stop.wait(1.0):
+            try:
+                with get_client(sync_client=True) as prefect:
+                    runs = prefect.read_flow_runs(flow_run_filter=paused)
+                for run in runs:
+                    resume_flow_run(run.id, run_input=self.answer)
+                    self.answered += 1
+            except Exception:  # noqa: BLE001 - the server may be restarting (a fault) or the schema not saved yet
+                continue
+
+
+# Runs another flow of the catalogue to completion (an operator's recovery step) and says how it ended.
+RunFlow = Callable[[str, dict[str, Any]], RunOutcome]
+
+
+class Scenario(Protocol):
+    """One flow's trial: what the cluster starts as, the request, its first write, the answer a person gives to
+    a refusal, and the invariants the cluster must end in."""
+
+    flow: str
+    approve: dict[str, Any] | None  # what the harness answers at every gate (None: the flow asks nothing)
+
+    def params(self) -> dict[str, Any]: ...
+
+    def written(self) -> bool: ...
+
+    def answer(self, refused: RunOutcome, params: dict[str, Any], run: RunFlow) -> dict[str, Any] | None: ...
+
+    def check(self, record: TrialRecord) -> list[str]: ...
+
+    def cleanup(self) -> None: ...
 
 
 def run_trial(
     sandbox: Sandbox,
+    scenario: Scenario,
     *,
-    flow: str,
-    params: dict[str, Any],
     fault: Fault,
     env: dict[str, str],
     log_dir: Path,
-    written: Any = lambda: False,
     timeout: float = 300,
 ) -> TrialRecord:
     """One trial: run, inject, and if the run did not succeed, run the same request once more (a person or a
-    retry policy would). Invariants are the caller's (they depend on the flow)."""
-    first = FlowProcess(flow, params, env, log_dir)
-    try:
-        record = TrialRecord(fault, _inject(sandbox, first, fault, written))
-    finally:
-        for service in _SERVICE_OF.values():  # never leave the sandbox without its control plane
-            if sandbox.supervisor.pid(service) is None:
-                sandbox.start_service(service)
-    record.runs.append(first.wait(timeout))
-    if not record.final.ok:
-        record.runs.append(FlowProcess(flow, params, env, log_dir).wait(timeout))
+    retry policy would); if that is refused with a way out (e.g. recover_pending, a lock to release), take it
+    once, as the message says. Then check the scenario's invariants."""
+    params = scenario.params()
+    with Approver(scenario.approve):
+        first = FlowProcess(scenario.flow, params, env, log_dir)
+        try:
+            record = TrialRecord(fault, _inject(sandbox, first, fault, _quiet(scenario.written)))
+            record.runs.append(first.wait(timeout))
+        finally:
+            restore(sandbox)
+        if not record.final.ok:
+            record.runs.append(FlowProcess(scenario.flow, params, env, log_dir).wait(timeout))
+        if not record.final.ok:
+
+            def run(flow: str, flow_params: dict[str, Any]) -> RunOutcome:
+                outcome = FlowProcess(flow, flow_params, env, log_dir).wait(timeout)
+                record.actions.append(f"{flow}: {'ok' if outcome.ok else 'failed: ' + outcome.reason[:200]}")
+                return outcome
+
+            answered = scenario.answer(record.final, params, run)
+            if answered is not None:
+                record.runs.append(FlowProcess(scenario.flow, answered, env, log_dir).wait(timeout))
+    record.violations = scenario.check(record)
     return record
 
 
-# -- deployment-undo ------------------------------------------------------------------------------------------
+def _quiet(probe: Callable[[], bool]) -> Callable[[], bool]:
+    """A write probe that says False while the API server is away instead of raising."""
 
-
-@dataclass(frozen=True)
-class UndoScenario:
-    """A Deployment on its bad revision 2 (good revision 1 before it), in a namespace of its own."""
-
-    namespace: str
-    good_image: str
-    bad_image: str
-
-
-def _kube(sandbox: Sandbox) -> tuple[client.CoreV1Api, client.AppsV1Api]:
-    api = sandbox.api_client()
-    return client.CoreV1Api(api), client.AppsV1Api(api)
-
-
-def prepare_undo(sandbox: Sandbox, *, replicas: int = 3, min_ready_seconds: int = 3) -> UndoScenario:
-    """Good 1.0.0 then bad 1.1.0, both rolled out; minReadySeconds stretches the rollback's rollout so a fault
-    at a random moment usually lands in its wait, as in a real rollout."""
-    registries = SandboxRegistries(sandbox.cfg, sandbox.bins)
-    scenario = UndoScenario(f"fault-{uuid.uuid4().hex[:8]}", registries.image("1.0.0"), registries.image("1.1.0"))
-    core, _ = _kube(sandbox)
-    core.create_namespace({"metadata": {"name": scenario.namespace, "labels": {"rollbook.dev/test": "true"}}})
-    ns = ("-n", scenario.namespace)
-    sandbox.kubectl("create", "deployment", "web", f"--image={scenario.good_image}", f"--replicas={replicas}", *ns)
-    sandbox.kubectl("rollout", "status", "deployment/web", "--timeout=120s", *ns)
-    sandbox.kubectl("set", "image", "deployment/web", f"demo-app={scenario.bad_image}", *ns)
-    sandbox.kubectl("rollout", "status", "deployment/web", "--timeout=120s", *ns)
-    # set last: not a template change, so it starts no rollout, and the two above stay quick
-    sandbox.kubectl("patch", "deployment/web", "-p", f'{{"spec": {{"minReadySeconds": {min_ready_seconds}}}}}', *ns)
-    return scenario
-
-
-def undo_params(sandbox: Sandbox, scenario: UndoScenario, *, wait_timeout_seconds: int = 120) -> dict[str, Any]:
-    return {
-        "request": {
-            "kubeconfig_path": str(sandbox.cfg.kubeconfig),
-            "namespace": scenario.namespace,
-            "deployment": "web",
-            "wait_timeout_seconds": wait_timeout_seconds,
-        },
-        "controls": {"reason": "fault trial: roll back the bad version", "requested_by": "fault-harness"},
-    }
-
-
-def undo_written(sandbox: Sandbox, scenario: UndoScenario) -> Any:
-    """A probe for "after-write": the Deployment carries an undo record (False while the API is away)."""
-    _, apps = _kube(sandbox)
-
-    def probe() -> bool:
+    def quiet() -> bool:
         try:
-            dep = apps.read_namespaced_deployment("web", scenario.namespace, _request_timeout=2)
-        except (ApiException, HTTPError):
+            return probe()
+        except (ApiException, HTTPError, OSError):
             return False
-        return "rollbook.dev/rolled-back-from-revision" in (dep.metadata.annotations or {})
 
-    return probe
-
-
-def _deployment(apps: client.AppsV1Api, namespace: str) -> dict[str, Any]:
-    raw = apps.read_namespaced_deployment("web", namespace, _preload_content=False)
-    value: dict[str, Any] = json.loads(raw.data)
-    return value
-
-
-def check_undo(sandbox: Sandbox, scenario: UndoScenario, record: TrialRecord) -> list[str]:
-    """The invariants of one undo trial; each broken one is a sentence in the list."""
-    found: list[str] = []
-    if not record.final.ok and not record.final.reason.strip():
-        found.append("the run failed without a reason")
-    _, apps = _kube(sandbox)
-    try:
-        wait_until(lambda: revisions.rollout_state(_deployment(apps, scenario.namespace)).done, 120, "the rollout")
-    except TimeoutError:
-        found.append("the Deployment is not rolled out and ready")
-    dep = _deployment(apps, scenario.namespace)
-    image = revisions.template_images(dep["spec"]["template"])
-    if image == [scenario.bad_image]:
-        found.append("the Deployment is on the bad version (rollback missing or undone)")
-    elif image != [scenario.good_image]:
-        found.append(f"the Deployment is on neither revision's template: {image}")
-    notes = revisions.annotations_of(dep)
-    if (notes.get("rollbook.dev/rolled-back-from-revision"), notes.get("rollbook.dev/rolled-back-to-revision")) != (
-        "2",
-        "1",
-    ):
-        found.append(f"the audit record is not the one rollback 2 -> 1: {notes}")
-    if revisions.revision_of(dep) != 3:
-        found.append(f"revision {revisions.revision_of(dep)} instead of 3: the template changed more than once")
-    sets = apps.list_namespaced_replica_set(scenario.namespace).items
-    numbers = sorted(int((rs.metadata.annotations or {}).get(revisions.REVISION_ANNOTATION, "0")) for rs in sets)
-    if numbers != [2, 3]:
-        found.append(f"ReplicaSet revisions {numbers} instead of [2, 3]")
-    final = record.final.result or {}
-    if record.final.ok and final.get("outcome") not in ("changed", "unchanged"):
-        found.append(f"unexpected outcome {final.get('outcome')!r}")
-    if record.final.ok and len(record.runs) > 1 and final.get("outcome") == "unchanged" and not final.get("applied_by"):
-        found.append("a re-run said unchanged without naming the run that applied the rollback")
-    return found
-
-
-def undo_trial(
-    sandbox: Sandbox, fault: Fault, *, env: dict[str, str], log_dir: Path, timeout: float = 300
-) -> tuple[TrialRecord, UndoScenario]:
-    scenario = prepare_undo(sandbox)
-    record = run_trial(
-        sandbox,
-        flow="deployment-undo",
-        params=undo_params(sandbox, scenario),
-        fault=fault,
-        env=env,
-        log_dir=log_dir,
-        written=undo_written(sandbox, scenario),
-        timeout=timeout,
-    )
-    record.violations = check_undo(sandbox, scenario, record)
-    return record, scenario
-
-
-def cleanup(sandbox: Sandbox, scenario: UndoScenario) -> None:
-    core, _ = _kube(sandbox)
-    try:
-        core.delete_namespace(scenario.namespace)
-    except ApiException as exc:
-        if exc.status != 404:
-            raise
+    return quiet

@@ -12,7 +12,8 @@ import random
 from pathlib import Path
 
 import pytest
-from faults import Fault, FaultKind, cleanup, random_fault, undo_trial
+from fault_scenarios import UndoTrial
+from faults import Fault, FaultKind, random_fault, run_trial
 
 from sandbox.cluster import Sandbox
 
@@ -43,7 +44,8 @@ def test_undo_converges_after_fault(
     sandbox: Sandbox, child_env: dict[str, str], tmp_path: Path, kind: FaultKind, at: str
 ) -> None:
     fault = _fault(kind, at)
-    record, scenario = undo_trial(sandbox, fault, env=child_env, log_dir=tmp_path)
+    scenario = UndoTrial(sandbox)
+    record = run_trial(sandbox, scenario, fault=fault, env=child_env, log_dir=tmp_path)
     try:
         runs = [(r.ok, r.killed, (r.result or {}).get("outcome"), r.reason[:300]) for r in record.runs]
         detail = f"{fault.describe()} injected at {record.injected_at}s; runs {runs}; logs in {tmp_path}"
@@ -59,4 +61,4 @@ def test_undo_converges_after_fault(
             assert len(record.runs) == 1 and record.final.result is not None, detail
             assert record.final.result["outcome"] == "changed", detail
     finally:
-        cleanup(sandbox, scenario)
+        scenario.cleanup()
