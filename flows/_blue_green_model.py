@@ -94,7 +94,6 @@ class BlueGreenRequest(TrafficSource):
             router=self.router,
             http_route=self.http_route,
             observer=self.observer,
-            lock_timeout_seconds=self.lock_timeout_seconds,
             run_checklist=False,
         )
 

@@ -28,9 +28,6 @@ class TrafficSource(ClusterSource):
         description="Data plane whose metrics the built-in checks query; default: nginx-ingress for the nginx "
         "router, envoy-gateway for gateway-api.",
     )
-    lock_timeout_seconds: float = Field(
-        default=30, ge=1, le=300, description="Longest wait for the app's lock when it looked free (a race)."
-    )
     run_checklist: bool = Field(
         default=True, description="Run the pre-deploy checklist first; a failed verdict stops before any change."
     )

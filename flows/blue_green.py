@@ -50,11 +50,11 @@ from rollbook.reports.progressive import (
     retire_plan,
     titled,
 )
-from rollbook.rollout_lock import rollout_lock
 from tasks.cluster import resolve_cluster
 from tasks.metrics.tasks import check_prometheus, resolve_prometheus
 from tasks.progressive import ReleaseRouting, RoutingNotFound, release_routing, uninstall_release
 from tasks.release_workloads import annotate_release_deployments
+from tasks.rollout_lock import rollout_lock
 from tasks.routers.registry import Router, make_router
 from tasks.routers.tasks import reset_route
 
@@ -117,7 +117,7 @@ def blue_green(request: BlueGreenRequest, controls: ChangeControls) -> BlueGreen
         return declined(result, decision.comment)
     result = result.model_copy(update={"approval": decision.comment})
     # one lock over the whole change (install, shift, retire); the canary-rollout subflow re-enters it
-    with rollout_lock(request.namespace, request.blue_release, request.lock_timeout_seconds):
+    with rollout_lock(cluster, request.namespace, request.blue_release):
         return _deliver(request, controls, cluster, found, result)
 
 

@@ -37,10 +37,10 @@ from rollbook.artifacts import artifact_key
 from rollbook.change import ChangeControls, change_annotations
 from rollbook.reports.progressive import CanaryPlan, canary_plan
 from rollbook.rollout_lock import RolloutBusy as RolloutBusy  # re-exported: callers catch it from here
-from rollbook.rollout_lock import rollout_lock
 from tasks.cluster import resolve_cluster
 from tasks.metrics.tasks import check_prometheus, resolve_prometheus
 from tasks.progressive import ReleaseRouting, release_routing
+from tasks.rollout_lock import rollout_lock
 from tasks.routers.registry import Router, make_router
 from tasks.routers.tasks import read_weight
 
@@ -111,7 +111,7 @@ def canary_rollout(request: CanaryRequest, controls: ChangeControls) -> CanaryRe
     if not decision.approved:
         return declined(result, decision.comment)
     result = result.model_copy(update={"approval": decision.comment})
-    with rollout_lock(request.namespace, request.stable_release, request.lock_timeout_seconds):  # re-entrant
+    with rollout_lock(cluster, request.namespace, request.stable_release):  # re-entrant
         run = CanaryRun(
             request,
             controls,

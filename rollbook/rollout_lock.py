@@ -1,74 +1,67 @@
-"""One progressive rollout per application at a time: a Prefect global concurrency limit used as a mutex.
+"""One progressive rollout per application at a time: the rules of the lock, as pure functions.
 
-A busy lock is refused at once with a clear message (never queued behind a rollout that may wait hours for an
-approval). The lock is re-entrant within one run context: blue/green takes it before installing green and
-then runs canary-rollout as a subflow, which must not refuse its own parent's lock. The names held by the
-current context live in a ContextVar, which Prefect carries into the subflow it runs in the same thread.
+The lock is a Kubernetes Lease (coordination.k8s.io/v1) in the application's namespace, so it lives where the
+rollout's other state lives, in the cluster. It used to be a Prefect global concurrency limit; a Prefect server
+restart (its leases are kept in memory) then interrupted the run holding the lock and left the slot taken for
+good. A Lease survives Prefect and worker restarts alike: the holder renews it while it runs, a killed holder's
+Lease expires `LEASE_SECONDS` after its last renewal, and anyone can read who holds it (`kubectl get lease`).
+The API side is `tasks.rollout_lock`; these functions decide, on plain values, who holds it and what to say.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
-from contextvars import ContextVar
+import datetime as dt
+from dataclasses import dataclass
 
-from prefect.client.orchestration import get_client
-from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists
-
-LEASE_SECONDS = 60  # the server's minimum: a killed run's lock frees itself this long after its last renewal
-
-_held: ContextVar[frozenset[str]] = ContextVar("rollbook_rollout_locks", default=frozenset())
+LEASE_SECONDS = 60  # a killed holder's lock frees itself this long after its last renewal
+RENEW_EVERY_SECONDS = LEASE_SECONDS / 4  # three renewals may fail (an API-server restart) before it expires
 
 
 class RolloutBusy(RuntimeError):
     """Another progressive rollout of the same application is in progress."""
 
 
-def lock_name(namespace: str, app: str) -> str:
-    """The app is named by the release that serves users now (canary's stable, blue/green's blue)."""
-    return f"rollout-{namespace}-{app}"
+def lease_name(app: str) -> str:
+    """The app is named by the release that serves users now (canary's stable, blue/green's blue), a DNS
+    subdomain of at most 53 characters, so the name is a valid object name too."""
+    return f"rollbook-rollout-{app}"
 
 
-def lock_free(name: str) -> bool:
-    """Create the global concurrency limit used as this application's mutex if needed (limits must exist
-    before use); True when no one holds it now, so a busy lock is refused at once rather than after a wait."""
-    with get_client(sync_client=True) as prefect:
-        try:
-            prefect.upsert_global_concurrency_limit_by_name(name, limit=1)
-        except ObjectAlreadyExists:  # created by a concurrent first run
-            pass
-        return prefect.read_global_concurrency_limit_by_name(name).active_slots == 0
+@dataclass(frozen=True)
+class Holding:
+    """Who holds a Lease and until when (`renewed` + `duration`)."""
+
+    holder: str
+    renewed: dt.datetime | None
+    duration_seconds: int
+
+    def expires(self) -> dt.datetime | None:
+        if self.renewed is None:
+            return None
+        renewed = self.renewed if self.renewed.tzinfo else self.renewed.replace(tzinfo=dt.UTC)
+        return renewed + dt.timedelta(seconds=self.duration_seconds)
+
+    def free_for(self, identity: str, now: dt.datetime) -> bool:
+        """May `identity` take the lock now: nobody holds it, it is its own, or the holder stopped renewing."""
+        if not self.holder or self.holder == identity:
+            return True
+        expires = self.expires()
+        return expires is None or expires <= now
 
 
-def busy_error(namespace: str, app: str) -> RolloutBusy:
-    name = lock_name(namespace, app)
+def busy_error(namespace: str, app: str, holding: Holding, now: dt.datetime) -> RolloutBusy:
+    """The refusal: who holds the lock, until when, and the command that frees it when that run is dead."""
+    name = lease_name(app)
+    expires = holding.expires()
+    left = f"{max(0, int((expires - now).total_seconds()))}s" if expires else "an unknown time"
     return RolloutBusy(
-        f"another progressive rollout of {app!r} in {namespace!r} holds the lock {name!r}; "
-        f"nothing was changed. If that run was killed, its lease expires within {LEASE_SECONDS}s, or release "
-        f"it now with `prefect global-concurrency-limit update {name} --active-slots 0`"
+        f"another progressive rollout of {app!r} in {namespace!r} holds the lock (Lease {name!r}, holder "
+        f"{holding.holder!r}); nothing was changed. A live holder renews it every {RENEW_EVERY_SECONDS:g}s; if "
+        f"that run was killed, the lock frees itself in {left}, or release it now with "
+        f"`kubectl delete lease {name} -n {namespace}`"
     )
 
 
-@contextmanager
-def rollout_lock(namespace: str, app: str, timeout_seconds: float = 30) -> Iterator[str]:
-    """Hold the app's lock for the block; raise RolloutBusy at once if another run holds it. A nested use in the
-    same context (a subflow of the holder) passes through without taking a second slot."""
-    name = lock_name(namespace, app)
-    if name in _held.get():
-        yield name
-        return
-    if not lock_free(name):
-        raise busy_error(namespace, app)
-    with ExitStack() as stack:
-        try:  # the lock may still be taken between the check and here: then the acquisition times out
-            stack.enter_context(
-                concurrency(name, occupy=1, timeout_seconds=timeout_seconds, strict=True, lease_duration=LEASE_SECONDS)
-            )
-        except TimeoutError:
-            raise busy_error(namespace, app) from None
-        token = _held.set(_held.get() | {name})
-        try:
-            yield name
-        finally:
-            _held.reset(token)
+def micro_time(moment: dt.datetime) -> str:
+    """A Lease's renewTime/acquireTime as the API server wants it (RFC 3339 with microseconds, UTC)."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

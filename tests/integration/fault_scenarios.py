@@ -23,7 +23,7 @@ from test_progressive_traffic import deploy
 
 from rollbook import revisions
 from rollbook.helm_releases import PENDING_STATUSES
-from rollbook.rollout_lock import lock_name
+from rollbook.rollout_lock import lease_name
 from sandbox.cluster import Sandbox
 from sandbox.observability import prometheus_url
 from sandbox.registry import SandboxRegistries
@@ -250,25 +250,19 @@ class _TrafficTrial(_Namespaced):
     app = ""
 
     def lock_free(self) -> bool:
-        from prefect.client.orchestration import get_client
-
-        with get_client(sync_client=True) as prefect:
-            try:
-                limit = prefect.read_global_concurrency_limit_by_name(lock_name(self.namespace, self.app))
-            except Exception:  # noqa: BLE001 - never created: free
+        try:
+            client.CoordinationV1Api(self.api).read_namespaced_lease(lease_name(self.app), self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
                 return True
-            return limit.active_slots == 0
+            raise
+        return False
 
     def answer(self, refused: RunOutcome, params: dict[str, Any], run: RunFlow) -> dict[str, Any] | None:
         """A killed run's lock: release it as the refusal says (an operator who knows the run is dead)."""
-        if "active-slots 0" not in refused.reason:
+        if "kubectl delete lease" not in refused.reason:
             return None
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
-
-        with get_client(sync_client=True) as prefect:
-            name = lock_name(self.namespace, self.app)
-            prefect.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active_slots=0))
+        self.sandbox.kubectl("delete", "lease", lease_name(self.app), "-n", self.namespace)
         return params
 
     def canary_weight(self, ingress: str) -> int | None:
@@ -281,18 +275,24 @@ class _TrafficTrial(_Namespaced):
         return int((found.metadata.annotations or {}).get("nginx.ingress.kubernetes.io/canary-weight", "0"))
 
     def releases(self) -> list[str]:
-        rows = json.loads(self.sandbox.helm("list", "-a", "-n", self.namespace, "-o", "json").stdout)
+        rows = json.loads(self.sandbox.helm("list", "-n", self.namespace, "-o", "json").stdout)
         return sorted(f"{r['name']}:{r['status']}" for r in rows)
 
     def analysis(self) -> dict[str, Any]:
         return {
-            "interval_seconds": 4,
+            # Prometheus takes ~5 s after a restart before it scrapes again, so a 5 s blip leaves ~10 s without
+            # fresh samples: analyses 10 s apart see it fail at most one of them (a 4 s interval would fail two,
+            # i.e. reach threshold 2 and revert, which is what an outage that spans `threshold` analyses must do)
+            "interval_seconds": 10,
             "iterations": 1,
             "threshold": 2,  # a single failed check (e.g. a Prometheus blip) is tolerated
             "step_weights": [25, 50, 100],
+            # windows longer than an outage plus Prometheus's restart: a rate() over a window with fewer than two
+            # samples has no data, which fails a check (as in Flagger), so a 5 s window would turn a 5 s blip into
+            # two failed analyses
             "metrics": [
-                {"name": "request-success-rate", "min": 99, "window": "5s"},
-                {"name": "request-duration", "max": 500, "window": "5s"},
+                {"name": "request-success-rate", "min": 99, "window": "20s"},
+                {"name": "request-duration", "max": 500, "window": "20s"},
             ],
         }
 
@@ -379,8 +379,8 @@ class BlueGreenTrial(_TrafficTrial):
             "helm_executable": str(self.sandbox.bins / "helm"),
             "prometheus_url": prometheus_url(self.sandbox.cfg),
             "steps": [50, 100],
-            "interval_seconds": 4,
-            "window_seconds": 4,
+            "interval_seconds": analysis["interval_seconds"],
+            "window_seconds": analysis["interval_seconds"],
             "threshold": analysis["threshold"],
             "metrics": analysis["metrics"],
             "acceptance_command": ["true"],

@@ -320,17 +320,13 @@ def test_killed_run_restarts_from_the_cluster_weight_and_timeout_holds(
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # mid-analysis at 25%
         proc.wait(10)
-    # the dead run still holds the app's lock: a restart is refused, clearly, until the lease expires or an
-    # operator releases it
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
-
-    with pytest.raises(RolloutBusy, match="active-slots 0"):
+    # the dead run still holds the app's lock: a restart is refused, clearly, until the Lease expires or an
+    # operator releases it with the command the refusal names
+    with pytest.raises(
+        RolloutBusy, match=f"frees itself in [0-9]+s, .*kubectl delete lease rollbook-rollout-web -n {namespace}"
+    ):
         canary_rollout(request=req, controls=CONTROLS)
-    with get_client(sync_client=True) as prefect:
-        prefect.update_global_concurrency_limit(
-            f"rollout-{namespace}-web", GlobalConcurrencyLimitUpdate(active_slots=0)
-        )
+    sandbox.kubectl("delete", "lease", "rollbook-rollout-web", "-n", namespace)
     fast = req.model_copy(update={"analysis": req.analysis.model_copy(update={"interval_seconds": 4})})
     result = canary_rollout(request=fast, controls=CONTROLS)
     assert result.steps == [25, 50, 75]  # 25 is analysed again (not shifted again), then 50; 75 is gated
@@ -358,16 +354,15 @@ def test_bad_input_and_plan_change_nothing(
         canary_rollout(
             request=request(sandbox, demo_chart, namespace, analysis={"webhooks": [hook]}), controls=CONTROLS
         )
-    # a second rollout of the same application is refused while the first holds the lock
-    from prefect.concurrency.sync import concurrency
+    # a second rollout of the same application is refused while another run holds the lock (its Lease)
+    from tasks.cluster import resolve_cluster
+    from tasks.rollout_lock import acquire_rollout_lock, release_rollout_lock
 
-    from rollbook.rollout_lock import lock_free
-
-    lock = f"rollout-{namespace}-web"
-    assert lock_free(lock)
-    with concurrency(lock, occupy=1, strict=True):
-        with pytest.raises(RolloutBusy, match="another progressive rollout of 'web'"):
-            canary_rollout(request=request(sandbox, demo_chart, namespace), controls=CONTROLS)
+    cluster = resolve_cluster(None, str(sandbox.cfg.kubeconfig), None)
+    acquire_rollout_lock.fn(cluster, namespace, "web", "other-run/123")
+    with pytest.raises(RolloutBusy, match="another progressive rollout of 'web'.*holder 'other-run/123'"):
+        canary_rollout(request=request(sandbox, demo_chart, namespace), controls=CONTROLS)
+    assert release_rollout_lock.fn(cluster, namespace, "web", "other-run/123")
     plan = canary_rollout(
         request=request(sandbox, demo_chart, namespace), controls=CONTROLS.model_copy(update={"plan": True})
     )

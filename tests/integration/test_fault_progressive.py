@@ -22,6 +22,7 @@ TRIALS: list[tuple[str, FaultKind, float | str]] = [
     ("helm-atomic-upgrade", "apiserver-restart", "after-write"),
     ("canary-rollout", "flow-kill", "after-write"),  # killed while the canary serves 25%: the lock stays held
     ("canary-rollout", "prometheus-blip", "after-write"),  # threshold 2: one failed check does not revert
+    ("canary-rollout", "prometheus-outage", "after-write"),  # a lasting outage reverts; the re-run promotes
     ("canary-rollout", "prefect-restart", 8.0),
     ("blue-green", "flow-kill", "after-write"),  # killed right after green's install began
     ("blue-green", "etcd-pause", 12.0),
@@ -42,5 +43,8 @@ def test_progressive_flows_converge_after_fault(
         assert record.violations == [] and record.final.ok, f"{record.violations}; {detail}"
         if kind == "prometheus-blip":  # ridden out inside the analysis: the canary is promoted in one run
             assert len(record.runs) == 1 and (record.final.result or {}).get("outcome") == "changed", detail
+        if kind == "prometheus-outage":  # the first run sent traffic back to stable, saying why
+            first = record.runs[0].reason
+            assert "traffic reverted to stable" in first and "Prometheus could not be queried" in first, detail
     finally:
         scenario.cleanup()

@@ -156,7 +156,6 @@ def _cases() -> list[Case]:
             add(flow, "request.prometheus_url", ["not a url", "ftp://x", 5])
             add(flow, "request.prometheus_block", ["Prod Metrics"])
             add(flow, "request.http_route", ["Route;x", "x" * 300])
-            add(flow, "request.lock_timeout_seconds", [True, "30", 0])
             add(flow, "request.checklist.cosign_public_key", ["/" + "k" * 10_000])
             add(flow, "request.checklist.registry_block", ["Bad Block"])
             add(flow, "request.checklist.migration", [{"kind": "liquibase"}, ["x"]])
