@@ -5,7 +5,7 @@ rules:
   - name: demo-error-rate            # shown in the run's tags, events and logs
     match: {alertname: DemoHighErrorRate, severity: critical}   # every label must be equal
     deployment: helm-rollback        # a catalogue deployment
-    on: firing                       # or resolved: what reacts to the resolved notification
+    status: firing                   # or resolved: a rule that reacts to the resolved notification
     cooldown_seconds: 600            # one run per target (deployment + parameters) in this window
     labels: {namespace: dns-label, release: release-name}       # the labels the parameters may use
     parameters:                      # the flow's parameters; "{{ name }}" is replaced by that label's value
@@ -68,7 +68,8 @@ class Rule(BaseModel):
     name: Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=63)]
     match: dict[LabelName, Annotated[str, StringConstraints(max_length=1024)]] = Field(min_length=1)
     deployment: str = Field(description="A catalogue deployment name, e.g. helm-rollback.")
-    on: Literal["firing", "resolved"] = "firing"
+    # not `on:`, which YAML 1.1 (PyYAML) reads as the boolean true
+    status: Literal["firing", "resolved"] = Field(default="firing", description="Which notifications it reacts to.")
     cooldown_seconds: int = Field(default=600, ge=0, le=7 * 24 * 3600)
     labels: dict[LabelName, str] = Field(default={}, description="Label -> the kind its value must be.")
     parameters: dict[str, Any] = {}
@@ -82,7 +83,7 @@ class Rule(BaseModel):
         return value
 
     def matches(self, alert: Alert) -> bool:
-        return alert.status == self.on and all(alert.labels.get(k) == v for k, v in self.match.items())
+        return alert.status == self.status and all(alert.labels.get(k) == v for k, v in self.match.items())
 
 
 @dataclass(frozen=True)
@@ -205,6 +206,8 @@ def load_rules(path: Path, flows: FlowFunctions) -> RuleSet:
 
 def _rule(path: Path, index: int, item: Any, flows: FlowFunctions) -> Rule:
     where = f"{path}: rules[{index}]"
+    if isinstance(item, dict) and (odd := next((k for k in item if not isinstance(k, str)), None)) is not None:
+        raise RulesError(f"{where}: key {odd!r} is not text (YAML reads unquoted on/off/yes/no as booleans)")
     try:
         rule = Rule.model_validate(item)
     except ValidationError as exc:
