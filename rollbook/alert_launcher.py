@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -38,9 +39,12 @@ def target_tag(launch: Launch) -> str:
 
 
 class PrefectLauncher:
+    def __init__(self, client: Callable[[], PrefectClient] = get_client) -> None:
+        self.client = client  # tests point it at another API URL
+
     async def launch(self, launch: Launch) -> Outcome:
         try:
-            async with get_client() as client:
+            async with self.client() as client:
                 return await self._launch(client, launch)
         except ObjectNotFound:
             raise LauncherUnavailable(

@@ -6,7 +6,7 @@ rules:
     match: {alertname: DemoHighErrorRate, severity: critical}   # every label must be equal
     deployment: helm-rollback        # a catalogue deployment
     status: firing                   # or resolved: a rule that reacts to the resolved notification
-    cooldown_seconds: 600            # one run per target (deployment + parameters) in this window
+    cooldown_seconds: 600            # one run per target (deployment + parameters but controls) in this window
     labels: {namespace: dns-label, release: release-name}       # the labels the parameters may use
     parameters:                      # the flow's parameters; "{{ name }}" is replaced by that label's value
       request: {namespace: "{{ namespace }}", release: "{{ release }}", kubeconfig_path: /etc/rollbook/kubeconfig}
@@ -102,8 +102,10 @@ class Launch:
 
     @property
     def target(self) -> str:
-        """What the cooldown is about: the deployment and exactly the parameters the run gets, hashed."""
-        canonical = json.dumps([self.rule.deployment, self.parameters], sort_keys=True, default=str)
+        """What the cooldown is about: the deployment and the parameters the run gets, hashed; not `controls`,
+        whose reason names the alert occurrence (the same release is the same target whichever alert fired)."""
+        what = {key: value for key, value in self.parameters.items() if key != "controls"}
+        canonical = json.dumps([self.rule.deployment, what], sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()[:16]
 
 
