@@ -20,6 +20,7 @@ import asyncio
 import hmac
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
@@ -36,6 +37,7 @@ from rollbook.alerts import Alert, Notification, PayloadError, idempotency_key, 
 
 LOG = logging.getLogger("rollbook.webhook")
 MIN_TOKEN_CHARS = 16
+MAX_CLIENTS = 4096
 
 Kind = Literal["started", "duplicate", "cooldown", "unmatched", "resolved", "refused"]
 
@@ -143,12 +145,12 @@ class Receiver:
             raise ValueError(f"the webhook token must have at least {MIN_TOKEN_CHARS} characters")
         redaction.register(token.get_secret_value())
         self.rules, self.launcher, self.token, self.limits = rules, launcher, token, limits
-        self.bucket = TokenBucket(limits.rate_per_second, limits.burst)
+        self.buckets: OrderedDict[str, TokenBucket] = OrderedDict()
         self.lock = asyncio.Lock()  # one notification at a time: the duplicate and cooldown checks stay exact
 
     async def alerts(self, request: Request) -> JSONResponse:
         client = request.client.host if request.client else "?"
-        if not self.bucket.take():
+        if not self._bucket(client).take():
             LOG.warning("refused a request from %s: over the rate limit", client)
             return _refusal(429, "too many requests; retry later", **{"Retry-After": "1"})
         if not authorized(request.headers.get("authorization"), self.token):
@@ -165,6 +167,15 @@ class Receiver:
             return _refusal(400, f"not an Alertmanager v4 notification: {exc}")
         async with self.lock:
             return await self._handle(notification)
+
+    def _bucket(self, client: str) -> TokenBucket:
+        """One bucket per client address (the most recent MAX_CLIENTS), so a flood from elsewhere cannot spend
+        Alertmanager's budget: Alertmanager does not retry a 429, so its own notifications must not get one."""
+        bucket = self.buckets.pop(client, None) or TokenBucket(self.limits.rate_per_second, self.limits.burst)
+        self.buckets[client] = bucket
+        while len(self.buckets) > MAX_CLIENTS:
+            self.buckets.popitem(last=False)
+        return bucket
 
     async def _body(self, request: Request) -> bytes | JSONResponse:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
@@ -205,6 +216,9 @@ class Receiver:
             except LauncherUnavailable as exc:
                 LOG.error("Prefect did not take the run (Alertmanager will retry): %s", exc)
                 return _refusal(503, f"Prefect is unavailable, retry later: {exc}")
+            except Exception as exc:  # noqa: BLE001 - answered, logged with its traceback, retried by Alertmanager
+                LOG.exception("starting the run of %s failed", item.deployment if isinstance(item, Launch) else "?")
+                return _refusal(500, f"starting the run failed: {type(exc).__name__}")
             LOG.info("alert %s (%s): %s %s", decision.alert.name, decision.alert.fingerprint, decision.kind,
                      decision.detail)  # fmt: skip
             self.launcher.record(decision, notification)

@@ -133,6 +133,26 @@ def test_over_the_rate_limit_answers_429(rules: RuleSet, launcher: FakeLauncher)
     assert codes == [400, 400, 429, 429]
 
 
+def test_the_rate_limit_is_per_client_address(rules: RuleSet, launcher: FakeLauncher) -> None:
+    """A flood from one address leaves another (Alertmanager's) its own budget."""
+    receiver = Receiver(
+        rules=rules, launcher=launcher, token=SecretStr(TOKEN), limits=Limits(rate_per_second=0.01, burst=1)
+    )
+
+    async def post(client: str) -> int:
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"{}", "more_body": False}
+
+        request = _request(receive)
+        request.scope["client"] = (client, 1)
+        return (await receiver.alerts(request)).status_code
+
+    async def main() -> list[int]:
+        return [await post("10.0.0.1"), await post("10.0.0.1"), await post("10.0.0.2")]
+
+    assert asyncio.run(main()) == [400, 429, 400]
+
+
 def test_healthz_and_wrong_method(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     assert client.get("/alerts").status_code == 405
