@@ -55,7 +55,9 @@ def _fail(command: str, message: str, code: int = USAGE_ERROR) -> int:
 
 def cmd_server(args: argparse.Namespace) -> int:
     """`rollbook server`."""
-    return run_server(args.port)
+    from rollbook.server import DATABASE_ENV
+
+    return run_server(args.port, args.database_url or os.environ.get(DATABASE_ENV))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -191,12 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_server(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "server",
-        help="run the local Prefect server (SQLite, 127.0.0.1)",
+        help="run the local Prefect server (SQLite, or a shared PostgreSQL with --database-url)",
         description=f"Run a Prefect server on 127.0.0.1 in the foreground, with its SQLite database under "
         f"{prefect_home()} ($XDG_DATA_HOME respected). If a Prefect server already answers on the port, "
         "reuse it and exit 0. Prints the PREFECT_API_URL to export.",
     )
     p.add_argument("--port", type=int, default=DEFAULT_SERVER_PORT, help="TCP port (default %(default)s)")
+    p.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="PostgreSQL a team shares (postgresql://user:password@host:port/db) instead of SQLite; "
+        "or set ROLLBOOK_DATABASE_URL (keeps the password off the command line)",
+    )
     p.set_defaults(func=cmd_server)
 
 
