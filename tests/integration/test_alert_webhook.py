@@ -60,7 +60,7 @@ class Recording:
     """ASGI wrapper keeping every request body, status and answer, so the test can replay what Alertmanager sent."""
 
     def __init__(self, app: ASGIApp) -> None:
-        self.app, self.seen = app, []  # type: ignore[var-annotated]
+        self.app, self.seen, self.times = app, [], []  # type: ignore[var-annotated]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] != "/alerts":
@@ -83,6 +83,7 @@ class Recording:
 
         await self.app(scope, recv, snd)
         self.seen.append((b"".join(chunks), status[0] if status else 0, b"".join(answer)))
+        self.times.append(time.monotonic())
 
 
 @pytest.fixture
@@ -195,6 +196,9 @@ def test_an_alert_rolls_the_bad_release_back_once(
         answer = wait_for("the resolved notification", resolved, timeout=180)
         assert b'"decision":"resolved"' in answer, answer
         assert [r.id for r in alert_runs(namespace)] == [run.id]
-        print(f"alert rule written -> flow run created: {fired_to_run:.1f} s")
+        first_notification = receiver.times[0] - started
+        print(
+            f"alert rule written -> first notification {first_notification:.1f} s -> flow run seen {fired_to_run:.1f} s"
+        )
     finally:
         sandbox.set_alert_rules(f"e2e-{namespace}", None)
