@@ -24,7 +24,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- define "rollbook.familyRules" -}}
 {{- if eq .family "read-only" }}
 - apiGroups: ["apps"]
-  resources: [deployments, replicasets]
+  resources: [deployments, replicasets, statefulsets, daemonsets]
   verbs: [get, list, watch]
 - apiGroups: [""]
   resources: [pods, services, events, secrets, configmaps]
@@ -44,7 +44,7 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   verbs: [get, list, watch]
 {{- else if eq .family "helm" }}
 - apiGroups: ["apps"]
-  resources: [deployments]
+  resources: [deployments, statefulsets, daemonsets]
   verbs: [get, list, watch, create, update, patch]
 - apiGroups: ["apps"]
   resources: [replicasets]
