@@ -195,6 +195,9 @@ class Receiver:
             return _refusal(408, f"the body did not arrive within {self.limits.read_timeout_seconds:g} s")
 
     async def _handle(self, notification: Notification) -> JSONResponse:
+        if notification.truncatedAlerts:
+            LOG.warning("Alertmanager left %d alerts of group %s out (max_alerts): they are not seen here",
+                        notification.truncatedAlerts, notification.groupKey[:200])  # fmt: skip
         planned: list[Decision | Launch] = []
         refused: list[Decision] = []
         for alert in notification.alerts:
