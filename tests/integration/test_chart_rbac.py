@@ -1,12 +1,14 @@
 """charts/rollbook on the sandbox: `helm lint --strict`, a server-side dry run, and its least-privilege RBAC
-proven with a token of the chart's ServiceAccount: helm-rollback and deployment-undo succeed in a granted
-namespace; writes outside the grant (another namespace, cluster scope, RBAC itself) get 403 and change nothing."""
+proven with a token of the chart's ServiceAccount through the worker's own kubeconfig (tokenFile): helm-rollback
+and deployment-undo succeed in a granted namespace; writes outside the grant (another namespace, cluster scope,
+RBAC itself) get 403 and change nothing."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+import yaml
 from helm_helpers import CONTROLS, DEPLOYMENT, helm_deploy, image, repo
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -36,11 +38,28 @@ def test_the_chart_lints_strictly_and_passes_a_server_side_dry_run(sandbox: Sand
 
 
 @pytest.fixture
-def granted(sandbox: Sandbox, namespace: str, core: client.CoreV1Api) -> str:
-    """The chart's RBAC installed for `namespace` (the release lives there too), a kubeconfig with its token."""
-    sandbox.helm("install", RELEASE, str(CHART), "-n", namespace, "--set", "worker.enabled=false",
-                 "--set", "webhook.enabled=false", *chart_args(namespace))  # fmt: skip
-    return str(sandbox.service_account_kubeconfig(namespace, SERVICE_ACCOUNT))
+def granted(sandbox: Sandbox, namespace: str, tmp_path: Path) -> str:
+    """The chart's RBAC installed for `namespace` (the release lives there too), and the worker's own kubeconfig
+    from the chart with only the in-cluster locations replaced: the sandbox's API server and CA, and a file
+    holding a token minted for the chart's ServiceAccount where the pod's projected token would be."""
+    sandbox.helm("install", RELEASE, str(CHART), "-n", namespace, "--set", "webhook.enabled=false",
+                 *chart_args(namespace))  # fmt: skip
+    minted = yaml.safe_load(sandbox.service_account_kubeconfig(namespace, SERVICE_ACCOUNT).read_text())
+    token = tmp_path / "token"
+    token.write_text(minted["users"][0]["user"]["token"])
+    shipped = client.CoreV1Api(sandbox.api_client()).read_namespaced_config_map(
+        f"{RELEASE}-rollbook-kubeconfig", namespace
+    )
+    text = (
+        shipped.data["config"]
+        .replace("https://kubernetes.default.svc", sandbox.cfg.api_url)
+        .replace("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt", str(sandbox.pki.ca))
+        .replace("/var/run/secrets/kubernetes.io/serviceaccount/token", str(token))
+    )
+    assert "tokenFile" in text and minted["users"][0]["user"]["token"] not in text
+    path = tmp_path / "kubeconfig"
+    path.write_text(text)
+    return str(path)
 
 
 def test_the_service_account_rolls_back_in_its_namespace_and_nowhere_else(
