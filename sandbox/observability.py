@@ -99,8 +99,12 @@ def alert_webhook_url(cfg: SandboxConfig) -> str:
 
 def alert_webhook_token_file(cfg: SandboxConfig) -> Path:
     """The bearer token Alertmanager sends (`credentials_file`) and `rollbook webhook --token-file` expects;
-    made once per sandbox, readable by its owner only."""
-    path = cfg.work_dir / "alertmanager" / "webhook-token"
+    made by `up` (when it writes Alertmanager's config), readable by its owner only."""
+    return cfg.work_dir / "alertmanager" / "webhook-token"
+
+
+def ensure_alert_webhook_token(cfg: SandboxConfig) -> Path:
+    path = alert_webhook_token_file(cfg)
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
@@ -128,7 +132,7 @@ def alertmanager_config(cfg: SandboxConfig) -> Path:
         "        http_config:\n"
         "          authorization:\n"
         "            type: Bearer\n"
-        f"            credentials_file: '{alert_webhook_token_file(cfg)}'\n"
+        f"            credentials_file: '{ensure_alert_webhook_token(cfg)}'\n"
     )
     return path
 
