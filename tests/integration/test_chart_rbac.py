@@ -15,6 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from flows.deployment_undo import UndoRequest, deployment_undo
 from flows.helm_rollback import HelmRollbackRequest, helm_rollback
+from rollbook.revisions import ROLLOUT_COMPLETE_ANNOTATION
 from sandbox.cluster import Sandbox
 
 CHART = Path(__file__).resolve().parents[2] / "charts" / "rollbook"
@@ -75,6 +76,12 @@ def test_the_service_account_rolls_back_in_its_namespace_and_nowhere_else(
                        wait_timeout_seconds=60)  # fmt: skip
     undone = deployment_undo(undo, CONTROLS)
     assert undone.outcome == "changed" and image(apps, namespace) == f"{repo(sandbox)}:1.2.0"
+    evidence = [
+        rs.metadata.annotations.get(ROLLOUT_COMPLETE_ANNOTATION)
+        for rs in apps.list_namespaced_replica_set(namespace).items
+        if rs.spec.template.spec.containers[0].image.endswith(":1.2.0")
+    ]
+    assert evidence and evidence[0], "the completed rollout was not recorded on its ReplicaSet"  # fmt: skip
 
     # the same token outside the grant: 403 for every write, and nothing changed
     other = f"{namespace[:50]}-other"

@@ -36,9 +36,11 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - apiGroups: ["apps"]
   resources: [deployments]
   verbs: [get, list, watch, patch]
+# patch: deployment-undo records a completed rollout on the ReplicaSet (rollbook.dev/rollout-complete, one
+# metadata annotation), the evidence last-known-good reads later
 - apiGroups: ["apps"]
   resources: [replicasets]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch]
