@@ -55,7 +55,9 @@ def _fail(command: str, message: str, code: int = USAGE_ERROR) -> int:
 
 def cmd_server(args: argparse.Namespace) -> int:
     """`rollbook server`."""
-    return run_server(args.port)
+    from rollbook.server import DATABASE_ENV
+
+    return run_server(args.port, args.database_url or os.environ.get(DATABASE_ENV))
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -130,6 +132,39 @@ def cmd_catalogue(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_webhook(args: argparse.Namespace) -> int:
+    """`rollbook webhook`: the Alertmanager receiver, starting the routed deployments' runs."""
+    _prepare_prefect_env()
+    if not os.environ.get("PREFECT_API_URL"):
+        return _fail("webhook", "no Prefect server: start `rollbook server` or export PREFECT_API_URL")
+    from pydantic import SecretStr
+
+    from flows import FLOWS
+    from rollbook.alert_launcher import PrefectLauncher, token_from_block
+    from rollbook.alert_rules import RulesError, load_rules
+    from rollbook.webhook import TOKEN_ENV, Limits, create_app, serve, token_from
+
+    try:
+        rules = load_rules(Path(args.rules), {name: flow.fn for name, flow in FLOWS.items()})
+        token = (
+            token_from_block(args.token_block)
+            if args.token_block
+            else token_from(file=args.token_file, env=dict(os.environ))
+        )
+    except (RulesError, OSError, ValueError) as exc:
+        return _fail("webhook", str(exc))
+    if not token:
+        return _fail("webhook", f"no bearer token: give --token-file, --token-block or set {TOKEN_ENV}")
+    limits = Limits(max_body_bytes=args.max_body_bytes, rate_per_second=args.rate, burst=max(1, int(args.rate * 2)))
+    try:
+        app = create_app(rules=rules, launcher=PrefectLauncher(), token=SecretStr(token), limits=limits)
+    except ValueError as exc:
+        return _fail("webhook", str(exc))
+    print(f"rollbook webhook: {len(rules.rules)} rules from {args.rules}; POST /alerts on {args.host}:{args.port}")
+    serve(app, host=args.host, port=args.port, tls_cert=args.tls_cert, tls_key=args.tls_key)
+    return 0
+
+
 def _flow_names() -> str:
     """Known flows for help text; importing Prefect costs seconds, so only `run --help` pays for it."""
     _prepare_prefect_env()
@@ -150,6 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_serve(subparsers)
     _add_run(subparsers)
     _add_catalogue(subparsers)
+    _add_webhook(subparsers)
     _add_plugin_commands(subparsers)
     return parser
 
@@ -157,12 +193,18 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_server(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "server",
-        help="run the local Prefect server (SQLite, 127.0.0.1)",
+        help="run the local Prefect server (SQLite, or a shared PostgreSQL with --database-url)",
         description=f"Run a Prefect server on 127.0.0.1 in the foreground, with its SQLite database under "
         f"{prefect_home()} ($XDG_DATA_HOME respected). If a Prefect server already answers on the port, "
         "reuse it and exit 0. Prints the PREFECT_API_URL to export.",
     )
     p.add_argument("--port", type=int, default=DEFAULT_SERVER_PORT, help="TCP port (default %(default)s)")
+    p.add_argument(
+        "--database-url",
+        metavar="URL",
+        help="PostgreSQL a team shares (postgresql://user:password@host:port/db) instead of SQLite; "
+        "or set ROLLBOOK_DATABASE_URL (keeps the password off the command line)",
+    )
     p.set_defaults(func=cmd_server)
 
 
@@ -213,6 +255,31 @@ def _add_catalogue(subparsers: Any) -> None:
     mode.add_argument("--write", metavar="PATH", help="write the prefect.yaml generated from the catalogue to PATH")
     mode.add_argument("--check", metavar="PATH", help="exit 1 when PATH is not what --write would write")
     p.set_defaults(func=cmd_catalogue)
+
+
+DEFAULT_WEBHOOK_PORT = 9095
+
+
+def _add_webhook(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "webhook",
+        help="receive Alertmanager notifications and start the recovery runs its rules route them to",
+        description="Serve POST /alerts (Alertmanager's webhook_config, payload version 4) and GET /healthz. "
+        "Each firing alert that matches a rule starts one run of the rule's deployment (served by `rollbook "
+        "serve`), once per alert occurrence however often Alertmanager repeats it. Requires a bearer token "
+        "(Alertmanager's http_config.authorization).",
+    )
+    p.add_argument("--rules", required=True, metavar="PATH", help="routing rules (YAML; see rollbook.alert_rules)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    p.add_argument("--port", type=int, default=DEFAULT_WEBHOOK_PORT, help="TCP port (default %(default)s)")
+    token = p.add_mutually_exclusive_group()
+    token.add_argument("--token-file", metavar="PATH", help="file holding the bearer token")
+    token.add_argument("--token-block", metavar="NAME", help="Prefect Secret block holding the bearer token")
+    p.add_argument("--tls-cert", metavar="PATH", help="serve HTTPS with this certificate (PEM)")
+    p.add_argument("--tls-key", metavar="PATH", help="private key of --tls-cert (PEM)")
+    p.add_argument("--max-body-bytes", type=int, default=256 * 1024, help="largest body accepted (default %(default)s)")
+    p.add_argument("--rate", type=float, default=20.0, help="requests per second accepted (default %(default)s)")
+    p.set_defaults(func=cmd_webhook)
 
 
 PLUGIN_COMMANDS = "rollbook.commands"

@@ -31,19 +31,33 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex((LOCAL_HOST, port)) == 0
 
 
-def server_env(home: Path, port: int) -> dict[str, str]:
-    """Environment for `prefect server start`: our home, SQLite in it, no telemetry, UI pointing at us."""
+DATABASE_ENV = "ROLLBOOK_DATABASE_URL"
+
+
+def database_url(home: Path, given: str | None) -> str:
+    """SQLite in our home, or the PostgreSQL a team shares (`postgresql://...`, Prefect's asyncpg driver)."""
+    if not given:
+        return f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+    scheme, sep, rest = given.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres", "postgresql+asyncpg"):
+        raise ValueError("the database URL must be postgresql://user:password@host:port/database")
+    return f"postgresql+asyncpg://{rest}"
+
+
+def server_env(home: Path, port: int, database: str | None = None) -> dict[str, str]:
+    """Environment for `prefect server start`: our home, its database (SQLite in the home unless a PostgreSQL
+    URL is given), no telemetry, UI pointing at us."""
     env = dict(os.environ)
     env.update(
         PREFECT_HOME=str(home),
-        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        PREFECT_API_DATABASE_CONNECTION_URL=database_url(home, database),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_API_URL=local_api_url(port),
     )
     return env
 
 
-def run_server(port: int) -> int:
+def run_server(port: int, database: str | None = None) -> int:
     """Run a Prefect server in the foreground until interrupted; reuse one that already answers (exit 0)."""
     api_url = local_api_url(port)
     if is_healthy(api_url):
@@ -55,10 +69,16 @@ def run_server(port: int) -> int:
         return 1
     home = prefect_home()
     home.mkdir(parents=True, exist_ok=True)
-    print(f"Starting Prefect server on {LOCAL_HOST}:{port} (SQLite in {home}); UI at http://{LOCAL_HOST}:{port}")
+    try:
+        env = server_env(home, port, database)
+    except ValueError as exc:
+        print(f"rollbook server: {exc}", file=sys.stderr)
+        return 2
+    where = f"SQLite in {home}" if not database else "PostgreSQL at " + database.rpartition("@")[2]  # no password
+    print(f"Starting Prefect server on {LOCAL_HOST}:{port} ({where}); UI at http://{LOCAL_HOST}:{port}")
     print(f"export PREFECT_API_URL={api_url}", flush=True)
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", LOCAL_HOST, "--port", str(port)]
-    return _run_foreground(cmd, server_env(home, port))
+    return _run_foreground(cmd, env)
 
 
 def _run_foreground(cmd: list[str], env: dict[str, str]) -> int:

@@ -8,7 +8,7 @@ import shlex
 
 from sandbox import datastores, toolchain
 from sandbox.cluster import Sandbox
-from sandbox.observability import alertmanager_url
+from sandbox.observability import alert_webhook_token_file, alertmanager_url
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -122,6 +122,9 @@ def _env(args: argparse.Namespace) -> int:
         "ROLLBOOK_COSIGN": sandbox.bins / "cosign",
         "ROLLBOOK_SANDBOX_S3_URL": datastores.s3_url(sandbox.cfg),
         "ROLLBOOK_SANDBOX_ALERTMANAGER_URL": alertmanager_url(sandbox.cfg),
+        # `rollbook webhook --port $ROLLBOOK_SANDBOX_ALERT_WEBHOOK_PORT --token-file $ROLLBOOK_WEBHOOK_TOKEN_FILE`
+        "ROLLBOOK_SANDBOX_ALERT_WEBHOOK_PORT": sandbox.cfg.port("alert-webhook"),
+        "ROLLBOOK_WEBHOOK_TOKEN_FILE": alert_webhook_token_file(sandbox.cfg),
     }
     if args.scanner or toolchain.scanner_built():
         exports.update(sandbox.grype_env())

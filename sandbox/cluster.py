@@ -32,6 +32,7 @@ from sandbox.observability import (
     prometheus_binary,
     prometheus_config,
     prometheus_config_file,
+    prometheus_rules_dir,
     prometheus_service,
     traffic_simulator_service,
 )
@@ -253,6 +254,17 @@ class Sandbox:
     def start_service(self, name: str) -> int:
         """Start a service `stop_service` took away; returns once it is ready again (its pid)."""
         return self.supervisor.start(self.service_spec(name))
+
+    def set_alert_rules(self, name: str, text: str | None) -> None:
+        """Write (or, with None, remove) a Prometheus alerting rule file and make Prometheus reload it."""
+        path = prometheus_rules_dir(self.cfg) / f"{name}.yml"
+        if text is None:
+            path.unlink(missing_ok=True)
+        else:
+            path.write_text(text)
+        pid = self.supervisor.pid("prometheus")
+        if pid is not None:
+            os.kill(pid, signal.SIGHUP)
 
     def set_fault_stage(self, stage: dict[str, Any]) -> None:
         api = client.CustomObjectsApi(self.api_client())

@@ -24,7 +24,7 @@ PORT_OFFSETS = {
     "prometheus": 8,
     "traffic-simulator": 9,
     "alertmanager": 10,
-    "alert-webhook": 11,  # reserved for a flow's Alertmanager webhook listener; nothing in the sandbox listens
+    "alert-webhook": 11,  # `rollbook webhook`, the Alertmanager receiver (started by whoever needs it, not by up)
     "s3": 12,
     "postgres": 13,
     "velero-metrics": 14,  # velero server's --metrics-address (its default :8085 would be on every interface)

@@ -8,6 +8,7 @@ judged within seconds. A missing binary fails `up` with the command that install
 
 from __future__ import annotations
 
+import secrets
 import shutil
 import sys
 from pathlib import Path
@@ -48,16 +49,24 @@ def alertmanager_config_file(cfg: SandboxConfig) -> Path:
     return cfg.work_dir / "alertmanager" / "alertmanager.yml"
 
 
+def prometheus_rules_dir(cfg: SandboxConfig) -> Path:
+    """Alerting rule files (`*.yml`) Prometheus loads; `Sandbox.set_alert_rules` writes one and reloads."""
+    return cfg.work_dir / "prometheus" / "rules"
+
+
 def prometheus_config(cfg: SandboxConfig) -> Path:
-    """Write (or rewrite) the scrape configuration and where alerts go. The simulator stands in for two data
-    planes, scraped every second as a real cluster scrapes them: ingress-nginx's controller (`/metrics`) and
-    Envoy Gateway's proxies (`/stats/prometheus`)."""
+    """Write (or rewrite) the scrape configuration, the alerting rule files and where alerts go. The simulator
+    stands in for two data planes, scraped every second as a real cluster scrapes them: ingress-nginx's
+    controller (`/metrics`) and Envoy Gateway's proxies (`/stats/prometheus`)."""
     path = prometheus_config_file(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
+    prometheus_rules_dir(cfg).mkdir(parents=True, exist_ok=True)
     path.write_text(
         "global:\n"
         f"  scrape_interval: {SCRAPE_INTERVAL}\n"
         f"  evaluation_interval: {SCRAPE_INTERVAL}\n"
+        "rule_files:\n"
+        f"  - '{prometheus_rules_dir(cfg)}/*.yml'\n"
         "alerting:\n"
         "  alertmanagers:\n"
         "    - static_configs:\n"
@@ -83,14 +92,29 @@ def alertmanager_url(cfg: SandboxConfig) -> str:
 
 
 def alert_webhook_url(cfg: SandboxConfig) -> str:
-    """Where Alertmanager sends every notification: a port reserved for a flow's webhook listener. Nothing
-    listens there yet; Alertmanager only logs the failed delivery and retries, it keeps running."""
+    """Where Alertmanager sends every notification: the port reserved for `rollbook webhook`. While nothing
+    listens there, Alertmanager only logs the failed delivery and retries; it keeps running."""
     return f"http://127.0.0.1:{cfg.port('alert-webhook')}/alerts"
 
 
+def alert_webhook_token_file(cfg: SandboxConfig) -> Path:
+    """The bearer token Alertmanager sends (`credentials_file`) and `rollbook webhook --token-file` expects;
+    made by `up` (when it writes Alertmanager's config), readable by its owner only."""
+    return cfg.work_dir / "alertmanager" / "webhook-token"
+
+
+def ensure_alert_webhook_token(cfg: SandboxConfig) -> Path:
+    path = alert_webhook_token_file(cfg)
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(32) + "\n")
+    return path
+
+
 def alertmanager_config(cfg: SandboxConfig) -> Path:
-    """Write (or rewrite) the routing: every alert to the `rollbook` webhook receiver, grouped by alert name,
-    with short waits so a test or a rollout sees a notification within seconds."""
+    """Write (or rewrite) the routing: every alert to the `rollbook` webhook receiver with the sandbox's bearer
+    token, grouped by alert name, with short waits so a test or a rollout sees a notification within seconds."""
     path = alertmanager_config_file(cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
@@ -105,6 +129,10 @@ def alertmanager_config(cfg: SandboxConfig) -> Path:
         "    webhook_configs:\n"
         f"      - url: '{alert_webhook_url(cfg)}'\n"
         "        send_resolved: true\n"
+        "        http_config:\n"
+        "          authorization:\n"
+        "            type: Bearer\n"
+        f"            credentials_file: '{ensure_alert_webhook_token(cfg)}'\n"
     )
     return path
 
