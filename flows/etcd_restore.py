@@ -18,6 +18,7 @@ snapshot from ever reaching etcd.
 from __future__ import annotations
 
 import datetime as dt
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -46,7 +47,7 @@ from rollbook.types import BlockName, DnsLabel, LocalPath
 from tasks.backup_store import download, load_bucket, sha256_file
 from tasks.cluster import resolve_cluster
 from tasks.controlplane import ControlPlane
-from tasks.etcd import restore_snapshot, snapshot_status
+from tasks.etcd import EtcdError, restore_snapshot, snapshot_status
 from tasks.inventory import cluster_inventory, kube_system_uid
 from tasks.restore import (
     annotate_kube_system,
@@ -132,16 +133,23 @@ def _verify(
         raise SnapshotRefused(f"snapshot {record.name} is refused (nothing was touched): " + "; ".join(problems))
 
 
-def _restart(request: EtcdRestoreRequest, path: Path, run_stamp: str, seconds: dict[str, float]) -> Path:
+def _restart(
+    request: EtcdRestoreRequest, cluster: KubernetesCluster, path: Path, run_stamp: str, seconds: dict[str, float]
+) -> Path:
     """Restore the data, then stop, swap, start; returns where the old data went."""
     cfg, member = request.control_plane, request.control_plane.etcd_member
-    started = time.monotonic()
-    restored = restore_snapshot(
-        path, request.etcdutl_executable, data_dir=restored_dir(member, run_stamp), member_name=member.name,
-        initial_cluster=member.initial_cluster, initial_advertise_peer_urls=member.initial_advertise_peer_urls,
-        bump_revision=request.bump_revision,
-    )  # fmt: skip
+    started, target = time.monotonic(), restored_dir(member, run_stamp)
+    try:
+        restored = restore_snapshot(
+            path, request.etcdutl_executable, data_dir=target, member_name=member.name,
+            initial_cluster=member.initial_cluster, initial_advertise_peer_urls=member.initial_advertise_peer_urls,
+            bump_revision=request.bump_revision,
+        )  # fmt: skip
+    except EtcdError as exc:  # nothing is stopped yet: the cluster still runs on its own data
+        shutil.rmtree(target, ignore_errors=True)
+        raise SnapshotRefused(f"etcdutl could not restore the snapshot ({exc}); nothing was touched") from None
     seconds["restore data"] = time.monotonic() - started
+    seconds["stop controllers"] = control_plane_step(cfg, "stop_controllers")
     seconds["stop API servers"] = control_plane_step(cfg, "stop_api_servers")
     seconds["stop etcd"] = control_plane_step(cfg, "stop_etcd")
     previous = swap_data_dir(member, restored, run_stamp)
@@ -150,10 +158,12 @@ def _restart(request: EtcdRestoreRequest, path: Path, run_stamp: str, seconds: d
     except Exception:
         get_run_logger().error("etcd did not start on the restored data: putting the old data back")
         put_back_data_dir(member, previous, run_stamp)
-        control_plane_step(cfg, "start_etcd")
-        control_plane_step(cfg, "start_api_servers")
+        for step in ("start_etcd", "start_api_servers", "start_controllers"):
+            control_plane_step(cfg, step)
         raise
     seconds["start API servers"] = control_plane_step(cfg, "start_api_servers")
+    seconds["ready"] = wait_ready(cluster, request.ready_timeout_seconds)
+    seconds["start controllers"] = control_plane_step(cfg, "start_controllers")
     return previous
 
 
@@ -161,7 +171,6 @@ def _check_after(
     request: EtcdRestoreRequest, cluster: KubernetesCluster, manifest: Manifest, diff: InventoryDiff | None,
     seconds: dict[str, float],
 ) -> tuple[list[str], list[str], list[str]]:  # fmt: skip
-    seconds["ready"] = wait_ready(cluster, request.ready_timeout_seconds)
     seconds["deployments available"], waiting = wait_deployments_available(cluster, request.deployments_timeout_seconds)
     started = time.monotonic()
     after = cluster_inventory(cluster)
@@ -218,7 +227,7 @@ def _restore(request: EtcdRestoreRequest, controls: ChangeControls) -> RestoreRe
             summary = f"not approved: {decision.comment}; nothing was touched"
             return RestoreResult.model_validate({"outcome": "not-approved", "summary": summary, **base})
         run_stamp = stamp(dt.datetime.now(dt.UTC))
-        previous = _restart(request, path, run_stamp, seconds)
+        previous = _restart(request, cluster, path, run_stamp, seconds)
     missing, disappeared, waiting = _check_after(request, cluster, manifest, diff, seconds)
     annotate_kube_system(cluster, change_annotations(controls, "etcd-restore", snapshot=record.name))
     result = RestoreResult.model_validate(

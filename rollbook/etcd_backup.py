@@ -68,7 +68,7 @@ class Inventory(BaseModel):
     def total(self) -> int:
         return sum(self.counts().values())
 
-    def keys(self, *, skip: frozenset[str] = frozenset()) -> set[tuple[str, str, str]]:
+    def object_keys(self, *, skip: frozenset[str] = frozenset()) -> set[tuple[str, str, str]]:
         """(resource, namespace, name) for every object, leaving out `skip` resources."""
         return {
             (res, ns, name)
@@ -99,7 +99,7 @@ def object_label(key: tuple[str, str, str]) -> str:
 
 def inventory_diff(snapshot: Inventory, live: Inventory, *, skip: frozenset[str] = VOLATILE_RESOURCES) -> InventoryDiff:
     """Objects the snapshot has and the live cluster lacks, and the other way round, by resource/namespace/name."""
-    ours, theirs = snapshot.keys(skip=skip), live.keys(skip=skip)
+    ours, theirs = snapshot.object_keys(skip=skip), live.object_keys(skip=skip)
     return InventoryDiff(
         come_back=[object_label(k) for k in sorted(ours - theirs)],
         disappear=[object_label(k) for k in sorted(theirs - ours)],
@@ -110,7 +110,7 @@ def missing_after_restore(
     snapshot: Inventory, live: Inventory, *, skip: frozenset[str] = VOLATILE_RESOURCES
 ) -> list[str]:
     """Objects of the snapshot's inventory that the restored cluster does not serve: each one is a lost object."""
-    return [object_label(k) for k in sorted(snapshot.keys(skip=skip) - live.keys(skip=skip))]
+    return [object_label(k) for k in sorted(snapshot.object_keys(skip=skip) - live.object_keys(skip=skip))]
 
 
 class ClusterIdentity(BaseModel):

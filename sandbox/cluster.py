@@ -130,7 +130,9 @@ class Sandbox:
         """Only what a full-cluster restore needs (etcd, the Kubernetes control plane, kwok and the S3 endpoint):
         a second, cheap sandbox for tests that stop and restore etcd, so the session's sandbox is never touched."""
         start = time.monotonic()
-        bins = self.bins
+        if self._bins is None:  # only the components it runs: no wait for a helm or cosign build
+            self._bins = toolchain.ensure(only=["etcd", "kwok", "kubernetes"])
+        bins = self._bins
         self.cfg.work_dir.mkdir(parents=True, exist_ok=True)
         self.pki.ensure()
         controlplane.write_kubeconfig(self.cfg, self.pki)
@@ -152,8 +154,10 @@ class Sandbox:
         rollbook = str(Path(sys.executable).with_name("rollbook"))
         peer = f"http://127.0.0.1:{self.cfg.port('etcd-peer')}"
 
-        def step(action: str, service: str) -> list[list[str]]:
-            return [[rollbook, "sandbox", "service", action, service]]
+        def step(action: str, *services: str) -> list[list[str]]:
+            return [[rollbook, "sandbox", "service", action, service] for service in services]
+
+        controllers = ("kube-controller-manager", "kube-scheduler", "kwok")  # kwok: the simulated kubelets
 
         return {
             "kind": "commands",
@@ -163,6 +167,8 @@ class Sandbox:
                 "initial_cluster": f"sandbox={peer}",
                 "initial_advertise_peer_urls": peer,
             },
+            "stop_controllers": step("stop", *controllers),
+            "start_controllers": step("start", *controllers),
             "stop_api_servers": step("stop", "kube-apiserver"),
             "start_api_servers": step("start", "kube-apiserver"),
             "stop_etcd": step("stop", "etcd"),

@@ -24,7 +24,9 @@ from tasks.controlplane.base import EtcdMember
 from tasks.listing import Raw, pages
 from tasks.policies import CONTROL_PLANE, KUBE_API, KUBE_WAIT
 
-Step = Literal["stop_api_servers", "stop_etcd", "start_etcd", "start_api_servers"]
+Step = Literal[
+    "stop_controllers", "stop_api_servers", "stop_etcd", "start_etcd", "start_api_servers", "start_controllers"
+]
 
 
 @task(**CONTROL_PLANE)

@@ -28,6 +28,10 @@ class ControlPlane(BaseModel):
 
     kind: ControlPlaneKind = Field(default="commands", description="commands (argv lists) or kubeadm (untested).")
     etcd_member: EtcdMember
+    stop_controllers: list[Argv] = Field(
+        default=[], description="commands: argv lists that stop kube-controller-manager, kube-scheduler (and kubelets)."
+    )
+    start_controllers: list[Argv] = Field(default=[], description="commands: argv lists that start them again.")
     stop_api_servers: list[Argv] = Field(default=[], description="commands: argv lists that stop every API server.")
     start_api_servers: list[Argv] = Field(default=[], description="commands: argv lists that start them (ready).")
     stop_etcd: list[Argv] = Field(default=[], description="commands: argv lists that stop etcd.")
@@ -38,7 +42,9 @@ class ControlPlane(BaseModel):
     etcd_port: int = Field(default=2379, ge=1, le=65535, description="kubeadm: etcd's client port.")
     timeout_seconds: int = Field(default=300, ge=5, le=3600, description="Bound of each stop/start step.")
 
-    @field_validator("stop_api_servers", "start_api_servers", "stop_etcd", "start_etcd")
+    @field_validator(
+        "stop_controllers", "start_controllers", "stop_api_servers", "start_api_servers", "stop_etcd", "start_etcd"
+    )
     @classmethod
     def _argv_lists(cls, steps: list[Argv]) -> list[Argv]:
         if any(not argv or not all(arg for arg in argv) for argv in steps):
@@ -49,7 +55,8 @@ class ControlPlane(BaseModel):
 
     @model_validator(mode="after")
     def _commands_given(self) -> Self:
-        names = ("stop_api_servers", "start_api_servers", "stop_etcd", "start_etcd")
+        names = ("stop_controllers", "start_controllers", "stop_api_servers", "start_api_servers", "stop_etcd",
+                 "start_etcd")  # fmt: skip
         missing = [name for name in names if not getattr(self, name)]
         if self.kind == "commands" and missing:
             raise ValueError(f"kind 'commands' needs commands for {', '.join(missing)}")
@@ -58,6 +65,8 @@ class ControlPlane(BaseModel):
 
 def _commands(cfg: ControlPlane) -> ControlPlaneDriver:
     return CommandsDriver(
+        stop_controllers=cfg.stop_controllers,
+        start_controllers=cfg.start_controllers,
         stop_api_servers=cfg.stop_api_servers,
         start_api_servers=cfg.start_api_servers,
         stop_etcd=cfg.stop_etcd,

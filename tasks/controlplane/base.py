@@ -1,10 +1,13 @@
 """What a control-plane driver does for a full-cluster restore: stop and start the API servers and etcd, and say
 where etcd keeps its data and how its member is named (what `etcdutl snapshot restore` needs).
 
-The restore flow owns the sequence (restore into a new directory, stop the API servers, stop etcd, swap the
-data directories, start etcd, start the API servers, wait for /readyz); a driver only knows how its kind of
-cluster runs those services. Each method returns once the service is stopped or started, or raises
-ControlPlaneError naming the step.
+The restore flow owns the sequence (restore into a new directory, stop the controllers, stop the API servers,
+stop etcd, swap the data directories, start etcd, start the API servers, wait for /readyz, start the
+controllers); a driver only knows how its kind of cluster runs those services. The controllers
+(kube-controller-manager, kube-scheduler, and kubelets where they can be restarted) are stopped too, as the
+Kubernetes etcd restore guide asks: their caches hold the cluster as it was after the snapshot, and the garbage
+collector acting on that stale view deletes objects the restore just brought back. Each method returns once
+the service is stopped or started, or raises ControlPlaneError naming the step.
 """
 
 from __future__ import annotations
@@ -44,6 +47,10 @@ class EtcdMember(BaseModel):
 
 class ControlPlaneDriver(Protocol):
     kind: str
+
+    def stop_controllers(self) -> None: ...
+
+    def start_controllers(self) -> None: ...
 
     def stop_api_servers(self) -> None: ...
 

@@ -19,6 +19,8 @@ class CommandsDriver:
     def __init__(
         self,
         *,
+        stop_controllers: list[list[str]],
+        start_controllers: list[list[str]],
         stop_api_servers: list[list[str]],
         start_api_servers: list[list[str]],
         stop_etcd: list[list[str]],
@@ -27,6 +29,8 @@ class CommandsDriver:
         timeout_seconds: int,
     ) -> None:
         self._steps = {
+            "stop the controllers": stop_controllers,
+            "start the controllers": start_controllers,
             "stop the API servers": stop_api_servers,
             "start the API servers": start_api_servers,
             "stop etcd": stop_etcd,
@@ -48,6 +52,12 @@ class CommandsDriver:
             if proc.returncode != 0:
                 out = (proc.stderr.strip() or proc.stdout.strip())[-600:]
                 raise ControlPlaneError(f"{step}: {' '.join(argv[:4])} exited {proc.returncode}: {out}")
+
+    def stop_controllers(self) -> None:
+        self._run("stop the controllers")
+
+    def start_controllers(self) -> None:
+        self._run("start the controllers")
 
     def stop_api_servers(self) -> None:
         self._run("stop the API servers")

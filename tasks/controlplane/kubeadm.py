@@ -4,6 +4,8 @@ never run against a real kubeadm node; it encodes the documented procedure and i
 kubeadm runs etcd and the API server as static pods: the kubelet starts whatever manifest is in
 `/etc/kubernetes/manifests` and stops a pod whose manifest goes away. So, on the node (the flow must run there,
 as root, with etcdutl, and `etcd_member.data_dir` is the hostPath in etcd.yaml, /var/lib/etcd by default):
+- stop the controllers: move `kube-controller-manager.yaml` and `kube-scheduler.yaml` away (restart the
+  kubelets of every node after the restore by hand: `systemctl restart kubelet`, as the Kubernetes guide says);
 - stop the API server: move `kube-apiserver.yaml` to a holding directory, wait until nothing listens on its port;
 - stop etcd: move `etcd.yaml` the same way, wait until its client port is closed;
 - (the flow swaps the data directories: the restored one takes /var/lib/etcd's place);
@@ -37,7 +39,12 @@ class KubeadmDriver:
         self, *, manifests_dir: Path, holding_dir: Path, api_server_port: int, etcd_port: int, timeout_seconds: int
     ) -> None:
         self._manifests, self._holding = manifests_dir, holding_dir
-        self._ports = {"kube-apiserver": api_server_port, "etcd": etcd_port}
+        self._ports = {
+            "kube-apiserver": api_server_port,
+            "etcd": etcd_port,
+            "kube-controller-manager": 10257,
+            "kube-scheduler": 10259,
+        }
         self._timeout = timeout_seconds
 
     def _wait(self, component: str, *, listening: bool) -> None:
@@ -58,6 +65,16 @@ class KubeadmDriver:
         if not manifest.exists():
             raise ControlPlaneError(f"{manifest} not found: is this a kubeadm control-plane node?")
         shutil.move(str(manifest), target / manifest.name)
+
+    def stop_controllers(self) -> None:
+        for component in ("kube-controller-manager", "kube-scheduler"):
+            self._move(component, into_manifests=False)
+            self._wait(component, listening=False)
+
+    def start_controllers(self) -> None:
+        for component in ("kube-controller-manager", "kube-scheduler"):
+            self._move(component, into_manifests=True)
+            self._wait(component, listening=True)
 
     def stop_api_servers(self) -> None:
         self._move("kube-apiserver", into_manifests=False)

@@ -6,6 +6,7 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
+from etcd_helpers import backup_bucket, keys, s3_client
 
 from flows.backup_retention import RetentionRequest, backup_retention
 from rollbook.change import ChangeControls
@@ -19,7 +20,6 @@ from rollbook.etcd_backup import (
 )
 from sandbox.cluster import Sandbox
 from tasks.backup_store import put_manifest, upload_snapshot
-from tests.integration.etcd_helpers import backup_bucket, keys, s3_client
 
 NOW = dt.datetime(2026, 12, 3, 9, 0, tzinfo=dt.UTC)
 CONTROLS = ChangeControls(reason="prune old etcd snapshots", requested_by="pytest")

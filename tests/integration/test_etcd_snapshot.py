@@ -11,6 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from etcd_helpers import (
+    backup_bucket,
+    etcd_endpoint,
+    keys,
+    pending_uploads,
+    s3_client,
+    save_blocks,
+    snapshot_request,
+)
 from kubernetes import client
 
 from blocks import BackupBucket
@@ -20,15 +29,6 @@ from sandbox.cluster import Sandbox
 from tasks import backup_store
 from tasks.backup_store import BackupStoreError, upload_snapshot
 from tasks.etcd import EtcdError
-from tests.integration.etcd_helpers import (
-    backup_bucket,
-    etcd_endpoint,
-    keys,
-    pending_uploads,
-    s3_client,
-    save_blocks,
-    snapshot_request,
-)
 
 SECRET_VALUE = "s3cr3t-value-that-must-not-leave-the-cluster"
 

@@ -88,6 +88,8 @@ VALID: dict[str, dict[str, Any]] = {
                     "initial_cluster": "cp-1=https://10.0.0.10:2380",
                     "initial_advertise_peer_urls": "https://10.0.0.10:2380",
                 },
+                "stop_controllers": [["systemctl", "stop", "kube-controller-manager", "kube-scheduler"]],
+                "start_controllers": [["systemctl", "start", "kube-controller-manager", "kube-scheduler"]],
                 "stop_api_servers": [["systemctl", "stop", "kube-apiserver"]],
                 "start_api_servers": [["systemctl", "start", "kube-apiserver"]],
                 "stop_etcd": [["systemctl", "stop", "etcd"]],
