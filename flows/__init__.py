@@ -17,6 +17,7 @@ from flows.blue_green import blue_green, blue_green_retire
 from flows.canary_rollout import canary_rollout
 from flows.demo import HelloRequest, hello_cluster
 from flows.deployment_undo import deployment_undo
+from flows.dr_drill import dr_drill
 from flows.etcd_restore import etcd_restore
 from flows.etcd_snapshot import etcd_snapshot
 from flows.helm_history import helm_history
@@ -114,6 +115,12 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
         "Full cluster restore from a verified etcd snapshot: approve, stop, restore, restart, verify.",
         ("recovery", "etcd"),
     ),
+    CatalogueEntry(
+        dr_drill,
+        "DR drill: snapshot, disaster (namespaces deleted or etcd lost), restore, verify, scored report.",
+        ("drill", "recovery", "etcd"),
+        exclusive=True,
+    ),
 )
 
 FLOWS: dict[str, Flow[..., Any]] = {entry.name: entry.flow for entry in CATALOGUE}
@@ -138,4 +145,5 @@ __all__ = [
     "etcd_snapshot",
     "backup_retention",
     "etcd_restore",
+    "dr_drill",
 ]

@@ -51,6 +51,7 @@ from tasks.etcd import EtcdError, restore_snapshot, snapshot_status
 from tasks.inventory import cluster_inventory, kube_system_uid
 from tasks.restore import (
     annotate_kube_system,
+    api_ready_now,
     control_plane_step,
     put_back_data_dir,
     restored_dir,
@@ -108,6 +109,9 @@ def _choose(bucket: BackupBucket, request: EtcdRestoreRequest) -> tuple[Snapshot
 
 def _live(cluster: KubernetesCluster) -> tuple[str | None, Inventory | None]:
     """The live cluster's identity and inventory, or Nones when its API does not answer (etcd lost)."""
+    if not api_ready_now(cluster):
+        get_run_logger().warning("the live cluster's API server is not ready: no diff against it")
+        return None, None
     try:
         uid = kube_system_uid.with_options(retries=0)(cluster)
         return uid, cluster_inventory.with_options(retries=0)(cluster)
@@ -239,7 +243,7 @@ def _restore(request: EtcdRestoreRequest, controls: ChangeControls) -> RestoreRe
             "come_back": diff.come_back if diff else [],
             "disappeared": disappeared,
             "missing": missing,
-            "previous_data_dir": str(previous),
+            "previous_data_dir": str(previous) if previous.exists() else None,
             "seconds": {k: round(v, 2) for k, v in seconds.items()},
             **base,
         }

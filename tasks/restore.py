@@ -8,6 +8,7 @@ a half-copied mix; the old data is kept under a dated name for as long as the te
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Literal
 
@@ -59,7 +60,8 @@ def put_back_data_dir(member: EtcdMember, previous: Path, stamp: str) -> None:
     live = member.path
     if live.exists():
         live.rename(live.with_name(f"{live.name}.failed-restore-{stamp}"))
-    previous.rename(live)
+    if previous.exists():  # etcd had no data before (it was lost): nothing to put back
+        previous.rename(live)
 
 
 @task(**KUBE_WAIT)
@@ -113,3 +115,21 @@ def annotate_kube_system(cluster: KubernetesCluster, annotations: dict[str, str]
     with cluster.api_client() as api:
         body = {"metadata": {"annotations": annotations}}
         k8s_client.CoreV1Api(api).patch_namespace("kube-system", body, _request_timeout=REQUEST_TIMEOUT_SECONDS)
+
+
+def _ready_once(cluster: KubernetesCluster) -> bool:
+    with cluster.api_client() as api:
+        return readyz(api)[0]
+
+
+@task(**KUBE_API)
+def api_ready_now(cluster: KubernetesCluster, within_seconds: float = 5) -> bool:
+    """Whether the API server answers /readyz within a few seconds: with etcd gone it only times out (and the
+    client retries each timeout), so a restore asks this before reading the live cluster for its diff."""
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(_ready_once, cluster)
+    pool.shutdown(wait=False)  # a hung probe ends on its own timeouts; nobody waits for it
+    try:
+        return future.result(timeout=within_seconds)
+    except Exception:  # timed out, refused, TLS trouble, 5xx: not ready now
+        return False

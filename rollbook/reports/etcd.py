@@ -133,3 +133,31 @@ def restore_result_markdown(result: RestoreResult) -> str:
     if result.previous_data_dir:
         body += f"The replaced etcd data is kept in `{result.previous_data_dir}`.\n\n"
     return body + (f"## Time to recover\n\n{_phases(result.seconds)}" if result.seconds else "")
+
+
+class DrillResult(ChangeResult):
+    """A dr-drill's score: did everything come back, and how fast."""
+
+    drill: str
+    disaster: str
+    snapshot: str
+    objects: int = Field(description="Objects in the snapshot's inventory.")
+    workload_objects: int = Field(description="Objects the drill created (namespaces, ConfigMaps, Deployments).")
+    lost: list[str] = Field(description="Objects of the snapshot not served after the restore.")
+    time_to_recover: float = Field(description="Seconds from the disaster's end to a verified cluster.")
+    target_seconds: float
+    passed: bool
+    phases: dict[str, float] = Field(default={}, description="The restore's phases, in seconds.")
+
+
+def drill_markdown(result: DrillResult) -> str:
+    verdict = "PASSED" if result.passed else "FAILED"
+    return (
+        f"# DR drill `{result.drill}`: **{verdict}**\n\n{result.summary}\n\n"
+        f"| | |\n|---|---|\n| disaster | {result.disaster} |\n| snapshot | `{result.snapshot}` |\n"
+        f"| objects in the snapshot | {result.objects:,} |\n| drill workload | {result.workload_objects:,} objects |\n"
+        f"| objects lost | **{len(result.lost)}** |\n"
+        f"| time to recover | **{result.time_to_recover:.1f} s** (goal {result.target_seconds:.0f} s) |\n\n"
+        f"## Lost ({len(result.lost)})\n\n{_bullets(result.lost)}\n"
+        f"## Restore phases\n\n{_phases(result.phases)}"
+    )

@@ -41,6 +41,22 @@ def _deep_dict(depth: int) -> dict[str, Any]:
     return root
 
 
+RESTORE_CONTROL_PLANE: dict[str, Any] = {
+    "etcd_member": {
+        "data_dir": "/var/lib/etcd",
+        "name": "cp-1",
+        "initial_cluster": "cp-1=https://10.0.0.10:2380",
+        "initial_advertise_peer_urls": "https://10.0.0.10:2380",
+    },
+    "stop_controllers": [["systemctl", "stop", "kube-controller-manager", "kube-scheduler"]],
+    "start_controllers": [["systemctl", "start", "kube-controller-manager", "kube-scheduler"]],
+    "stop_api_servers": [["systemctl", "stop", "kube-apiserver"]],
+    "start_api_servers": [["systemctl", "start", "kube-apiserver"]],
+    "stop_etcd": [["systemctl", "stop", "etcd"]],
+    "start_etcd": [["systemctl", "start", "etcd"]],
+}
+
+
 # One valid parameter set per flow; every invalid set below is one of these with one thing broken.
 VALID: dict[str, dict[str, Any]] = {
     "hello-cluster": {"request": {"namespace": "default"}},
@@ -95,6 +111,15 @@ VALID: dict[str, dict[str, Any]] = {
                 "stop_etcd": [["systemctl", "stop", "etcd"]],
                 "start_etcd": [["systemctl", "start", "etcd"]],
             },
+        },
+        "controls": CONTROLS,
+    },
+    "dr-drill": {
+        "request": {
+            "endpoint_block": "staging-etcd",
+            "bucket_block": "staging-snaps",
+            "cluster_name": "staging",
+            "control_plane": RESTORE_CONTROL_PLANE,
         },
         "controls": CONTROLS,
     },
@@ -232,6 +257,10 @@ def _cases() -> list[Case]:
     add("etcd-restore", "request.control_plane.stop_etcd", ["systemctl stop etcd", [["systemctl", ""]], [[]]])
     add("etcd-restore", "request.control_plane.stop_etcd", [[]], "needs commands for stop_etcd")
     add("etcd-restore", "request.control_plane.etcd_member.name", ["a b", "", "x;rm"])
+    add("dr-drill", "request.disaster", ["fire", True])
+    add("dr-drill", "request.namespaces", [0, 501, True, "3"])
+    add("dr-drill", "request.target_seconds", [0, "60"])
+    add("dr-drill", "request.keep_workload", ["yes"])
     add("etcd-restore", "request.control_plane.etcd_member.data_dir", ["/" + "d" * 10_000, "a\x00b"])
     return cases
 
