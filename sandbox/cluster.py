@@ -155,7 +155,7 @@ class Sandbox:
         peer = f"http://127.0.0.1:{self.cfg.port('etcd-peer')}"
 
         def step(action: str, *services: str) -> list[list[str]]:
-            return [[rollbook, "sandbox", "service", action, service] for service in services]
+            return [[rollbook, "sandbox", "service", action, *services]]
 
         controllers = ("kube-controller-manager", "kube-scheduler", "kwok")  # kwok: the simulated kubelets
 
