@@ -52,7 +52,7 @@ class EtcdSnapshotRequest(EtcdToolchain):
         description="The cluster's name in the bucket (snapshots go under <prefix>/<cluster_name>/) and in the "
         "manifest; a restore refuses a snapshot of another name."
     )
-    part_size_mib: int = Field(default=64, ge=5, le=5120, description="Multipart part size in MiB (S3: 5 to 5120).")
+    part_size_mib: int = Field(default=16, ge=5, le=5120, description="Multipart part size in MiB (S3: 5 to 5120).")
     upload_concurrency: int = Field(default=8, ge=1, le=32, description="Parts uploaded in parallel.")
     encryption: Encryption = Field(default=Encryption(), description="S3 server-side encryption of both objects.")
     work_dir: LocalPath | None = Field(

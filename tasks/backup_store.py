@@ -24,7 +24,7 @@ from blocks import BackupBucket
 from rollbook.etcd_backup import Encryption, ObjectChecksum, composite_sha256, same_s3_checksum
 from tasks.policies import PREFECT_API, S3_READ, S3_TRANSFER
 
-DEFAULT_PART_SIZE = 64 * 1024 * 1024
+DEFAULT_PART_SIZE = 16 * 1024 * 1024
 NO_ENCRYPTION = Encryption()
 _PERMANENT = {"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "404"}
 
@@ -80,25 +80,35 @@ def check_bucket(bucket: BackupBucket) -> None:
         raise _error(exc, "checking the bucket", bucket) from None
 
 
-def file_digests(path: Path, part_size: int) -> tuple[str, list[bytes]]:
-    """One pass over the file: its SHA-256 (hex) and each part's binary SHA-256."""
-    whole, parts = hashlib.sha256(), []
-    with path.open("rb") as handle:
-        while chunk := handle.read(part_size):
-            whole.update(chunk)
-            parts.append(hashlib.sha256(chunk).digest())
-    return whole.hexdigest(), parts or [hashlib.sha256(b"").digest()]
-
-
 def _upload_part(s3: Any, fd: int, *, bucket: str, key: str, upload_id: str, number: int, size: int,
-                 part_size: int, digest: bytes) -> dict[str, Any]:  # fmt: skip
+                 part_size: int) -> dict[str, Any]:  # fmt: skip
+    """Read one part, hash it, send it with its SHA-256 (S3 refuses the part if the bytes it got differ)."""
     body = os.pread(fd, min(part_size, size - (number - 1) * part_size), (number - 1) * part_size)
-    checksum = base64.b64encode(digest).decode()
+    checksum = base64.b64encode(hashlib.sha256(body).digest()).decode()
     answer = s3.upload_part(
         Bucket=bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body,
         ChecksumAlgorithm="SHA256", ChecksumSHA256=checksum,
     )  # fmt: skip
     return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": checksum}
+
+
+def _upload_parts(s3: Any, path: Path, *, bucket: str, key: str, upload_id: str, part_size: int,
+                  concurrency: int) -> list[dict[str, Any]]:  # fmt: skip
+    size = path.stat().st_size
+    count = max(1, -(-size // part_size))
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with ThreadPoolExecutor(max(1, concurrency)) as pool:
+            return list(
+                pool.map(
+                    lambda n: _upload_part(
+                        s3, fd, bucket=bucket, key=key, upload_id=upload_id, number=n, size=size, part_size=part_size
+                    ),  # fmt: skip
+                    range(1, count + 1),
+                )
+            )
+    finally:
+        os.close(fd)
 
 
 @task(**S3_TRANSFER)
@@ -111,40 +121,20 @@ def upload_snapshot(
     concurrency: int = 8,
     encryption: Encryption = NO_ENCRYPTION,
 ) -> ObjectChecksum:
-    """Multipart upload with `concurrency` parts in flight; returns the checksums S3 confirmed."""
+    """Multipart upload with `concurrency` parts in flight, each hashed by the thread that sends it, while one
+    more thread hashes the whole file for the manifest; returns the checksums S3 confirmed."""
     s3, bucket_name, key = _s3(bucket), bucket.bucket.bucket_name, object_key(bucket, name)
-    size = path.stat().st_size
-    sha256, digests = file_digests(path, part_size)
-    expected = composite_sha256(digests)
     upload_id = None
+    hasher = ThreadPoolExecutor(1)
+    whole = hasher.submit(sha256_file, path)
     try:
         created = s3.create_multipart_upload(
-            Bucket=bucket_name, Key=key, ChecksumAlgorithm="SHA256",
-            Metadata={"rollbook-sha256": sha256}, **encryption.s3_args(),
-        )  # fmt: skip
+            Bucket=bucket_name, Key=key, ChecksumAlgorithm="SHA256", **encryption.s3_args()
+        )
         upload_id = str(created["UploadId"])
-        uid = upload_id
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            with ThreadPoolExecutor(max(1, concurrency)) as pool:
-                parts = list(
-                    pool.map(
-                        lambda n: _upload_part(
-                            s3,
-                            fd,
-                            bucket=bucket_name,
-                            key=key,
-                            upload_id=uid,
-                            number=n,
-                            size=size,
-                            part_size=part_size,
-                            digest=digests[n - 1],
-                        ),  # fmt: skip
-                        range(1, len(digests) + 1),
-                    )
-                )
-        finally:
-            os.close(fd)
+        parts = _upload_parts(s3, path, bucket=bucket_name, key=key, upload_id=upload_id, part_size=part_size,
+                              concurrency=concurrency)  # fmt: skip
+        expected = composite_sha256([base64.b64decode(p["ChecksumSHA256"]) for p in parts])
         s3.complete_multipart_upload(Bucket=bucket_name, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts})
         upload_id = None
         reported = s3.head_object(Bucket=bucket_name, Key=key, ChecksumMode="ENABLED").get("ChecksumSHA256")
@@ -157,10 +147,11 @@ def upload_snapshot(
     except (ClientError, BotoCoreError) as exc:
         raise _error(exc, f"uploading {key}", bucket) from None
     finally:
+        hasher.shutdown(wait=True)
         if upload_id is not None:
             _abort(s3, bucket_name, key, upload_id)
-    return ObjectChecksum(size=size, sha256=sha256, s3_checksum_sha256=expected, part_size=part_size,
-                          parts=len(digests))  # fmt: skip
+    return ObjectChecksum(size=path.stat().st_size, sha256=whole.result(), s3_checksum_sha256=expected,
+                          part_size=part_size, parts=len(parts))  # fmt: skip
 
 
 def _abort(s3: Any, bucket: str, key: str, upload_id: str) -> None:
@@ -197,33 +188,6 @@ def list_objects(bucket: BackupBucket) -> list[StoredObject]:
     except (ClientError, BotoCoreError) as exc:
         raise _error(exc, f"listing {base}", bucket) from None
     return found
-
-
-@task(**S3_READ)
-def read_object(bucket: BackupBucket, name: str) -> bytes | None:
-    """A small object's bytes (a manifest), or None when it does not exist."""
-    try:
-        answer = _s3(bucket).get_object(Bucket=bucket.bucket.bucket_name, Key=object_key(bucket, name))
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
-            return None
-        raise _error(exc, f"reading {name}", bucket) from None
-    data: bytes = answer["Body"].read()
-    return data
-
-
-@task(**S3_READ)
-def object_checksum(bucket: BackupBucket, name: str) -> tuple[int, str | None] | None:
-    """(size, S3's SHA-256 checksum) of an object, or None when it does not exist."""
-    try:
-        head = _s3(bucket).head_object(
-            Bucket=bucket.bucket.bucket_name, Key=object_key(bucket, name), ChecksumMode="ENABLED"
-        )
-    except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in {"NoSuchKey", "404"}:
-            return None
-        raise _error(exc, f"reading {name}", bucket) from None
-    return int(head["ContentLength"]), head.get("ChecksumSHA256")
 
 
 @task(**S3_TRANSFER)
