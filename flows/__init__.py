@@ -12,10 +12,14 @@ from prefect import Flow
 
 import rollbook  # noqa: F401  (installs log redaction)
 from flows.atomic_upgrade import atomic_upgrade
+from flows.backup_retention import backup_retention
 from flows.blue_green import blue_green, blue_green_retire
 from flows.canary_rollout import canary_rollout
 from flows.demo import HelloRequest, hello_cluster
 from flows.deployment_undo import deployment_undo
+from flows.dr_drill import dr_drill
+from flows.etcd_restore import etcd_restore
+from flows.etcd_snapshot import etcd_snapshot
 from flows.helm_history import helm_history
 from flows.helm_rollback import helm_rollback
 from flows.last_known_good import last_known_good
@@ -93,6 +97,30 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
     CatalogueEntry(
         blue_green_retire, "Remove a retired blue release after its keep window.", ("deploy", "progressive")
     ),
+    # full-cluster recovery (issue 11): scheduled snapshots and retention never overlap their previous run
+    CatalogueEntry(
+        etcd_snapshot,
+        "Snapshot etcd over TLS, verify it, record the inventory, upload it with its manifest to S3.",
+        ("backup", "etcd"),
+        exclusive=True,
+    ),
+    CatalogueEntry(
+        backup_retention,
+        "Delete etcd snapshots no keep-last/hourly/daily/weekly rule keeps; never the newest verified one.",
+        ("backup", "etcd"),
+        exclusive=True,
+    ),
+    CatalogueEntry(
+        etcd_restore,
+        "Full cluster restore from a verified etcd snapshot: approve, stop, restore, restart, verify.",
+        ("recovery", "etcd"),
+    ),
+    CatalogueEntry(
+        dr_drill,
+        "DR drill: snapshot, disaster (namespaces deleted or etcd lost), restore, verify, scored report.",
+        ("drill", "recovery", "etcd"),
+        exclusive=True,
+    ),
 )
 
 FLOWS: dict[str, Flow[..., Any]] = {entry.name: entry.flow for entry in CATALOGUE}
@@ -114,4 +142,8 @@ __all__ = [
     "predeploy_checklist",
     "rollback_rehearsal",
     "rollout_history",
+    "etcd_snapshot",
+    "backup_retention",
+    "etcd_restore",
+    "dr_drill",
 ]

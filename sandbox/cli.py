@@ -51,6 +51,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     env.set_defaults(func=_env)
 
+    service = sub.add_parser(
+        "service",
+        help="stop or start one service of a running sandbox (what a control-plane driver calls during a restore)",
+    )
+    ssub = service.add_subparsers(dest="service_action", required=True, metavar="ACTION")
+    for action in ("stop", "start"):
+        one = ssub.add_parser(action, help=f"{action} services in the order given (returns once each is done)")
+        one.add_argument("names", nargs="+", metavar="NAME", help="e.g. kube-apiserver, etcd")
+        one.set_defaults(func=lambda a: _service(a.service_action, a.names))
+
     fault = sub.add_parser("fault", help="switch simulated failures on or off")
     fsub = fault.add_subparsers(dest="fault", required=True, metavar="FAULT")
     unreachable = fsub.add_parser("unreachable", help="registry hosts whose pulls fail (none: all healthy)")
@@ -71,6 +81,25 @@ def _run(action) -> int:  # type: ignore[no-untyped-def]
         print("sandbox is not running: start it with `rollbook sandbox up`")
         return 1
     action(sandbox)
+    return 0
+
+
+def _service(action: str, names: list[str]) -> int:
+    """Exit 0 once every service is stopped (or was not running) or started and ready; 2 for an unknown name
+    (checked before any service is touched). One process for several services: a restore's downtime pays
+    Python's start-up once."""
+    sandbox = Sandbox()
+    try:
+        for name in names:
+            sandbox.service_spec(name)
+    except ValueError as exc:
+        print(exc)
+        return 2
+    for name in names:
+        if action == "stop":
+            print(f"{name}: {'stopped' if sandbox.stop_service(name) else 'was not running'}")
+        else:
+            print(f"{name}: ready (pid {sandbox.start_service(name)})")
     return 0
 
 

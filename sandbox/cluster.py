@@ -127,6 +127,59 @@ class Sandbox:
         images = SandboxRegistries(self.cfg, bins).publish_demo_images()
         return UpReport(round(time.monotonic() - start, 1), nodes, images)
 
+    def up_control_plane(self, nodes: int = 2) -> UpReport:
+        """Only what a full-cluster restore needs (etcd, the Kubernetes control plane, kwok and the S3 endpoint):
+        a second, cheap sandbox for tests that stop and restore etcd, so the session's sandbox is never touched."""
+        start = time.monotonic()
+        if self._bins is None:  # only the components it runs: no wait for a helm or cosign build
+            self._bins = toolchain.ensure(only=["etcd", "kwok", "kubernetes"])
+        bins = self._bins
+        self.cfg.work_dir.mkdir(parents=True, exist_ok=True)
+        self.pki.ensure()
+        controlplane.write_kubeconfig(self.cfg, self.pki)
+        controlplane.write_kwok_config(self.cfg)
+        wanted = {"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok", "s3"}
+        for spec in self.services():
+            if spec.name in wanted:
+                _say(f"starting {spec.name}")
+                self.supervisor.start(spec)
+                if spec.name == "kube-apiserver":
+                    self._apply_stage_crd(bins)
+        self._apply_default_stages(bins)
+        self.ensure_nodes(nodes)
+        return UpReport(round(time.monotonic() - start, 1), nodes, {})
+
+    def restore_control_plane(self) -> dict[str, Any]:
+        """The `commands` control-plane driver's settings for this sandbox (the etcd-restore request's
+        `control_plane`): `rollbook sandbox service stop|start`, with this sandbox selected by the environment."""
+        rollbook = str(Path(sys.executable).with_name("rollbook"))
+        peer = f"http://127.0.0.1:{self.cfg.port('etcd-peer')}"
+
+        def step(action: str, *services: str) -> list[list[str]]:
+            return [[rollbook, "sandbox", "service", action, *services]]
+
+        controllers = ("kube-controller-manager", "kube-scheduler", "kwok")  # kwok: the simulated kubelets
+
+        return {
+            "kind": "commands",
+            "etcd_member": {
+                "data_dir": str(self.cfg.work_dir / "etcd"),
+                "name": "sandbox",
+                "initial_cluster": f"sandbox={peer}",
+                "initial_advertise_peer_urls": peer,
+            },
+            "stop_controllers": step("stop", *controllers),
+            "start_controllers": step("start", *controllers),
+            "stop_api_servers": step("stop", "kube-apiserver"),
+            "start_api_servers": step("start", "kube-apiserver"),
+            "stop_etcd": step("stop", "etcd"),
+            "start_etcd": step("start", "etcd"),
+            "env": {
+                "ROLLBOOK_SANDBOX_DIR": str(self.cfg.work_dir),
+                "ROLLBOOK_SANDBOX_BASE_PORT": str(self.cfg.base_port),
+            },
+        }
+
     def write_config(self, service: str, path: Path, write: Callable[[SandboxConfig], Path]) -> bool:
         """(Re)write a service's config; if it runs and the config changed (a sandbox started by an older
         rollbook, before Prometheus sent alerts to Alertmanager), SIGHUP makes it reload without a restart.

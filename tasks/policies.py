@@ -88,3 +88,15 @@ DATABASE_READ = _policy(retries=2, delays=[1, 3], timeout_seconds=60)
 # The user's own endpoints and commands (rollout webhooks, acceptance checks): never repeated by rollbook, as the
 # answer is the evidence (a repeat could hide a flaky service or repeat a side effect); each call has its own timeout.
 USER_HOOK = _policy(retries=0, delays=[], timeout_seconds=3700)
+# etcd snapshot save/endpoint status over the network: etcdctl's own --command-timeout bounds each call; a retry
+# starts from nothing (a new temp file), so it never resumes half a snapshot.
+ETCD_CLIENT = _policy(retries=2, delays=[2, 5], timeout_seconds=900)
+# etcdutl on a local file (status, restore): deterministic, so an error is the answer and is not retried.
+ETCD_LOCAL = _policy(retries=0, delays=[], timeout_seconds=900)
+# S3 uploads, downloads, listings and deletes: the SDK retries single requests itself; a task retry repeats the
+# whole transfer from a clean start (a failed multipart upload is aborted first, so nothing half-made remains).
+S3_TRANSFER = _policy(retries=2, delays=[2, 5], timeout_seconds=3600)
+S3_READ = _policy(retries=3, delays=[1, 2, 4], timeout_seconds=120)
+# Stopping and starting control-plane services (the driver's commands bound themselves): never repeated
+# blindly, since the flow re-reads what runs before each step.
+CONTROL_PLANE = _policy(retries=0, delays=[], timeout_seconds=900)

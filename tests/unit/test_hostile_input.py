@@ -41,6 +41,22 @@ def _deep_dict(depth: int) -> dict[str, Any]:
     return root
 
 
+RESTORE_CONTROL_PLANE: dict[str, Any] = {
+    "etcd_member": {
+        "data_dir": "/var/lib/etcd",
+        "name": "cp-1",
+        "initial_cluster": "cp-1=https://10.0.0.10:2380",
+        "initial_advertise_peer_urls": "https://10.0.0.10:2380",
+    },
+    "stop_controllers": [["systemctl", "stop", "kube-controller-manager", "kube-scheduler"]],
+    "start_controllers": [["systemctl", "start", "kube-controller-manager", "kube-scheduler"]],
+    "stop_api_servers": [["systemctl", "stop", "kube-apiserver"]],
+    "start_api_servers": [["systemctl", "start", "kube-apiserver"]],
+    "stop_etcd": [["systemctl", "stop", "etcd"]],
+    "start_etcd": [["systemctl", "start", "etcd"]],
+}
+
+
 # One valid parameter set per flow; every invalid set below is one of these with one thing broken.
 VALID: dict[str, dict[str, Any]] = {
     "hello-cluster": {"request": {"namespace": "default"}},
@@ -74,6 +90,39 @@ VALID: dict[str, dict[str, Any]] = {
         "controls": CONTROLS,
     },
     "blue-green-retire": {"request": {"namespace": "shop", "release": "shop-blue"}, "controls": CONTROLS},
+    # full-cluster recovery (issue 11)
+    "etcd-snapshot": {"request": {"endpoint_block": "prod-etcd", "bucket_block": "prod-snaps", "cluster_name": "prod"}},
+    "backup-retention": {"request": {"bucket_block": "prod-snaps", "cluster_name": "prod"}, "controls": CONTROLS},
+    "etcd-restore": {
+        "request": {
+            "bucket_block": "prod-snaps",
+            "cluster_name": "prod",
+            "control_plane": {
+                "etcd_member": {
+                    "data_dir": "/var/lib/etcd",
+                    "name": "cp-1",
+                    "initial_cluster": "cp-1=https://10.0.0.10:2380",
+                    "initial_advertise_peer_urls": "https://10.0.0.10:2380",
+                },
+                "stop_controllers": [["systemctl", "stop", "kube-controller-manager", "kube-scheduler"]],
+                "start_controllers": [["systemctl", "start", "kube-controller-manager", "kube-scheduler"]],
+                "stop_api_servers": [["systemctl", "stop", "kube-apiserver"]],
+                "start_api_servers": [["systemctl", "start", "kube-apiserver"]],
+                "stop_etcd": [["systemctl", "stop", "etcd"]],
+                "start_etcd": [["systemctl", "start", "etcd"]],
+            },
+        },
+        "controls": CONTROLS,
+    },
+    "dr-drill": {
+        "request": {
+            "endpoint_block": "staging-etcd",
+            "bucket_block": "staging-snaps",
+            "cluster_name": "staging",
+            "control_plane": RESTORE_CONTROL_PLANE,
+        },
+        "controls": CONTROLS,
+    },
 }
 assert set(VALID) == set(FLOWS), "every flow in FLOWS needs a valid parameter set here"
 
@@ -206,6 +255,29 @@ def _cases() -> list[Case]:
     add("predeploy-checklist", "request.cosign_public_key", ["/" + "k" * 10_000])
     add("predeploy-checklist", "request.scanner", ["trivy", "grype; rm -rf /"])
     add("predeploy-checklist", "request.severity_threshold", ["urgent"])
+    # full-cluster recovery (issue 11)
+    for flow in ("etcd-snapshot", "backup-retention", "etcd-restore"):
+        add(flow, "request.bucket_block", ["Prod Snaps", "x" * 300, 3, None])
+        add(flow, "request.cluster_name", [*BAD_NAMES, None])
+        add(flow, "request.cluster_name", [DELETE], "request.cluster_name: required, but not given")
+    add("etcd-snapshot", "request.endpoint_block", ["Prod Etcd", None])
+    add("etcd-snapshot", "request.part_size_mib", [True, "64", 4, 5121])
+    add("etcd-snapshot", "request.upload_concurrency", [0, 33, "8"])
+    add("etcd-snapshot", "request.encryption.mode", ["rot13", True])
+    add("etcd-snapshot", "request.etcdctl_executable", ["/" + "e" * 10_000, "etcdctl\x00x", ""])
+    add("backup-retention", "request.rules.keep_last", [-1, True, "3"])
+    add("backup-retention", "request.rules.monthly", [2], "request.rules.monthly: unknown field")
+    add("etcd-restore", "request.snapshot", ["../../etc/passwd", "etcd-latest.db", "x" * 100, 7])
+    add("etcd-restore", "request.bump_revision", [0, True, "1000", 10**13])
+    add("etcd-restore", "request.control_plane.kind", ["talos", 1])
+    add("etcd-restore", "request.control_plane.stop_etcd", ["systemctl stop etcd", [["systemctl", ""]], [[]]])
+    add("etcd-restore", "request.control_plane.stop_etcd", [[]], "needs commands for stop_etcd")
+    add("etcd-restore", "request.control_plane.etcd_member.name", ["a b", "", "x;rm"])
+    add("dr-drill", "request.disaster", ["fire", True])
+    add("dr-drill", "request.namespaces", [0, 501, True, "3"])
+    add("dr-drill", "request.target_seconds", [0, "60"])
+    add("dr-drill", "request.keep_workload", ["yes"])
+    add("etcd-restore", "request.control_plane.etcd_member.data_dir", ["/" + "d" * 10_000, "a\x00b"])
     return cases
 
 
