@@ -22,6 +22,7 @@ from blocks import KubernetesCluster
 from rollbook.helm_releases import PENDING_STATUSES, RevisionInfo
 from tasks.helm_cli import DEFAULT_HELM, run_pyhelm3
 from tasks.helm_errors import (
+    BUSY_HINT,
     HelmRevisionNotFound,
     HelmUnavailable,
     ReleaseBusy,
@@ -163,10 +164,7 @@ def _check_upgrade_start(
         raise ReleaseNotFound("upgrade: release not found (install=False)", release, namespace)
     if live is not None and live.status in PENDING_STATUSES:
         raise ReleaseBusy(
-            f"upgrade: live revision {live.revision} is {live.status}, left by a helm that was interrupted or is "
-            "still running; nothing changed. If no helm is running on it, run the helm-rollback runbook with "
-            "request.recover_pending=true (it shows the evidence, marks the stuck revision failed and rolls back "
-            "to the last deployed one), then this upgrade again",
+            f"upgrade: live revision {live.revision} is {live.status}: {BUSY_HINT}; then run this upgrade again",
             release,
             namespace,
         )

@@ -26,6 +26,13 @@ _TRANSIENT_MARKERS = (
     "server is shutting down",
 )
 _BUSY_MARKER = "another operation (install/upgrade/rollback) is in progress"
+# What to do about it: a helm still running finishes by itself; one that was killed left the release pending.
+BUSY_HINT = (
+    "another helm operation is in progress, or an interrupted one left the release pending; nothing changed. If no "
+    "helm is running on it (helm-history shows the stuck revision), run the helm-rollback runbook with "
+    "request.recover_pending=true: it shows the evidence, marks the stuck revision failed and rolls back to the "
+    "last deployed one"
+)
 
 
 class HelmError(RuntimeError):
@@ -82,7 +89,7 @@ def classify(
     text = stderr.lower()
     detail = stderr.strip()[-2000:]
     if _BUSY_MARKER in text:
-        return ReleaseBusy(f"{op}: another helm operation is in progress", release, namespace, revision, detail)
+        return ReleaseBusy(f"{op}: {BUSY_HINT}", release, namespace, revision, detail)
     if isinstance(exc, pyhelm3.errors.ReleaseNotFoundError) or "release: not found" in text:
         if revision is not None:
             return HelmRevisionNotFound(f"{op}: revision {revision} not found", release, namespace, revision, detail)

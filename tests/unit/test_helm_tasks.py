@@ -60,6 +60,13 @@ def test_classify(stderr: str, revision: int | None, expected: type[Exception]) 
     assert pickle.loads(pickle.dumps(error)).args == error.args  # Prefect may pickle failed states
 
 
+def test_a_busy_release_names_the_way_out() -> None:
+    """A helm killed mid-operation leaves the release pending; every refusal says how to recover it."""
+    error = classify(_error("Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress"),
+                     "dry-run upgrade", "web", "prod")  # fmt: skip
+    assert "nothing changed" in str(error) and "helm-rollback runbook with request.recover_pending=true" in str(error)
+
+
 def _state(exc: BaseException) -> SimpleNamespace:
     return SimpleNamespace(data=exc)
 
