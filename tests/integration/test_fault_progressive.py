@@ -1,5 +1,6 @@
 """helm-atomic-upgrade, canary-rollout and blue-green under faults on the sandbox (issue 16), a few trials each;
-benchmarks/fault_campaign.py runs ten per fault.
+benchmarks/fault_campaign.py runs ten per fault (a lasting Prometheus outage, which reverts the canary, is
+tested in test_canary_rollout and run by the campaign as `prometheus-outage`).
 
 Each trial (tests/integration/faults.py, fault_scenarios.py) runs the flow in its own process, injects one
 fault, runs the same request again when the first run failed (taking the way out a refusal names: recover a
@@ -22,7 +23,6 @@ TRIALS: list[tuple[str, FaultKind, float | str]] = [
     ("helm-atomic-upgrade", "apiserver-restart", "after-write"),
     ("canary-rollout", "flow-kill", "after-write"),  # killed while the canary serves 25%: the lock stays held
     ("canary-rollout", "prometheus-blip", "after-write"),  # threshold 2: one failed check does not revert
-    ("canary-rollout", "prometheus-outage", "after-write"),  # a lasting outage reverts; the re-run promotes
     ("canary-rollout", "prefect-restart", 8.0),
     ("blue-green", "flow-kill", "after-write"),  # killed right after green's install began
     ("blue-green", "etcd-pause", 12.0),
@@ -43,8 +43,5 @@ def test_progressive_flows_converge_after_fault(
         assert record.violations == [] and record.final.ok, f"{record.violations}; {detail}"
         if kind == "prometheus-blip":  # ridden out inside the analysis: the canary is promoted in one run
             assert len(record.runs) == 1 and (record.final.result or {}).get("outcome") == "changed", detail
-        if kind == "prometheus-outage":  # the first run sent traffic back to stable, saying why
-            first = record.runs[0].reason
-            assert "traffic reverted to stable" in first and "Prometheus could not be queried" in first, detail
     finally:
         scenario.cleanup()
