@@ -14,8 +14,9 @@ from prefect import get_run_logger, pause_flow_run
 from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
 from prefect.runtime import flow_run
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rollbook import redaction
 from rollbook.types import AuditText
 
 ANNOTATION_PREFIX = "rollbook.dev/"
@@ -57,6 +58,13 @@ class ChangeResult(BaseModel):
     @property
     def changed(self) -> bool:
         return self.outcome == "changed"
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _scrubbed(cls, data: Any, handler: Any) -> Any:
+        """A result is persisted and shown in the UI: evidence that quotes an error (a DSN in a driver's
+        message) must not carry a secret there, so every string in it goes through the one masking path."""
+        return handler(redaction.redact_value(data) if isinstance(data, dict) else data)
 
 
 class Decision(RunInput):

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 from rollbook import redaction
 from rollbook.params import ParamError, parse_assignments, validate_for
 from rollbook.paths import DEFAULT_SERVER_PORT, local_api_url, prefect_home
-from rollbook.server import is_healthy, run_server
+from rollbook.server import is_healthy, run_server, secure_home
 
 USAGE_ERROR = 2
 
@@ -39,7 +39,9 @@ def _prepare_prefect_env() -> None:
     if "prefect" in sys.modules:
         return
     home = os.environ.setdefault("PREFECT_HOME", str(prefect_home()))
-    os.makedirs(home, exist_ok=True)  # Prefect creates only the last path component and warns otherwise
+    # Prefect creates only the last path component and warns otherwise; private, as a temporary server keeps
+    # its database (saved blocks and the key that decrypts them) there.
+    secure_home(Path(home))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Prefect gives its temporary server 20 s to answer. On a fresh machine that start also creates the SQLite
     # database and runs every migration, which takes longer on two busy cores: the first `make demo` failed so.
@@ -158,9 +160,9 @@ def _add_server(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "server",
         help="run the local Prefect server (SQLite, 127.0.0.1)",
-        description=f"Run a Prefect server on 127.0.0.1 in the foreground, with its SQLite database under "
-        f"{prefect_home()} ($XDG_DATA_HOME respected). If a Prefect server already answers on the port, "
-        "reuse it and exit 0. Prints the PREFECT_API_URL to export.",
+        description=f"Run a Prefect server on 127.0.0.1 in the foreground, with its SQLite database (mode 0600, "
+        f"in a 0700 directory) under {prefect_home()} ($PREFECT_HOME, else $XDG_DATA_HOME, respected). "
+        "If a Prefect server already answers on the port, reuse it and exit 0. Prints the PREFECT_API_URL to export.",
     )
     p.add_argument("--port", type=int, default=DEFAULT_SERVER_PORT, help="TCP port (default %(default)s)")
     p.set_defaults(func=cmd_server)

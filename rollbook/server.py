@@ -31,12 +31,34 @@ def port_in_use(port: int) -> bool:
         return sock.connect_ex((LOCAL_HOST, port)) == 0
 
 
+# The home holds the SQLite database, which stores saved blocks (secrets) and the key that decrypts them.
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+DATABASE_NAME = "prefect.db"
+
+
+def secure_home(home: Path) -> Path:
+    """Create (or tighten) the Prefect home so only its owner can read it; returns the database path.
+
+    The database file is created empty with mode 0600 before Prefect opens it (SQLite gives its -wal and -shm
+    files the database's own mode), and an existing home, database or journal from an older version is
+    tightened, since Prefect itself creates them with the process umask (0644 by default)."""
+    home.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    os.chmod(home, PRIVATE_DIR_MODE)
+    database = home / DATABASE_NAME
+    fd = os.open(database, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE)
+    os.close(fd)
+    for path in (database, *home.glob(DATABASE_NAME + "-*")):
+        os.chmod(path, PRIVATE_FILE_MODE)
+    return database
+
+
 def server_env(home: Path, port: int) -> dict[str, str]:
     """Environment for `prefect server start`: our home, SQLite in it, no telemetry, UI pointing at us."""
     env = dict(os.environ)
     env.update(
         PREFECT_HOME=str(home),
-        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        PREFECT_API_DATABASE_CONNECTION_URL=f"sqlite+aiosqlite:///{home / DATABASE_NAME}",
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_API_URL=local_api_url(port),
     )
@@ -54,7 +76,7 @@ def run_server(port: int) -> int:
         print(f"rollbook server: port {port} is taken by something that is not a Prefect server", file=sys.stderr)
         return 1
     home = prefect_home()
-    home.mkdir(parents=True, exist_ok=True)
+    secure_home(home)
     print(f"Starting Prefect server on {LOCAL_HOST}:{port} (SQLite in {home}); UI at http://{LOCAL_HOST}:{port}")
     print(f"export PREFECT_API_URL={api_url}", flush=True)
     cmd = [sys.executable, "-m", "prefect", "server", "start", "--host", LOCAL_HOST, "--port", str(port)]
@@ -62,8 +84,10 @@ def run_server(port: int) -> int:
 
 
 def _run_foreground(cmd: list[str], env: dict[str, str]) -> int:
-    """Run a child and pass SIGTERM on, so stopping rollbook never leaves an orphaned server behind."""
-    child = subprocess.Popen(cmd, env=env)
+    """Run a child and pass SIGTERM on, so stopping rollbook never leaves an orphaned server behind.
+
+    umask 077: whatever the server creates in its home later (new databases, profiles) is private too."""
+    child = subprocess.Popen(cmd, env=env, umask=0o077)
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         child.send_signal(signum)
