@@ -23,6 +23,13 @@ def default_metrics() -> list[MetricCheck]:
     ]
 
 
+METRICS_HELP = (
+    "Checks judged at every step; by default the data plane's success rate (at least 99 %) and latency "
+    "(at most 500 ms) over one minute."
+)
+WEBHOOKS_HELP = "Endpoints called at each step (pre-rollout, rollout, confirm, post-rollout); empty: none."
+
+
 def check_steps(weights: list[int], field: str) -> list[int]:
     """Weights a rollout can walk through; the message names the caller's own field."""
     if not weights:
@@ -46,8 +53,8 @@ class CanaryAnalysis(BaseModel):
     step_weights: list[int] | None = Field(default=None, description="Explicit weights, e.g. [10, 25, 50, 75, 100].")
     step_weight: int = Field(default=10, ge=1, le=100, description="Step size when step_weights is empty.")
     max_weight: int = Field(default=100, ge=1, le=100, description="Last weight when step_weights is empty.")
-    metrics: list[MetricCheck] = Field(default_factory=default_metrics, min_length=1)
-    webhooks: list[Webhook] = Field(default_factory=list)
+    metrics: list[MetricCheck] = Field(default=default_metrics(), min_length=1, description=METRICS_HELP)
+    webhooks: list[Webhook] = Field(default=[], description=WEBHOOKS_HELP)
 
     @model_validator(mode="after")
     def _steps_valid(self) -> Self:
@@ -71,7 +78,9 @@ class CanaryRequest(TrafficSource):
     chart: ChartRef = Field(description="Chart of the stable release (path or reference), for promotion.")
     helm_executable: LocalPath = Field(default="helm")
     timeout_seconds: int = Field(default=300, ge=10, le=3600, description="helm --wait timeout for promotion.")
-    analysis: CanaryAnalysis = Field(default_factory=CanaryAnalysis)
+    analysis: CanaryAnalysis = Field(
+        default=CanaryAnalysis(), description="How traffic moves and how each step is judged."
+    )
     approve_before_final_step: bool = Field(default=True, description="Ask a person before the last weight.")
     approve_before_promotion: bool = Field(default=True, description="Ask a person before promoting.")
     approval_timeout_seconds: int = Field(default=3600, ge=5, le=7 * 24 * 3600)

@@ -35,8 +35,8 @@ class ChecklistOptions(BaseModel):
     migration: MigrationCheck | None = Field(
         default=None, description="DB migration status to check (provider, database, expected version); empty: none."
     )
-    policy: CheckPolicy = Field(default_factory=CheckPolicy, description="Which checks block the deploy.")
-    waivers: list[Waiver] = Field(default_factory=list, description="Accepted failures, each with a reason and expiry.")
+    policy: CheckPolicy = Field(default=CheckPolicy(), description="Which checks may only warn or are skipped.")
+    waivers: list[Waiver] = Field(default=[], description="Accepted failures, each with a reason and expiry.")
 
     @field_validator("severity_threshold")
     @classmethod

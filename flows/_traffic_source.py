@@ -34,7 +34,7 @@ class TrafficSource(ClusterSource):
     run_checklist: bool = Field(
         default=True, description="Run the pre-deploy checklist first; a failed verdict stops before any change."
     )
-    checklist: ChecklistOptions = Field(default_factory=ChecklistOptions)
+    checklist: ChecklistOptions = Field(default=ChecklistOptions(), description="How the checklist judges the release.")
 
     @model_validator(mode="after")
     def _traffic_consistent(self) -> Self:

@@ -40,9 +40,9 @@ class AtomicUpgradeRequest(HelmReleaseTarget):
     """What to upgrade the release to."""
 
     chart: ChartRef = Field(description="Chart: a directory or archive on the runner, or a chart reference.")
-    values: Values = Field(default_factory=dict, description="Values to apply (merged like -f).")
+    values: Values = Field(default={}, description="Values to apply (merged like -f).")
     set_values: Values = Field(
-        default_factory=dict, description='Dotted-path overrides applied last, e.g. {"image.tag": "1.1.0"}.'
+        default={}, description='Dotted-path overrides applied last, e.g. {"image.tag": "1.1.0"}.'
     )
     image_tag: ImageTag | None = Field(default=None, description="Shortcut for set_values image.tag.")
     reuse_values: bool = Field(
@@ -56,7 +56,7 @@ class AtomicUpgradeRequest(HelmReleaseTarget):
         description="Run the pre-deploy checklist on the values to install first; a failed verdict stops the "
         "upgrade before anything changes.",
     )
-    checklist: ChecklistOptions = Field(default_factory=ChecklistOptions, description="How the checklist judges it.")
+    checklist: ChecklistOptions = Field(default=ChecklistOptions(), description="How the checklist judges it.")
 
 
 class UpgradeRolledBack(RuntimeError):

@@ -70,13 +70,13 @@ class ChecklistRequest(ClusterSource):
     namespace: Namespace = Field(description="Namespace of the release.")
     release: ReleaseName = Field(description="Helm release name.")
     chart: ChartRef = Field(description="Chart directory, packaged chart, or oci:// / repo reference.")
-    values: Values = Field(default_factory=dict, description="Values for the chart.")
+    values: Values = Field(default={}, description="Values for the chart.")
     values_yaml: ValuesYaml = Field(default="", description="Values as a YAML document (merged under `values`).")
     images: list[ImageRef] = Field(
-        default_factory=list, description="Images to verify and scan; empty: every image the rendered chart runs."
+        default=[], description="Images to verify and scan; empty: every image the rendered chart runs."
     )
     requests: list[RequestedWorkload] = Field(
-        default_factory=list, description="What the release needs; empty: derive replicas × requests from the chart."
+        default=[], description="What the release needs; empty: derive replicas × requests from the chart."
     )
     registry_block: BlockName | None = Field(default=None, description="'Rollbook Container Registry' block (key).")
     cosign_public_key: LocalPath | None = Field(default=None, description="A cosign public key (instead of a block).")
@@ -86,8 +86,8 @@ class ChecklistRequest(ClusterSource):
     migration: MigrationCheck | None = Field(
         default=None, description="DB migration status to check (provider, database, expected version); empty: none."
     )
-    policy: CheckPolicy = Field(default_factory=CheckPolicy)
-    waivers: list[Waiver] = Field(default_factory=list)
+    policy: CheckPolicy = Field(default=CheckPolicy(), description="Which checks may only warn or are skipped.")
+    waivers: list[Waiver] = Field(default=[], description="Accepted failures, each with a reason and expiry.")
     helm_executable: LocalPath = Field(default="helm")
 
     @field_validator("severity_threshold")
