@@ -10,10 +10,11 @@ are taken only as numbers and booleans (`true` is not revision 1, `"3"` is not 3
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rollbook.form_rules import any_given, form_rules_schema, given, not_both
 from rollbook.types import DNS_LABEL, DNS_SUBDOMAIN, RELEASE_NAME, BlockName, LocalPath
 
 __all__ = ["DNS_LABEL", "DNS_SUBDOMAIN", "RELEASE_NAME", "ClusterSource"]
@@ -22,7 +23,15 @@ __all__ = ["DNS_LABEL", "DNS_SUBDOMAIN", "RELEASE_NAME", "ClusterSource"]
 class ClusterSource(BaseModel):
     """The cluster comes from a saved block or from a kubeconfig file (with an optional context), never both."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    # json_schema_extra: the cross-field rules below are in the form's schema too (rollbook.form_rules)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, json_schema_extra=form_rules_schema)
+    FORM_RULES: ClassVar[tuple[dict[str, Any], ...]] = (
+        not_both(
+            given("cluster_block"),
+            any_given("kubeconfig_path", "context"),
+            "give cluster_block or kubeconfig_path/context, not both",
+        ),
+    )
 
     cluster_block: BlockName | None = Field(
         default=None, description="Name of a saved 'Rollbook Kubernetes Cluster' block."

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -26,6 +26,7 @@ from flows._cluster_source import ClusterSource
 from rollbook.artifacts import artifact_key
 from rollbook.capacity import Need, release_needs
 from rollbook.checklist import CHECKS, CheckPolicy, CheckResult, Status, Verdict, Waiver, decide, one_line
+from rollbook.form_rules import given, not_both
 from rollbook.reports.checklist import log_lines, markdown, table_rows
 from rollbook.types import BlockName, ChartRef, ImageRef, LocalPath, Namespace, ReleaseName, Values, ValuesYaml
 from rollbook.values import deep_merge, load_yaml
@@ -66,6 +67,12 @@ class RequestedWorkload(Need):
 
 class ChecklistRequest(ClusterSource):
     """The release to check, and how strict to be."""
+
+    FORM_RULES: ClassVar[tuple[dict[str, Any], ...]] = (
+        not_both(
+            given("registry_block"), given("cosign_public_key"), "give registry_block or cosign_public_key, not both"
+        ),
+    )
 
     namespace: Namespace = Field(description="Namespace of the release.")
     release: ReleaseName = Field(description="Helm release name.")

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Any, Literal, Self, get_args
+from typing import Any, ClassVar, Literal, Self, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rollbook.form_rules import form_rules_schema, rule
 
 CheckName = Literal[
     "cluster-health",
@@ -77,7 +79,19 @@ class CheckPolicy(BaseModel):
     acceptance of one failure is a `Waiver` (reason and expiry).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=form_rules_schema)
+    FORM_RULES: ClassVar[tuple[dict[str, Any], ...]] = tuple(
+        rule(
+            f"{check} listed in both downgrade and skip; choose one",
+            {
+                "not": {
+                    "required": ["downgrade", "skip"],
+                    "properties": {"downgrade": {"contains": {"const": check}}, "skip": {"contains": {"const": check}}},
+                }
+            },
+        )
+        for check in CHECKS
+    )
 
     downgrade: list[CheckName] = Field(
         default=[],
