@@ -39,8 +39,10 @@ class ClusterSource(BaseModel):
     kubeconfig_path: LocalPath | None = Field(
         default=None, description="Kubeconfig file to use instead of a block; default $KUBECONFIG or ~/.kube/config."
     )
-    context: str | None = Field(
-        default=None, max_length=253, description="Kubeconfig context (only with a kubeconfig file)."
+    # a plain string, not `str | None`: the form shows a text box instead of a type toggle; empty means the
+    # kubeconfig's current-context
+    context: str = Field(
+        default="", max_length=253, description="Kubeconfig context (only with a kubeconfig file); empty: current."
     )
 
     @model_validator(mode="after")

@@ -43,7 +43,7 @@ ROWS: list[tuple[str, dict[str, Any], bool]] = [
     ("hello-cluster", {"request": {"cluster_block": "prod"}}, True),
     ("hello-cluster", {"request": {"cluster_block": "prod", "kubeconfig_path": "/k"}}, False),
     ("hello-cluster", {"request": {"cluster_block": "prod", "context": "admin"}}, False),
-    ("hello-cluster", {"request": {"cluster_block": "prod", "kubeconfig_path": None, "context": None}}, True),
+    ("hello-cluster", {"request": {"cluster_block": "prod", "kubeconfig_path": None, "context": ""}}, True),
     ("hello-cluster", {"request": {"kubeconfig_path": "/k", "context": "admin"}}, True),
     ("deployment-undo", {"request": {**UNDO, "to_revision": 3}, "controls": CONTROLS}, True),
     ("deployment-undo", {"request": {**UNDO, "to_revision": 3, "last_known_good": True}, "controls": CONTROLS}, False),
