@@ -29,7 +29,6 @@ from rollbook.types import ChartRef, ImageTag, Values
 from rollbook.values import deep_merge
 from tasks.cluster import resolve_cluster
 from tasks.helm_changes import UpgradeOutcome, upgrade_release
-from tasks.helm_errors import ReleaseNotFound
 from tasks.helm_release import RevisionDetails, release_history, render_upgrade, revision_details
 from tasks.release_workloads import annotate_release_deployments, release_pods_ready
 
@@ -127,14 +126,10 @@ def atomic_upgrade(request: AtomicUpgradeRequest, controls: ChangeControls) -> A
 
 
 def _history(cluster: KubernetesCluster, request: AtomicUpgradeRequest) -> list[RevisionInfo]:
-    try:
-        history: list[RevisionInfo] = release_history(
-            cluster, request.namespace, request.release, request.helm_executable
-        )
-    except ReleaseNotFound:
-        if not request.install:
-            raise
-        return []
+    # a first install expects the release to be missing: asked with missing_ok, that is an answer, not a failure
+    history: list[RevisionInfo] = release_history(
+        cluster, request.namespace, request.release, request.helm_executable, missing_ok=request.install
+    )
     return history
 
 
