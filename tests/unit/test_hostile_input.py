@@ -190,6 +190,17 @@ def _cases() -> list[Case]:
     add("predeploy-checklist", "request.cosign_public_key", ["/" + "k" * 10_000])
     add("predeploy-checklist", "request.scanner", ["trivy", "grype; rm -rf /"])
     add("predeploy-checklist", "request.severity_threshold", ["urgent"])
+    # issue 17: the policy can only be weakened explicitly, and cross-field rules are refused before a run
+    add("predeploy-checklist", "request.policy", [{"required": ["chart"]}], "request.policy.required: unknown field")
+    add("predeploy-checklist", "request.policy", [{"warn_only": ["chart"]}], "request.policy.warn_only: unknown field")
+    add(
+        "predeploy-checklist",
+        "request.policy",
+        [{"downgrade": ["chart"], "skip": ["chart"]}],
+        "both downgrade and skip",
+    )
+    add("predeploy-checklist", "request.policy", [{"downgrade": ["everything"]}], "request.policy.downgrade.0")
+    add("hello-cluster", "request.context", [None, 3, "c" * 254])
     return cases
 
 
