@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from prefect.input import RunInput
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flows._traffic_source import TrafficSource
 from rollbook.change import ChangeResult
+from rollbook.form_rules import form_rules_schema, given, requires, when_value
 from rollbook.reports.progressive import analysis_table
 from rollbook.types import ChartRef, LocalPath, Namespace, ReleaseName
 from tasks.metrics.checks import CheckResult, MetricCheck
@@ -100,9 +101,20 @@ class RolloutDecision(RunInput):
     """The answer at a traffic gate: approve (go on), reject (revert to stable) or hold (keep the weight, stop
     here). Three answers where `rollbook.change.Decision` has two: holding a weight is neither a yes nor a no."""
 
+    model_config = ConfigDict(json_schema_extra=form_rules_schema)
+    FORM_RULES: ClassVar[tuple[dict[str, Any], ...]] = (
+        requires(when_value("action", "approve"), given("approver"), "approving needs your name in approver"),
+    )
+
     action: Literal["approve", "reject", "hold"] = "hold"
-    approver: str = Field(default="", max_length=100, description="Who answers (recorded in the report).")
+    approver: str = Field(default="", max_length=100, description="Who answers (recorded on the run and report).")
     reason: str = ""
+
+    @model_validator(mode="after")
+    def _named_approval(self) -> Self:
+        if self.action == "approve" and not self.approver.strip():
+            raise ValueError("approving needs your name in approver")
+        return self
 
 
 class GateAnswer(BaseModel):

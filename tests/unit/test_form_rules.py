@@ -144,3 +144,32 @@ def test_rules_only_the_models_can_check(flow: str, params: dict[str, Any]) -> N
 def test_validate_for_names_the_rule() -> None:
     with pytest.raises(ParamError, match="give cluster_block or kubeconfig_path/context, not both"):
         validate_for(FLOWS["hello-cluster"].fn, {"request": {"cluster_block": "prod", "kubeconfig_path": "/k"}})
+
+
+@pytest.mark.parametrize(
+    ("form_name", "answer", "valid"),
+    [
+        ("Decision", {"approved": True}, False),
+        ("Decision", {"approved": True, "approver": "alice"}, True),
+        ("Decision", {"approved": False}, True),
+        ("RolloutDecision", {"action": "approve"}, False),
+        ("RolloutDecision", {"action": "approve", "approver": "alice"}, True),
+        ("RolloutDecision", {"action": "hold"}, True),  # what a gate answers itself at its deadline
+    ],
+)
+def test_approving_needs_a_name_in_the_resume_form_and_the_model(
+    form_name: str, answer: dict[str, Any], valid: bool
+) -> None:
+    from pydantic import ValidationError
+
+    from flows._canary_model import RolloutDecision
+    from rollbook.change import Decision
+
+    form = {"Decision": Decision, "RolloutDecision": RolloutDecision}[form_name]
+    assert (not validate(answer, form.model_json_schema())) is valid
+    try:
+        form.model_validate(answer)
+    except ValidationError:
+        assert not valid
+    else:
+        assert valid
