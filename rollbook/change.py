@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextvars
 import datetime as dt
 import threading
+import time
 from typing import Any, ClassVar, Literal, Self
 
 from prefect import get_run_logger, pause_flow_run
@@ -143,13 +144,22 @@ class _SelfResume:
         self.flow_run_id = flow_run.id
         self.fired = False
 
-    def resume(self) -> None:
-        try:
-            with get_client(sync_client=True) as client:
-                result = client.resume_flow_run(self.flow_run_id, run_input=self.defaults)
-        except Exception:  # the server's own (later) deadline still ends the pause
-            return
-        self.fired = result.status == SetStateStatus.ACCEPT
+    def resume(self, attempts: int = 5) -> None:
+        """A few tries (the input schema is saved just after the run pauses; the API may blink); a run that is
+        no longer paused was answered by a person. If all fail, the server's own (later) deadline ends it."""
+        for attempt in range(attempts):
+            try:
+                with get_client(sync_client=True) as client:
+                    run = client.read_flow_run(self.flow_run_id)
+                    if not (run.state and run.state.is_paused()):
+                        return
+                    result = client.resume_flow_run(self.flow_run_id, run_input=self.defaults)
+            except Exception:
+                result = None
+            if result is not None and result.status == SetStateStatus.ACCEPT:
+                self.fired = True
+                return
+            time.sleep(1 + attempt)
 
 
 def request_approval(controls: ChangeControls, summary_markdown: str) -> Decision:
