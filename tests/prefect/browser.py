@@ -9,7 +9,9 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -94,7 +96,9 @@ def browser(binary: str, profile: Path) -> Iterator[Callable[[str], Page]]:
         f"--user-data-dir={profile}",
         "about:blank",
     ]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # its own session: Debian's chromium-headless-shell is a shell script that starts the browser as a child,
+    # so stopping means signalling the whole group, not just the script
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     pages: list[Page] = []
     try:
         base = f"http://127.0.0.1:{port}"
@@ -119,9 +123,21 @@ def browser(binary: str, profile: Path) -> Iterator[Callable[[str], Page]]:
     finally:
         for page in pages:
             page.close()
-        proc.terminate()
+        _stop_group(proc)
+
+
+def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(proc.pid, 0)
+            except ProcessLookupError:
+                proc.wait(timeout=5)
+                return
+            proc.poll()
+            time.sleep(0.2)
