@@ -33,7 +33,7 @@ lock: | $(UV)
 	$(UV_ENV) $(UV) lock --python $(PYTHON) $(LOCK_ARGS)
 
 # Programs the sandbox runs that come from Debian rather than the Go module proxy (installed once, as root).
-SYSTEM_DEPS := prometheus prometheus-alertmanager postgresql
+SYSTEM_DEPS := prometheus prometheus-alertmanager postgresql chromium-headless-shell
 system-deps:
 	@missing=""; for pkg in $(SYSTEM_DEPS); do \
 	  dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$pkg"; done; \

@@ -10,6 +10,8 @@ from pydantic import ConfigDict, model_validator
 
 from rollbook import redaction
 
+redaction.install_prefect_egress()  # a process that loads a secret also scrubs its states and artifacts
+
 
 class RollbookBlock(Block, ABC):
     """Registers every secret field with the log redactor the moment a block is built or loaded.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any, Self
 
@@ -12,6 +13,11 @@ from pydantic import Field, SecretStr, model_validator
 
 from blocks._base import RollbookBlock
 from rollbook import redaction
+
+# Every Kubernetes request without its own `_request_timeout` gets this (connect, read) bound, so no call can
+# hang a task: a Prefect task timeout cannot interrupt a blocking call in a worker thread (the checklist runs its
+# checks concurrently), the socket timeout can. A watch passes its own, longer timeout.
+DEFAULT_REQUEST_TIMEOUT: tuple[float, float] = (10.0, 60.0)
 
 # Keys under a kubeconfig `users[].user` entry whose values grant access to the cluster.
 _CREDENTIAL_KEYS = ("token", "password", "client-key-data", "client-certificate-data")
@@ -71,11 +77,28 @@ class KubernetesCluster(RollbookBlock):
             path = Path(self.kubeconfig_path).expanduser()
             _register_kubeconfig_credentials(_read_yaml_mapping(path.read_text(), str(path)))
             # persist_config=False: refreshed tokens must not be written back into the user's file.
-            return k8s_config.new_client_from_config(config_file=str(path), context=self.context, persist_config=False)
+            return _bounded(
+                k8s_config.new_client_from_config(config_file=str(path), context=self.context, persist_config=False)
+            )
         assert self.kubeconfig is not None  # guaranteed by _exactly_one_source
         config_dict = _read_yaml_mapping(redaction.reveal(self.kubeconfig), "inline kubeconfig")
         _register_kubeconfig_credentials(config_dict)
-        return k8s_config.new_client_from_config_dict(config_dict, context=self.context, persist_config=False)
+        return _bounded(k8s_config.new_client_from_config_dict(config_dict, context=self.context, persist_config=False))
+
+
+def _bounded(api: k8s_client.ApiClient) -> k8s_client.ApiClient:
+    """The client with DEFAULT_REQUEST_TIMEOUT for every call that does not bring its own (typed and dynamic
+    clients alike pass `_request_timeout=None` to `call_api` when the caller gave none)."""
+    call_api = api.call_api
+
+    @functools.wraps(call_api)
+    def call_with_timeout(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("_request_timeout") is None:
+            kwargs["_request_timeout"] = DEFAULT_REQUEST_TIMEOUT
+        return call_api(*args, **kwargs)
+
+    api.call_api = call_with_timeout  # type: ignore[method-assign]
+    return api
 
 
 def _read_yaml_mapping(text: str, source: str) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from typing import Any
 from prefect import Flow
 
 import rollbook  # noqa: F401  (installs log redaction)
+import tasks  # noqa: F401  (before any flow module: state messages, results and artifacts are scrubbed too)
 from flows.atomic_upgrade import atomic_upgrade
 from flows.backup_retention import backup_retention
 from flows.blue_green import blue_green, blue_green_retire

@@ -7,6 +7,8 @@ from typing import Literal, Self
 from pydantic import Field, HttpUrl, model_validator
 
 from flows._canary_model import (
+    METRICS_HELP,
+    WEBHOOKS_HELP,
     CanaryAnalysis,
     CanaryRequest,
     CanaryResult,
@@ -31,15 +33,15 @@ class BlueGreenRequest(TrafficSource):
     green_release: ReleaseName = Field(description="Installed by the run.")
     chart: ChartRef = Field(description="Chart of blue (path or reference); green uses the same.")
     version: ImageTag = Field(description="Image tag green runs.")
-    green_values: Values = Field(default_factory=dict, description="Extra values for green only.")
+    green_values: Values = Field(default={}, description="Extra values for green only.")
     helm_executable: LocalPath = Field(default="helm")
     timeout_seconds: int = Field(default=300, ge=10, le=3600, description="helm --wait timeout.")
-    steps: list[int] = Field(default_factory=lambda: [10, 25, 50, 75, 100], description="Weights; must end at 100.")
+    steps: list[int] = Field(default=[10, 25, 50, 75, 100], description="Weights; must end at 100.")
     interval_seconds: int = Field(default=30, ge=1, le=3600, description="Time between two checks at a step.")
     window_seconds: int = Field(default=120, ge=1, le=24 * 3600, description="How long each step is observed.")
     threshold: int = Field(default=3, ge=1, le=100, description="Failed checks (in total) that revert to blue.")
-    metrics: list[MetricCheck] = Field(default_factory=default_metrics, min_length=1)
-    webhooks: list[Webhook] = Field(default_factory=list)
+    metrics: list[MetricCheck] = Field(default=default_metrics(), min_length=1, description=METRICS_HELP)
+    webhooks: list[Webhook] = Field(default=[], description=WEBHOOKS_HELP)
     acceptance_url: HttpUrl | None = Field(default=None, description="GET that must answer 2xx before any shift.")
     acceptance_command: list[str] | None = Field(default=None, description="Command that must exit 0 before any shift.")
     acceptance_timeout_seconds: int = Field(default=60, ge=1, le=3600)

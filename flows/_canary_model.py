@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from prefect.input import RunInput
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from flows._traffic_source import TrafficSource
 from rollbook.change import ChangeResult
+from rollbook.form_rules import form_rules_schema, given, requires, when_value
 from rollbook.reports.progressive import analysis_table
 from rollbook.types import ChartRef, LocalPath, Namespace, ReleaseName
 from tasks.metrics.checks import CheckResult, MetricCheck
@@ -21,6 +22,13 @@ def default_metrics() -> list[MetricCheck]:
         MetricCheck(name="request-success-rate", min=99, window="1m"),
         MetricCheck(name="request-duration", max=500, window="1m"),
     ]
+
+
+METRICS_HELP = (
+    "Checks judged at every step; by default the data plane's success rate (at least 99 %) and latency "
+    "(at most 500 ms) over one minute."
+)
+WEBHOOKS_HELP = "Endpoints called at each step (pre-rollout, rollout, confirm, post-rollout); empty: none."
 
 
 def check_steps(weights: list[int], field: str) -> list[int]:
@@ -46,8 +54,8 @@ class CanaryAnalysis(BaseModel):
     step_weights: list[int] | None = Field(default=None, description="Explicit weights, e.g. [10, 25, 50, 75, 100].")
     step_weight: int = Field(default=10, ge=1, le=100, description="Step size when step_weights is empty.")
     max_weight: int = Field(default=100, ge=1, le=100, description="Last weight when step_weights is empty.")
-    metrics: list[MetricCheck] = Field(default_factory=default_metrics, min_length=1)
-    webhooks: list[Webhook] = Field(default_factory=list)
+    metrics: list[MetricCheck] = Field(default=default_metrics(), min_length=1, description=METRICS_HELP)
+    webhooks: list[Webhook] = Field(default=[], description=WEBHOOKS_HELP)
 
     @model_validator(mode="after")
     def _steps_valid(self) -> Self:
@@ -71,7 +79,9 @@ class CanaryRequest(TrafficSource):
     chart: ChartRef = Field(description="Chart of the stable release (path or reference), for promotion.")
     helm_executable: LocalPath = Field(default="helm")
     timeout_seconds: int = Field(default=300, ge=10, le=3600, description="helm --wait timeout for promotion.")
-    analysis: CanaryAnalysis = Field(default_factory=CanaryAnalysis)
+    analysis: CanaryAnalysis = Field(
+        default=CanaryAnalysis(), description="How traffic moves and how each step is judged."
+    )
     approve_before_final_step: bool = Field(default=True, description="Ask a person before the last weight.")
     approve_before_promotion: bool = Field(default=True, description="Ask a person before promoting.")
     approval_timeout_seconds: int = Field(default=3600, ge=5, le=7 * 24 * 3600)
@@ -91,9 +101,20 @@ class RolloutDecision(RunInput):
     """The answer at a traffic gate: approve (go on), reject (revert to stable) or hold (keep the weight, stop
     here). Three answers where `rollbook.change.Decision` has two: holding a weight is neither a yes nor a no."""
 
+    model_config = ConfigDict(json_schema_extra=form_rules_schema)
+    FORM_RULES: ClassVar[tuple[dict[str, Any], ...]] = (
+        requires(when_value("action", "approve"), given("approver"), "approving needs your name in approver"),
+    )
+
     action: Literal["approve", "reject", "hold"] = "hold"
-    approver: str = Field(default="", max_length=100, description="Who answers (recorded in the report).")
+    approver: str = Field(default="", max_length=100, description="Who answers (recorded on the run and report).")
     reason: str = ""
+
+    @model_validator(mode="after")
+    def _named_approval(self) -> Self:
+        if self.action == "approve" and not self.approver.strip():
+            raise ValueError("approving needs your name in approver")
+        return self
 
 
 class GateAnswer(BaseModel):

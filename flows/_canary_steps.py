@@ -29,6 +29,7 @@ from rollbook.change import (
     Decision,
     await_answer,
     change_annotations,
+    record_answer,
     request_approval,
 )
 from rollbook.reports.progressive import canary_report, gate_form, not_approved, titled
@@ -80,11 +81,18 @@ def ask(gate: str, description: str, *, timeout_seconds: int, on_timeout: str) -
     """One traffic gate (canary's steps, blue/green's retire): pause for approve / reject / hold. No answer in
     time counts as `on_timeout` ("revert" is a rejection), so silence never pushes a rollout forward."""
     form = RolloutDecision.with_initial_data(description=description, action="hold")
-    decision = await_answer(form, timeout_seconds=timeout_seconds, poll_seconds=2)
+    decision = await_answer(form, timeout_seconds=timeout_seconds, poll_seconds=2, plan_markdown=description)
     if decision is None:
         action = "reject" if on_timeout == "revert" else "hold"
+        record_answer(f"{gate}-timed-out", f"no answer in time: {on_timeout}", approver="", approved=False)
         return action, GateAnswer(gate=gate, action=f"timeout → {on_timeout}", reason="no answer in time")
     answer = GateAnswer(gate=gate, action=decision.action, by=decision.approver, reason=decision.reason)
+    record_answer(
+        f"{gate}-{decision.action}-by:{decision.approver or 'unnamed'}",
+        decision.reason,
+        approver=decision.approver,
+        approved=decision.action == "approve",
+    )
     return decision.action, answer
 
 

@@ -7,13 +7,14 @@ judging settings are one model, so the three deploy forms show the same checklis
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar, Self
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from flows._cluster_source import ClusterSource
 from flows.predeploy_checklist import ChecklistFailed, ChecklistRequest, predeploy_checklist
 from rollbook.checklist import CheckPolicy, Waiver
+from rollbook.form_rules import form_rules_schema, given, not_both
 from rollbook.types import BlockName, LocalPath
 from tasks.migrations import MigrationCheck
 from tasks.scanners import ScannerKind, severity_ok
@@ -25,7 +26,12 @@ class ChecklistOptions(BaseModel):
     """How the checklist judges the release (its own fields; the cluster, release, chart and values come from the
     deploy itself)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, json_schema_extra=form_rules_schema)
+    FORM_RULES: ClassVar[tuple[dict[str, Any], ...]] = (
+        not_both(
+            given("registry_block"), given("cosign_public_key"), "give registry_block or cosign_public_key, not both"
+        ),
+    )
 
     registry_block: BlockName | None = Field(default=None, description="'Rollbook Container Registry' block (key).")
     cosign_public_key: LocalPath | None = Field(default=None, description="A cosign public key (instead of a block).")
@@ -35,13 +41,20 @@ class ChecklistOptions(BaseModel):
     migration: MigrationCheck | None = Field(
         default=None, description="DB migration status to check (provider, database, expected version); empty: none."
     )
-    policy: CheckPolicy = Field(default_factory=CheckPolicy, description="Which checks block the deploy.")
-    waivers: list[Waiver] = Field(default_factory=list, description="Accepted failures, each with a reason and expiry.")
+    policy: CheckPolicy = Field(default=CheckPolicy(), description="Which checks may only warn or are skipped.")
+    waivers: list[Waiver] = Field(default=[], description="Accepted failures, each with a reason and expiry.")
 
     @field_validator("severity_threshold")
     @classmethod
     def _severity(cls, value: str) -> str:
         return severity_ok(value)
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> Self:
+        """The checklist request built from these options refuses both; say so in the form, not mid-run."""
+        if self.registry_block and self.cosign_public_key:
+            raise ValueError("give registry_block or cosign_public_key, not both")
+        return self
 
 
 def checklist_gate(

@@ -10,10 +10,11 @@ are taken only as numbers and booleans (`true` is not revision 1, `"3"` is not 3
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Any, ClassVar, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rollbook.form_rules import any_given, form_rules_schema, given, not_both
 from rollbook.types import DNS_LABEL, DNS_SUBDOMAIN, RELEASE_NAME, BlockName, LocalPath
 
 __all__ = ["DNS_LABEL", "DNS_SUBDOMAIN", "RELEASE_NAME", "ClusterSource"]
@@ -22,7 +23,15 @@ __all__ = ["DNS_LABEL", "DNS_SUBDOMAIN", "RELEASE_NAME", "ClusterSource"]
 class ClusterSource(BaseModel):
     """The cluster comes from a saved block or from a kubeconfig file (with an optional context), never both."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    # json_schema_extra: the cross-field rules below are in the form's schema too (rollbook.form_rules)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, json_schema_extra=form_rules_schema)
+    FORM_RULES: ClassVar[tuple[dict[str, Any], ...]] = (
+        not_both(
+            given("cluster_block"),
+            any_given("kubeconfig_path", "context"),
+            "give cluster_block or kubeconfig_path/context, not both",
+        ),
+    )
 
     cluster_block: BlockName | None = Field(
         default=None, description="Name of a saved 'Rollbook Kubernetes Cluster' block."
@@ -30,8 +39,10 @@ class ClusterSource(BaseModel):
     kubeconfig_path: LocalPath | None = Field(
         default=None, description="Kubeconfig file to use instead of a block; default $KUBECONFIG or ~/.kube/config."
     )
-    context: str | None = Field(
-        default=None, max_length=253, description="Kubeconfig context (only with a kubeconfig file)."
+    # a plain string, not `str | None`: the form shows a text box instead of a type toggle; empty means the
+    # kubeconfig's current-context
+    context: str = Field(
+        default="", max_length=253, description="Kubeconfig context (only with a kubeconfig file); empty: current."
     )
 
     @model_validator(mode="after")

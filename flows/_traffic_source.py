@@ -4,18 +4,31 @@ canary and blue/green forms agree."""
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Any, ClassVar, Self
 
 from pydantic import Field, HttpUrl, model_validator
 
 from flows._checklist_gate import ChecklistOptions
 from flows._cluster_source import ClusterSource
+from rollbook.form_rules import exactly_one, given, rule, when_value
 from rollbook.types import BlockName, ResourceName
 from tasks.observers.base import ObserverKind
 from tasks.routers.registry import RouterKind
 
 
 class TrafficSource(ClusterSource):
+    FORM_RULES: ClassVar[tuple[dict[str, Any], ...]] = (
+        exactly_one("prometheus_url", "prometheus_block", "give exactly one of prometheus_url or prometheus_block"),
+        rule(
+            "http_route is required with router=gateway-api, and only then",
+            {
+                "if": when_value("router", "gateway-api"),
+                "then": given("http_route"),
+                "else": {"not": given("http_route")},
+            },
+        ),
+    )
+
     prometheus_url: HttpUrl | None = Field(default=None, description="Prometheus base URL (or prometheus_block).")
     prometheus_block: BlockName | None = Field(default=None, description="Saved 'Rollbook Prometheus Connection'.")
     router: RouterKind = Field(
@@ -31,7 +44,7 @@ class TrafficSource(ClusterSource):
     run_checklist: bool = Field(
         default=True, description="Run the pre-deploy checklist first; a failed verdict stops before any change."
     )
-    checklist: ChecklistOptions = Field(default_factory=ChecklistOptions)
+    checklist: ChecklistOptions = Field(default=ChecklistOptions(), description="How the checklist judges the release.")
 
     @model_validator(mode="after")
     def _traffic_consistent(self) -> Self:

@@ -30,7 +30,6 @@ from rollbook.types import ChartRef, ImageTag, Values
 from rollbook.values import deep_merge
 from tasks.cluster import resolve_cluster
 from tasks.helm_changes import UpgradeOutcome, upgrade_release
-from tasks.helm_errors import ReleaseNotFound
 from tasks.helm_release import RevisionDetails, release_history, render_upgrade, revision_details
 from tasks.release_workloads import annotate_release_deployments, release_pods_ready
 
@@ -41,9 +40,9 @@ class AtomicUpgradeRequest(HelmReleaseTarget):
     """What to upgrade the release to."""
 
     chart: ChartRef = Field(description="Chart: a directory or archive on the runner, or a chart reference.")
-    values: Values = Field(default_factory=dict, description="Values to apply (merged like -f).")
+    values: Values = Field(default={}, description="Values to apply (merged like -f).")
     set_values: Values = Field(
-        default_factory=dict, description='Dotted-path overrides applied last, e.g. {"image.tag": "1.1.0"}.'
+        default={}, description='Dotted-path overrides applied last, e.g. {"image.tag": "1.1.0"}.'
     )
     image_tag: ImageTag | None = Field(default=None, description="Shortcut for set_values image.tag.")
     reuse_values: bool = Field(
@@ -57,7 +56,7 @@ class AtomicUpgradeRequest(HelmReleaseTarget):
         description="Run the pre-deploy checklist on the values to install first; a failed verdict stops the "
         "upgrade before anything changes.",
     )
-    checklist: ChecklistOptions = Field(default_factory=ChecklistOptions, description="How the checklist judges it.")
+    checklist: ChecklistOptions = Field(default=ChecklistOptions(), description="How the checklist judges it.")
 
 
 class UpgradeRolledBack(RuntimeError):
@@ -130,14 +129,10 @@ def atomic_upgrade(request: AtomicUpgradeRequest, controls: ChangeControls) -> A
 
 
 def _history(cluster: KubernetesCluster, request: AtomicUpgradeRequest) -> list[RevisionInfo]:
-    try:
-        history: list[RevisionInfo] = release_history(
-            cluster, request.namespace, request.release, request.helm_executable
-        )
-    except ReleaseNotFound:
-        if not request.install:
-            raise
-        return []
+    # a first install expects the release to be missing: asked with missing_ok, that is an answer, not a failure
+    history: list[RevisionInfo] = release_history(
+        cluster, request.namespace, request.release, request.helm_executable, missing_ok=request.install
+    )
     return history
 
 

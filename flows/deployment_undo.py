@@ -18,7 +18,7 @@ other undo without an explicit revision right after a rollbook rollback is refus
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
@@ -31,6 +31,7 @@ from flows.last_known_good import pick_last_known_good
 from rollbook import revisions, rollback_guard
 from rollbook.artifacts import artifact_key
 from rollbook.change import ANNOTATION_PREFIX, ChangeControls, Outcome, change_annotations, request_approval
+from rollbook.form_rules import given, not_both, requires
 from rollbook.reports.undo import UndoPlan, UndoResult, plan_markdown, result_markdown, rollout_failed_markdown
 from rollbook.revisions import JSON
 from rollbook.types import LocalPath, Revision
@@ -52,6 +53,16 @@ class RolloutFailed(RuntimeError):
 
 class UndoRequest(DeploymentTarget):
     """What to roll back and to where; the default is the previous revision, as `kubectl rollout undo`."""
+
+    FORM_RULES: ClassVar[tuple[dict[str, Any], ...]] = (
+        not_both(
+            given("to_revision", not_null=True),
+            given("last_known_good"),
+            "give to_revision or last_known_good, not both",
+        ),
+        requires(given("verify_images"), given("last_known_good"), "verify_images applies to last_known_good only"),
+        requires(given("verify_images"), given("cosign_public_key"), "verify_images needs cosign_public_key"),
+    )
 
     to_revision: Revision | None = Field(
         default=None,

@@ -12,7 +12,7 @@ its pod template to verify with the given cosign public key; candidates that fai
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
@@ -22,6 +22,7 @@ from blocks import KubernetesCluster
 from flows._deployment_target import DeploymentTarget
 from rollbook import revisions
 from rollbook.artifacts import artifact_key
+from rollbook.form_rules import given, requires
 from rollbook.revisions import JSON
 from rollbook.types import LocalPath
 from tasks.cluster import resolve_cluster
@@ -63,6 +64,10 @@ def pick_last_known_good(
 
 
 class LastKnownGoodRequest(DeploymentTarget):
+    FORM_RULES: ClassVar[tuple[dict[str, Any], ...]] = (
+        requires(given("verify_images"), given("cosign_public_key"), "verify_images needs cosign_public_key"),
+    )
+
     verify_images: bool = Field(default=False, description="Also require every image to verify with cosign.")
     cosign_public_key: LocalPath | None = Field(default=None, description="The cosign public key (verify_images).")
 

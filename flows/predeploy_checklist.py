@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -26,6 +26,7 @@ from flows._cluster_source import ClusterSource
 from rollbook.artifacts import artifact_key
 from rollbook.capacity import Need, release_needs
 from rollbook.checklist import CHECKS, CheckPolicy, CheckResult, Status, Verdict, Waiver, decide, one_line
+from rollbook.form_rules import given, not_both
 from rollbook.reports.checklist import log_lines, markdown, table_rows
 from rollbook.types import BlockName, ChartRef, ImageRef, LocalPath, Namespace, ReleaseName, Values, ValuesYaml
 from rollbook.values import deep_merge, load_yaml
@@ -67,16 +68,22 @@ class RequestedWorkload(Need):
 class ChecklistRequest(ClusterSource):
     """The release to check, and how strict to be."""
 
+    FORM_RULES: ClassVar[tuple[dict[str, Any], ...]] = (
+        not_both(
+            given("registry_block"), given("cosign_public_key"), "give registry_block or cosign_public_key, not both"
+        ),
+    )
+
     namespace: Namespace = Field(description="Namespace of the release.")
     release: ReleaseName = Field(description="Helm release name.")
     chart: ChartRef = Field(description="Chart directory, packaged chart, or oci:// / repo reference.")
-    values: Values = Field(default_factory=dict, description="Values for the chart.")
+    values: Values = Field(default={}, description="Values for the chart.")
     values_yaml: ValuesYaml = Field(default="", description="Values as a YAML document (merged under `values`).")
     images: list[ImageRef] = Field(
-        default_factory=list, description="Images to verify and scan; empty: every image the rendered chart runs."
+        default=[], description="Images to verify and scan; empty: every image the rendered chart runs."
     )
     requests: list[RequestedWorkload] = Field(
-        default_factory=list, description="What the release needs; empty: derive replicas × requests from the chart."
+        default=[], description="What the release needs; empty: derive replicas × requests from the chart."
     )
     registry_block: BlockName | None = Field(default=None, description="'Rollbook Container Registry' block (key).")
     cosign_public_key: LocalPath | None = Field(default=None, description="A cosign public key (instead of a block).")
@@ -86,8 +93,8 @@ class ChecklistRequest(ClusterSource):
     migration: MigrationCheck | None = Field(
         default=None, description="DB migration status to check (provider, database, expected version); empty: none."
     )
-    policy: CheckPolicy = Field(default_factory=CheckPolicy)
-    waivers: list[Waiver] = Field(default_factory=list)
+    policy: CheckPolicy = Field(default=CheckPolicy(), description="Which checks may only warn or are skipped.")
+    waivers: list[Waiver] = Field(default=[], description="Accepted failures, each with a reason and expiry.")
     helm_executable: LocalPath = Field(default="helm")
 
     @field_validator("severity_threshold")

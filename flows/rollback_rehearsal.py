@@ -46,7 +46,7 @@ class RollbackRehearsalRequest(ClusterSource):
     )
     release: ReleaseName = Field(default="rehearsal", description="Release name.")
     chart: ChartRef | None = Field(default=None, description="Chart to rehearse; empty: the bundled demo-app chart.")
-    values: Values = Field(default_factory=dict, description="Values for both versions.")
+    values: Values = Field(default={}, description="Values for both versions.")
     image_repository: ImageRepository | None = Field(default=None, description="Sets image.repository when given.")
     from_tag: ImageTag = Field(default="1.0.0", description="The known-good version deployed first.")
     to_tag: ImageTag = Field(default="1.1.0", description="The new version that is then rolled back.")

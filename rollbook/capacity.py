@@ -225,8 +225,8 @@ class Need(BaseModel):
     memory: int = Field(ge=0, strict=True)
     surge: int = Field(default=0, ge=0, strict=True)
     per_node: bool = False
-    tolerations: list[Toleration] = Field(default_factory=list)
-    node_selector: dict[str, str] = Field(default_factory=dict, description="The pod template's nodeSelector.")
+    tolerations: list[Toleration] = Field(default=[], description="The pod template's tolerations.")
+    node_selector: dict[str, str] = Field(default={}, description="The pod template's nodeSelector.")
 
 
 def surge(spec: JSON, replicas: int) -> int:

@@ -7,15 +7,23 @@ why, and which flow run did it.
 
 from __future__ import annotations
 
+import contextvars
 import datetime as dt
-from typing import Any, Literal
+import threading
+import time
+from typing import Any, ClassVar, Literal, Self
 
 from prefect import get_run_logger, pause_flow_run
+from prefect.artifacts import create_markdown_artifact
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.responses import SetStateStatus
 from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
 from prefect.runtime import flow_run
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from rollbook import redaction
+from rollbook.form_rules import form_rules_schema, given, requires
 from rollbook.types import AuditText
 
 ANNOTATION_PREFIX = "rollbook.dev/"
@@ -58,39 +66,154 @@ class ChangeResult(BaseModel):
     def changed(self) -> bool:
         return self.outcome == "changed"
 
+    @model_validator(mode="wrap")
+    @classmethod
+    def _scrubbed(cls, data: Any, handler: Any) -> Any:
+        """A result is persisted and shown in the UI: evidence that quotes an error (a DSN in a driver's
+        message) must not carry a secret there, so every string in it goes through the one masking path."""
+        return handler(redaction.redact_value(data) if isinstance(data, dict) else data)
+
 
 class Decision(RunInput):
-    """The form an approver fills in when resuming a paused run."""
+    """The form an approver fills in when resuming a paused run: the answer, who gives it, and why.
+
+    Approving needs a name (the form refuses it without, before the run resumes): it is recorded on the run
+    (a tag and an artifact) and on every object the run then changes (`change_annotations`)."""
+
+    model_config = ConfigDict(json_schema_extra=form_rules_schema)
+    FORM_RULES: ClassVar[tuple[dict[str, Any], ...]] = (
+        requires(given("approved"), given("approver"), "approving needs your name in approver"),
+    )
 
     approved: bool
-    comment: str = ""
+    approver: str = Field(default="", max_length=100, description="Your name or handle; recorded on the run.")
+    comment: str = Field(default="", max_length=500, description="Why; recorded with your name.")
+
+    @model_validator(mode="after")
+    def _named_approval(self) -> Self:
+        if self.approved and not self.approver.strip():
+            raise ValueError("approving needs your name in approver")
+        return self
 
 
-def await_answer(form: type[RunInput], *, timeout_seconds: int, poll_seconds: int) -> Any | None:
+# The own deadline of a pause: the server's is this much later, so the run answers its timeout itself (like a
+# rejection, run Completed, nothing changed) instead of the server failing it ("paused and never resumed").
+PAUSE_GRACE_SECONDS = 120
+# Answers given in this process, by flow run: change_annotations writes the approver on what the run changes.
+_ANSWERS: dict[str, dict[str, str]] = {}
+
+
+def await_answer(
+    form: type[RunInput], *, timeout_seconds: int, poll_seconds: int, plan_markdown: str = ""
+) -> Any | None:
     """The one place a flow pauses for a person: the typed answer, or None when nobody answered in time.
 
     Every gate (the plan approval below, the canary's per-step approve/reject/hold) pauses through here, so a
-    paused run looks and times out the same way whichever runbook asks."""
+    paused run looks and times out the same way whichever runbook asks: the plan is logged and published as an
+    artifact of the paused run first (the run's page and logs show it, not only the resume dialog), and at the
+    deadline the run resumes itself with the form's defaults, so a timeout ends like a rejection."""
+    if plan_markdown:
+        get_run_logger().info("waiting up to %ss for an answer to:\n%s", timeout_seconds, plan_markdown)
+        create_markdown_artifact(
+            f"# Waiting for an answer (up to {timeout_seconds} s)\n\n{plan_markdown}", description="awaiting answer"
+        )
+    deadline = _SelfResume(form)
+    timer = threading.Timer(timeout_seconds, contextvars.copy_context().run, args=(deadline.resume,))
+    timer.daemon = True
+    timer.start()
     try:
-        return pause_flow_run(wait_for_input=form, timeout=timeout_seconds, poll_interval=poll_seconds)
+        answer = pause_flow_run(
+            wait_for_input=form, timeout=timeout_seconds + PAUSE_GRACE_SECONDS, poll_interval=poll_seconds
+        )
     except FlowPauseTimeout:
         return None
+    finally:
+        timer.cancel()
+    return None if deadline.fired else answer
+
+
+class _SelfResume:
+    """Resumes this paused run with the form's defaults at its deadline, unless a person answered first."""
+
+    def __init__(self, form: type[RunInput]) -> None:
+        self.defaults = {
+            name: field.get_default(call_default_factory=True)
+            for name, field in form.model_fields.items()
+            if not field.is_required()
+        }
+        self.flow_run_id = flow_run.id
+        self.fired = False
+
+    def resume(self, attempts: int = 5) -> None:
+        """A few tries (the input schema is saved just after the run pauses; the API may blink); a run that is
+        no longer paused was answered by a person. If all fail, the server's own (later) deadline ends it."""
+        for attempt in range(attempts):
+            try:
+                with get_client(sync_client=True) as client:
+                    run = client.read_flow_run(self.flow_run_id)
+                    if not (run.state and run.state.is_paused()):
+                        return
+                    result = client.resume_flow_run(self.flow_run_id, run_input=self.defaults)
+            except Exception:
+                result = None
+            if result is not None and result.status == SetStateStatus.ACCEPT:
+                self.fired = True
+                return
+            time.sleep(1 + attempt)
 
 
 def request_approval(controls: ChangeControls, summary_markdown: str) -> Decision:
-    """Pause until someone approves or rejects; a timeout counts as a rejection, so silence never changes a cluster."""
+    """Pause until someone approves or rejects; a timeout counts as a rejection, so silence never changes a cluster.
+
+    Whatever the answer, it is recorded on the run: a tag (`approved-by:NAME`, `rejected-by:NAME`,
+    `approval-timed-out`) and an artifact with the answer, the name, the comment and the time."""
     if not controls.require_approval:
-        return Decision(approved=True, comment="approval not required")
+        return Decision(approved=True, approver=controls.requested_by, comment="approval not required")
     form = Decision.with_initial_data(description=summary_markdown, approved=False)
     decision = await_answer(
-        form, timeout_seconds=controls.approval_timeout_seconds, poll_seconds=controls.approval_poll_seconds
+        form,
+        timeout_seconds=controls.approval_timeout_seconds,
+        poll_seconds=controls.approval_poll_seconds,
+        plan_markdown=summary_markdown,
     )
     if decision is None:
         get_run_logger().warning("no approval within %ss: nothing changed", controls.approval_timeout_seconds)
-        return Decision(approved=False, comment=f"timed out after {controls.approval_timeout_seconds}s")
-    get_run_logger().info("approval answered: approved=%s comment=%r", decision.approved, decision.comment)
+        decision = Decision(approved=False, comment=f"timed out after {controls.approval_timeout_seconds}s")
+        record_answer("approval-timed-out", decision.comment, approver="", approved=False)
+        return decision
     assert isinstance(decision, Decision)
+    get_run_logger().info(
+        "approval answered by %r: approved=%s comment=%r%s",
+        decision.approver,
+        decision.approved,
+        decision.comment,
+        "" if decision.approved else ": nothing changed",
+    )
+    verb = "approved-by" if decision.approved else "rejected-by"
+    record_answer(
+        f"{verb}:{decision.approver or 'unnamed'}",
+        decision.comment,
+        approver=decision.approver,
+        approved=decision.approved,
+    )
     return decision
+
+
+def record_answer(tag: str, comment: str, *, approver: str, approved: bool) -> None:
+    """The answer on the run (tag + artifact) and for this run's change annotations."""
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    run_id = flow_run.id
+    if run_id:
+        _ANSWERS[str(run_id)] = {"approved-by" if approved else "answered-by": approver, "approval-comment": comment}
+        with get_client(sync_client=True) as client:
+            tags = list(client.read_flow_run(run_id).tags or [])
+            client.update_flow_run(run_id, tags=[*tags, tag[:100]])
+    answer = "approved" if approved else "not approved: nothing changed"
+    create_markdown_artifact(
+        f"# Approval: {answer}\n\n| | |\n|---|---|\n| by | {approver or '(nobody)'} |\n"
+        f"| comment | {comment or '(none)'} |\n| at | {when} |",
+        description=f"approval answer ({tag})",
+    )
 
 
 def change_annotations(controls: ChangeControls, action: str, **details: str) -> dict[str, str]:
@@ -102,6 +225,7 @@ def change_annotations(controls: ChangeControls, action: str, **details: str) ->
         "flow-run-id": str(flow_run.id or ""),
         "flow-run-name": str(flow_run.name or ""),
         "changed-at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        **_ANSWERS.get(str(flow_run.id or ""), {}),
         **details,
     }
     return {ANNOTATION_PREFIX + key: value for key, value in values.items()}

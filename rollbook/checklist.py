@@ -3,7 +3,8 @@
 Pure logic (no cluster, no Prefect), so every rule here is unit-tested directly (the report is rendered by
 rollbook/reports/checklist.py):
 - a check answers pass / warn / fail / error with a one-line reason and its evidence;
-- the policy says, per check, whether a bad answer blocks the deploy ("required") or only warns ("warn");
+- every check blocks the deploy on a bad answer ("required") unless the policy explicitly downgrades it to a
+  warning or skips it;
 - a waiver (reason + expiry) turns one check's bad answer into an accepted one until it expires;
   an expired waiver is ignored and shown as expired, so it can never silently keep a gate open.
 """
@@ -12,9 +13,11 @@ from __future__ import annotations
 
 import datetime as dt
 from enum import StrEnum
-from typing import Any, Literal, get_args
+from typing import Any, ClassVar, Literal, Self, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from rollbook.form_rules import form_rules_schema, rule
 
 CheckName = Literal[
     "cluster-health",
@@ -69,37 +72,57 @@ class Waiver(BaseModel):
 
 
 class CheckPolicy(BaseModel):
-    """Which checks block the deploy when they fail or cannot answer, and which only warn."""
+    """Every check blocks the deploy when it fails or cannot answer; weakening that is an explicit choice.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    There is no list of required checks to choose from: a form that shows "required" as a selection would make
+    choosing one check silently turn the others into warnings. Instead each weakening is named: `downgrade`
+    (a bad answer only warns) and `skip` (not run), both empty by default, shown in the report; a temporary
+    acceptance of one failure is a `Waiver` (reason and expiry).
+    """
 
-    required: list[CheckName] = Field(
-        default_factory=lambda: [  # type: ignore[arg-type]
-            "cluster-health",
-            "current-release",
-            "image-signature",
-            "vulnerabilities",
-            "chart",
-            "capacity",
-            "db-migration",
-        ],
-        description="A fail or error of these checks blocks the deploy (a check that is not configured, like "
-        "db-migration without a provider, answers warn, which never blocks).",
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=form_rules_schema)
+    FORM_RULES: ClassVar[tuple[dict[str, Any], ...]] = tuple(
+        rule(
+            f"{check} listed in both downgrade and skip; choose one",
+            {
+                "not": {
+                    "required": ["downgrade", "skip"],
+                    "properties": {"downgrade": {"contains": {"const": check}}, "skip": {"contains": {"const": check}}},
+                }
+            },
+        )
+        for check in CHECKS
     )
-    warn_only: list[CheckName] = Field(
-        default_factory=list, description="A fail or error of these checks is only a warning."
+
+    downgrade: list[CheckName] = Field(
+        default=[],
+        description="Checks whose fail or error only warns. Every check not listed here (or skipped) blocks the "
+        "deploy; a check that is not configured, like db-migration without a provider, answers warn, which "
+        "never blocks.",
     )
-    skip: list[CheckName] = Field(default_factory=list, description="Checks not run at all (shown as skipped).")
+    skip: list[CheckName] = Field(default=[], description="Checks not run at all (shown as skipped).")
     scanner_unavailable: Literal["warn", "fail"] = Field(
         default="warn", description="What a vulnerability scan that could not run (no scanner, no database) counts as."
     )
 
+    @model_validator(mode="after")
+    def _one_level_per_check(self) -> Self:
+        both = sorted(set(self.downgrade) & set(self.skip))
+        if both:
+            raise ValueError(f"policy: {', '.join(both)} listed in both downgrade and skip; choose one")
+        return self
+
+    @property
+    def required(self) -> list[str]:
+        """The checks that block: all of them but the downgraded and skipped ones."""
+        return [c for c in CHECKS if c not in self.downgrade and c not in self.skip]
+
     def level(self, check: str) -> Literal["required", "warn", "skip"]:
         if check in self.skip:
             return "skip"
-        if check in self.required:
-            return "required"
-        return "warn"
+        if check in self.downgrade:
+            return "warn"
+        return "required"
 
 
 Outcome = Literal["ok", "warning", "blocking", "waived", "skipped"]

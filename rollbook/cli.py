@@ -24,22 +24,27 @@ if TYPE_CHECKING:
 from rollbook import redaction
 from rollbook.params import ParamError, parse_assignments, validate_for
 from rollbook.paths import DEFAULT_SERVER_PORT, local_api_url, prefect_home
-from rollbook.server import is_healthy, run_server
+from rollbook.server import is_healthy, run_server, secure_home
 
 USAGE_ERROR = 2
 
 
-def _prepare_prefect_env() -> None:
-    """Point Prefect at rollbook's home and, unless PREFECT_API_URL is set, at a running `rollbook server`.
+def _prepare_prefect_env(api_url: str | None = None) -> None:
+    """Point Prefect at rollbook's home and at a server: `--api-url` first, else PREFECT_API_URL, else a running
+    `rollbook server` on the default port.
 
-    Without either, Prefect falls back to a temporary server on the SQLite database in that same home.
+    Without any, Prefect falls back to a temporary server on the SQLite database in that same home.
     Does nothing once Prefect is imported (e.g. when `main()` is called from tests), because it would no
-    longer have any effect.
+    longer have any effect (the console script always runs it before Prefect's import).
     """
+    if api_url:
+        os.environ["PREFECT_API_URL"] = api_url
     if "prefect" in sys.modules:
         return
     home = os.environ.setdefault("PREFECT_HOME", str(prefect_home()))
-    os.makedirs(home, exist_ok=True)  # Prefect creates only the last path component and warns otherwise
+    # Prefect creates only the last path component and warns otherwise; private, as a temporary server keeps
+    # its database (saved blocks and the key that decrypts them) there.
+    secure_home(Path(home))
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     # Prefect gives its temporary server 20 s to answer. On a fresh machine that start also creates the SQLite
     # database and runs every migration, which takes longer on two busy cores: the first `make demo` failed so.
@@ -60,11 +65,38 @@ def cmd_server(args: argparse.Namespace) -> int:
     return run_server(args.port, args.database_url or os.environ.get(DATABASE_ENV))
 
 
+def _unreachable(api_url: str | None, *, source: str) -> str | None:
+    """Why the server chosen for this command cannot be used (naming the URL tried), or None when it answers."""
+    if not api_url or is_healthy(api_url, timeout=3.0):
+        return None
+    return (
+        f"no Prefect server answers at {api_url} (from {source}): start `rollbook server --port PORT` and pass "
+        "--api-url http://127.0.0.1:PORT/api (or export PREFECT_API_URL)"
+    )
+
+
+def _choose_server(args: argparse.Namespace) -> str:
+    """`--api-url`, else PREFECT_API_URL, else the default local server: the same order for serve and run.
+    Returns where the URL came from, for error messages."""
+    given = getattr(args, "api_url", None)
+    source = "--api-url" if given else "PREFECT_API_URL"
+    _prepare_prefect_env(given)
+    return source
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """`rollbook serve`: all deployments in this one process, until interrupted."""
-    _prepare_prefect_env()
-    if not os.environ.get("PREFECT_API_URL") and "prefect" not in sys.modules:
-        return _fail("serve", "no Prefect server: start `rollbook server` or export PREFECT_API_URL")
+    source = _choose_server(args)
+    api_url = os.environ.get("PREFECT_API_URL")
+    if not api_url and "prefect" not in sys.modules:
+        return _fail(
+            "serve",
+            f"no Prefect server: none answers at {local_api_url()} (the default); start `rollbook server`, or "
+            "pass --api-url (or export PREFECT_API_URL) for a server elsewhere",
+        )
+    problem = _unreachable(api_url, source=source)
+    if problem:
+        return _fail("serve", problem)
     from prefect import serve
 
     from deployments import all_deployments
@@ -80,7 +112,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """`rollbook run FLOW`: validate parameters, then run the flow once in this process."""
-    _prepare_prefect_env()
+    source = _choose_server(args)
+    problem = _unreachable(os.environ.get("PREFECT_API_URL"), source=source)
+    if problem:
+        return _fail("run", problem)
     from flows import FLOWS
 
     flow = FLOWS.get(args.flow)
@@ -194,9 +229,10 @@ def _add_server(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "server",
         help="run the local Prefect server (SQLite, or a shared PostgreSQL with --database-url)",
-        description=f"Run a Prefect server on 127.0.0.1 in the foreground, with its SQLite database under "
-        f"{prefect_home()} ($XDG_DATA_HOME respected). If a Prefect server already answers on the port, "
-        "reuse it and exit 0. Prints the PREFECT_API_URL to export.",
+        description=f"Run a Prefect server on 127.0.0.1 in the foreground, with its SQLite database (mode 0600, "
+        f"in a 0700 directory) under {prefect_home()} ($PREFECT_HOME, else $XDG_DATA_HOME, respected), or a "
+        "shared PostgreSQL. If a Prefect server already answers on the port, reuse it and exit 0. Prints the "
+        "PREFECT_API_URL to export.",
     )
     p.add_argument("--port", type=int, default=DEFAULT_SERVER_PORT, help="TCP port (default %(default)s)")
     p.add_argument(
@@ -216,6 +252,7 @@ def _add_serve(subparsers: Any) -> None:
         "this process until interrupted. Uses PREFECT_API_URL, else a `rollbook server` on the default port.",
     )
     p.add_argument("--limit", type=int, default=None, help="maximum concurrent flow runs (default: no limit)")
+    _add_api_url(p)
     p.set_defaults(func=cmd_serve)
 
 
@@ -241,7 +278,18 @@ def _add_run(subparsers: Any) -> None:
     p.add_argument(
         "--param", "-p", action="append", default=[], metavar="KEY=VALUE", help="flow parameter (repeatable)"
     )
+    _add_api_url(p)
     p.set_defaults(func=cmd_run)
+
+
+def _add_api_url(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--api-url",
+        metavar="URL",
+        default=None,
+        help="the Prefect API to use, e.g. http://127.0.0.1:4300/api (what `rollbook server --port 4300` prints); "
+        "default: $PREFECT_API_URL, else a `rollbook server` on the default port",
+    )
 
 
 def _add_catalogue(subparsers: Any) -> None:

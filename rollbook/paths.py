@@ -16,8 +16,12 @@ def data_dir() -> Path:
 
 
 def prefect_home() -> Path:
-    """PREFECT_HOME for the local server and local runs: its SQLite database, profiles and result storage."""
-    return data_dir() / "prefect"
+    """PREFECT_HOME for the local server and local runs: its SQLite database, profiles and result storage.
+
+    An exported PREFECT_HOME wins, so `rollbook server`, `rollbook serve`, `rollbook run` and Prefect's own CLI
+    all agree on one home; otherwise rollbook's data directory."""
+    explicit = os.environ.get("PREFECT_HOME", "").strip()
+    return Path(explicit).expanduser() if explicit else data_dir() / "prefect"
 
 
 def local_api_url(port: int = DEFAULT_SERVER_PORT) -> str:

@@ -4,7 +4,9 @@ Prefect masks `SecretStr` fields in API responses, but once code calls `get_secr
 value is an ordinary string: `get_run_logger().info(value)` or a `print` under `log_prints=True` sends it
 to the Prefect API and the console as-is (only PREFECT_API_KEY is redacted by Prefect itself).
 
-This module keeps a process-wide set of secret values and scrubs them from log records:
+This module keeps a process-wide set of secret values and is the one masking path for everything a user can
+see: log records, and (`install_prefect_egress`) the exception text that becomes a state message, event or
+persisted result, and every artifact's data and description.
 
 * `reveal(secret)` is the one sanctioned way to unwrap a `SecretStr`: it records the value, then returns it.
 * Blocks in `blocks/` register all their secret fields as soon as they are constructed or loaded
@@ -15,15 +17,26 @@ This module keeps a process-wide set of secret values and scrubs them from log r
   handlers whenever `setup_logging()` runs (and again in each flow-run subprocess), while the record
   factory is untouched by `logging.config.dictConfig`, so nothing per-flow or per-handler can be forgotten.
   Importing `rollbook` calls `install()`.
+* A value is scrubbed in the forms it travels in: as given, URL-encoded (`quote`, `quote_plus`), JSON-escaped
+  (a table artifact's cells), and a URL's password on its own (decoded and encoded): a DSN's password shows up
+  alone in a driver's error, and percent-encoded when the DSN was built from parts.
+* `install_prefect_egress()` (called by `flows`, `tasks` and `blocks` on import, as they import Prefect anyway)
+  wraps Prefect's exception-to-state converters and its artifact client: an exception is scrubbed in place
+  (its args and string attributes) before Prefect turns it into a state message, a result record and an
+  event, and artifact payloads are scrubbed before they are sent.
 """
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import sys
 import threading
 import traceback
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
+from urllib.parse import quote, quote_plus, unquote, urlsplit
 
 from pydantic import BaseModel, SecretBytes, SecretStr
 
@@ -40,15 +53,40 @@ _values: set[str] = set()
 _snapshot: tuple[str, ...] = ()
 
 
+# A URL's password is registered on its own only when at least this long: "pw" would mask half of every text.
+MIN_PART_LENGTH = 4
+
+
 def _candidates(value: str) -> Iterable[str]:
-    """The strings to scrub for one secret: the value itself and, if multi-line, its long lines."""
+    """The strings to scrub for one secret: the value, its long lines if multi-line, its URL password,
+    each also in its encoded forms."""
+    plain: list[str] = []
     if value.strip("*"):  # "" and Prefect's "********" mask are not secrets
-        yield value
+        plain.append(value)
     if "\n" in value:
-        for line in value.splitlines():
-            line = line.strip()
-            if len(line) >= MIN_LINE_LENGTH:
-                yield line
+        plain.extend(line.strip() for line in value.splitlines() if len(line.strip()) >= MIN_LINE_LENGTH)
+    password = _url_password(value)
+    if password:
+        plain.extend(p for p in {password, unquote(password)} if len(p) >= MIN_PART_LENGTH)
+    for item in plain:
+        yield from _encoded_forms(item)
+
+
+def _url_password(value: str) -> str | None:
+    """The raw (still percent-encoded) password of a URL-shaped value such as a DSN, else None."""
+    if "://" not in value or "@" not in value:
+        return None
+    try:
+        return urlsplit(value.strip()).password
+    except ValueError:
+        return None
+
+
+def _encoded_forms(value: str) -> Iterable[str]:
+    """The value as given, URL-encoded (path and form style) and JSON-escaped, without duplicates."""
+    forms = {value, quote(value, safe=""), quote_plus(value, safe=""), json.dumps(value)[1:-1]}
+    forms.add(json.dumps(value, ensure_ascii=False)[1:-1])
+    yield from forms
 
 
 def register(value: str | bytes | None) -> None:
@@ -173,3 +211,144 @@ def install() -> None:
 
     factory._rollbook_redacting = True  # type: ignore[attr-defined]
     logging.setLogRecordFactory(factory)
+
+
+def redact_value(value: Any, depth: int = 0) -> Any:
+    """`redact` applied to every string inside plain data (dicts, lists, tuples), e.g. an artifact's rows."""
+    if depth > 20 or not _snapshot:
+        return value
+    if isinstance(value, str):
+        return redact(value) if _contains_secret(value) else value
+    if isinstance(value, bytes):
+        text = value.decode("utf-8", "replace")
+        return redact(text).encode() if _contains_secret(text) else value
+    if isinstance(value, dict):
+        return {key: redact_value(item, depth + 1) for key, item in value.items()}
+    if isinstance(value, list):
+        return [redact_value(item, depth + 1) for item in value]
+    if isinstance(value, tuple):
+        return tuple(redact_value(item, depth + 1) for item in value)
+    return value
+
+
+def scrub_exception(exc: BaseException | None) -> None:
+    """Remove registered secrets from an exception and its causes, in place.
+
+    In place, because Prefect keeps the object: it becomes the failed state's message, is pickled as the run's
+    result and is re-raised to the caller, whose retry conditions still need its type. Its args and string
+    attributes (a CalledProcessError's cmd and stderr, an ApiException's body) are rewritten, so an `__str__`
+    built from them renders scrubbed too.
+    """
+    seen: set[int] = set()
+    pending = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen or not _snapshot:
+            continue
+        seen.add(id(current))
+        try:
+            current.args = redact_value(current.args)
+        except (AttributeError, TypeError):  # an exception type with read-only args
+            pass
+        for name, value in list(getattr(current, "__dict__", {}).items()):
+            scrubbed = redact_value(value)
+            if scrubbed != value:
+                try:
+                    setattr(current, name, scrubbed)
+                except (AttributeError, TypeError):
+                    pass
+        pending.extend([current.__cause__, current.__context__, *getattr(current, "exceptions", ())])
+
+
+def _state_scrubbing(convert: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap one of Prefect's exception-to-state converters: scrub the exception first, then the message."""
+
+    def scrubbed_state(state: Any) -> Any:
+        if getattr(state, "message", None):
+            state.message = redact(state.message)
+        return state
+
+    if getattr(convert, "_rollbook_scrubbing", False):
+        return convert
+    if _is_coroutine_function(convert):
+
+        @functools.wraps(convert)
+        async def async_wrapper(exc: BaseException | None = None, *args: Any, **kwargs: Any) -> Any:
+            scrub_exception(exc if exc is not None else sys.exc_info()[1])
+            return scrubbed_state(await convert(exc, *args, **kwargs))
+
+        async_wrapper._rollbook_scrubbing = True  # type: ignore[attr-defined]
+        return async_wrapper
+
+    @functools.wraps(convert)
+    def wrapper(exc: BaseException | None = None, *args: Any, **kwargs: Any) -> Any:
+        scrub_exception(exc if exc is not None else sys.exc_info()[1])
+        return scrubbed_state(convert(exc, *args, **kwargs))
+
+    wrapper._rollbook_scrubbing = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+def _is_coroutine_function(func: Callable[..., Any]) -> bool:
+    import inspect
+
+    return inspect.iscoroutinefunction(func)
+
+
+def _artifact_scrubbing(create: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap an artifact client's `create_artifact`: the data and description leave the process scrubbed."""
+    if getattr(create, "_rollbook_scrubbing", False):
+        return create
+
+    def scrubbed(artifact: Any) -> Any:
+        return artifact.model_copy(
+            update={"data": redact_value(artifact.data), "description": redact_value(artifact.description)}
+        )
+
+    if _is_coroutine_function(create):
+
+        @functools.wraps(create)
+        async def async_wrapper(self: Any, artifact: Any) -> Any:
+            return await create(self, scrubbed(artifact))
+
+        async_wrapper._rollbook_scrubbing = True  # type: ignore[attr-defined]
+        return async_wrapper
+
+    @functools.wraps(create)
+    def wrapper(self: Any, artifact: Any) -> Any:
+        return create(self, scrubbed(artifact))
+
+    wrapper._rollbook_scrubbing = True  # type: ignore[attr-defined]
+    return wrapper
+
+
+_STATE_CONVERTERS = (
+    "exception_to_failed_state",
+    "exception_to_crashed_state",
+    "exception_to_failed_state_sync",
+    "exception_to_crashed_state_sync",
+)
+# Where Prefect defines the converters and the engines that imported them by name (patched when loaded).
+_STATE_MODULES = ("prefect.states", "prefect._internal.states", "prefect.task_engine", "prefect.flow_engine")
+
+
+def install_prefect_egress() -> None:
+    """Scrub what leaves the process through Prefect besides logs; safe to call repeatedly.
+
+    Prefect has no hook between an exception and the state it reports, so its converters are wrapped where
+    they are defined (the engines, imported later, pick the wrappers up) and in any engine already imported.
+    """
+    import importlib
+
+    from prefect.client.orchestration._artifacts import client as artifact_client
+
+    importlib.import_module("prefect.states")
+    importlib.import_module("prefect._internal.states")
+    for module_name in _STATE_MODULES:
+        module = sys.modules.get(module_name)
+        for name in _STATE_CONVERTERS:
+            original = getattr(module, name, None) if module is not None else None
+            if original is not None:
+                setattr(module, name, _state_scrubbing(original))
+    for cls in (artifact_client.ArtifactClient, artifact_client.ArtifactAsyncClient):
+        cls.create_artifact = _artifact_scrubbing(cls.create_artifact)  # type: ignore[method-assign]

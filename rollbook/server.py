@@ -32,12 +32,32 @@ def port_in_use(port: int) -> bool:
 
 
 DATABASE_ENV = "ROLLBOOK_DATABASE_URL"
+# The home holds the SQLite database, which stores saved blocks (secrets) and the key that decrypts them.
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_FILE_MODE = 0o600
+DATABASE_NAME = "prefect.db"
+
+
+def secure_home(home: Path) -> Path:
+    """Create (or tighten) the Prefect home so only its owner can read it; returns the database path.
+
+    The database file is created empty with mode 0600 before Prefect opens it (SQLite gives its -wal and -shm
+    files the database's own mode), and an existing home, database or journal from an older version is
+    tightened, since Prefect itself creates them with the process umask (0644 by default)."""
+    home.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
+    os.chmod(home, PRIVATE_DIR_MODE)
+    database = home / DATABASE_NAME
+    fd = os.open(database, os.O_WRONLY | os.O_CREAT, PRIVATE_FILE_MODE)
+    os.close(fd)
+    for path in (database, *home.glob(DATABASE_NAME + "-*")):
+        os.chmod(path, PRIVATE_FILE_MODE)
+    return database
 
 
 def database_url(home: Path, given: str | None) -> str:
     """SQLite in our home, or the PostgreSQL a team shares (`postgresql://...`, Prefect's asyncpg driver)."""
     if not given:
-        return f"sqlite+aiosqlite:///{home / 'prefect.db'}"
+        return f"sqlite+aiosqlite:///{home / DATABASE_NAME}"
     scheme, sep, rest = given.partition("://")
     if not sep or scheme not in ("postgresql", "postgres", "postgresql+asyncpg"):
         raise ValueError("the database URL must be postgresql://user:password@host:port/database")
@@ -68,12 +88,15 @@ def run_server(port: int, database: str | None = None) -> int:
         print(f"rollbook server: port {port} is taken by something that is not a Prefect server", file=sys.stderr)
         return 1
     home = prefect_home()
-    home.mkdir(parents=True, exist_ok=True)
     try:
         env = server_env(home, port, database)
     except ValueError as exc:
         print(f"rollbook server: {exc}", file=sys.stderr)
         return 2
+    if not database:
+        secure_home(home)
+    else:
+        home.mkdir(parents=True, exist_ok=True, mode=PRIVATE_DIR_MODE)
     where = f"SQLite in {home}" if not database else "PostgreSQL at " + database.rpartition("@")[2]  # no password
     print(f"Starting Prefect server on {LOCAL_HOST}:{port} ({where}); UI at http://{LOCAL_HOST}:{port}")
     print(f"export PREFECT_API_URL={api_url}", flush=True)
@@ -82,8 +105,10 @@ def run_server(port: int, database: str | None = None) -> int:
 
 
 def _run_foreground(cmd: list[str], env: dict[str, str]) -> int:
-    """Run a child and pass SIGTERM on, so stopping rollbook never leaves an orphaned server behind."""
-    child = subprocess.Popen(cmd, env=env)
+    """Run a child and pass SIGTERM on, so stopping rollbook never leaves an orphaned server behind.
+
+    umask 077: whatever the server creates in its home later (new databases, profiles) is private too."""
+    child = subprocess.Popen(cmd, env=env, umask=0o077)
 
     def forward(signum: int, _frame: FrameType | None) -> None:
         child.send_signal(signum)

@@ -35,7 +35,7 @@ def resolve_cluster(cluster_block: str | None, kubeconfig_path: str | None, cont
     path = kubeconfig_path or default_kubeconfig_path()
     if not Path(path).expanduser().is_file():
         raise FileNotFoundError(f"kubeconfig not found: {path} (pass kubeconfig_path or cluster_block)")
-    return KubernetesCluster(kubeconfig_path=path, context=context)
+    return KubernetesCluster(kubeconfig_path=path, context=context or None)  # "" (the form's empty box): current
 
 
 @task(**KUBE_API)

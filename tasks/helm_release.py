@@ -11,7 +11,7 @@ from typing import Any
 
 import pyhelm3
 from kubernetes.client.exceptions import ApiException
-from prefect import task
+from prefect import get_run_logger, task
 from pydantic import BaseModel
 
 from blocks import KubernetesCluster
@@ -75,9 +75,21 @@ def status_of(release: str, namespace: str, info: RevisionInfo) -> ReleaseStatus
 
 @task(**HELM_READ)
 def release_history(
-    cluster: KubernetesCluster, namespace: str, release: str, helm: str = DEFAULT_HELM
+    cluster: KubernetesCluster, namespace: str, release: str, helm: str = DEFAULT_HELM, *, missing_ok: bool = False
 ) -> list[RevisionInfo]:
-    """`helm history` as typed rows, oldest first. An unknown release or namespace is reported as such."""
+    """`helm history` as typed rows, oldest first. An unknown release or namespace is reported as such, or, with
+    `missing_ok` (a first install expects it), answered with [] : an expected "not installed yet" is no failed
+    task and no ERROR in a green run."""
+    try:
+        return _history_rows(cluster, namespace, release, helm)
+    except ReleaseNotFound as exc:
+        if not missing_ok:
+            raise
+        get_run_logger().info("release %r in namespace %r is not installed yet (%s)", release, namespace, exc)
+        return []
+
+
+def _history_rows(cluster: KubernetesCluster, namespace: str, release: str, helm: str) -> list[RevisionInfo]:
 
     async def work(client: pyhelm3.Client, command: pyhelm3.Command) -> Any:
         return await command.history(release, namespace=namespace)

@@ -85,6 +85,28 @@ REGISTRY_TOOL = _policy(retries=2, delays=[2, 5], timeout_seconds=600)
 SCAN = _policy(retries=0, delays=[], timeout_seconds=1800)
 # Read-only queries to an application database (migration status): a dropped connection is retried.
 DATABASE_READ = _policy(retries=2, delays=[1, 3], timeout_seconds=60)
+
+
+def bounded_by_calls(policy: dict[str, Any]) -> dict[str, Any]:
+    """The policy without a Prefect task timeout, for tasks that run concurrently (submitted, in worker threads).
+
+    There a task timeout cannot stop a blocking call: Prefect only warns ("Timeouts in worker threads cannot
+    interrupt blocking operations") and waits. These tasks are bounded by the calls they make instead, each
+    with its own timeout: every Kubernetes request (blocks.kubernetes_cluster.DEFAULT_REQUEST_TIMEOUT or its
+    own), helm, cosign and grype subprocesses (`timeout=`), the database's connect and statement timeouts."""
+    return {**policy, "timeout_seconds": None}
+
+
+# The pre-deploy checklist's checks, run concurrently: the same retries, bounded by their calls' timeouts.
+CHECK_KUBE_API = bounded_by_calls(KUBE_API)
+CHECK_KUBE_LIST = bounded_by_calls(KUBE_LIST)
+CHECK_KUBE_API_LONG = bounded_by_calls(KUBE_API_LONG)
+CHECK_REGISTRY_TOOL = bounded_by_calls(REGISTRY_TOOL)
+CHECK_SCAN = bounded_by_calls(SCAN)
+CHECK_DATABASE_READ = bounded_by_calls(DATABASE_READ)
+# Pure computation on data already read (capacity arithmetic): no call to bound, no retry.
+CHECK_COMPUTE: dict[str, Any] = {"retries": 0, "timeout_seconds": None}
+
 # The user's own endpoints and commands (rollout webhooks, acceptance checks): never repeated by rollbook, as the
 # answer is the evidence (a repeat could hide a flaky service or repeat a side effect); each call has its own timeout.
 USER_HOOK = _policy(retries=0, delays=[], timeout_seconds=3700)

@@ -28,7 +28,7 @@ class Webhook(BaseModel):
     type: Phase = Field(description="When it is called.")
     url: HttpUrl
     timeout_seconds: float = Field(default=10, gt=0, le=300)
-    metadata: dict[str, str] = Field(default_factory=dict, description="Sent as-is in the payload.")
+    metadata: dict[str, str] = Field(default={}, description="Sent as-is in the payload.")
 
 
 class WebhookResult(BaseModel):

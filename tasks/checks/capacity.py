@@ -17,7 +17,7 @@ from rollbook.capacity import Need, NodeFacts, Pod, fits, pod_request
 from rollbook.checklist import CheckResult, Status, one_line
 from tasks.checks.common import connected
 from tasks.listing import pages
-from tasks.policies import KUBE_LIST
+from tasks.policies import CHECK_COMPUTE, CHECK_KUBE_LIST
 
 INSTANCE_LABEL = "app.kubernetes.io/instance"
 UNFINISHED_SCHEDULED = "status.phase!=Succeeded,status.phase!=Failed,spec.nodeName!="
@@ -31,7 +31,7 @@ class PodRequests(BaseModel):
     seconds: float
 
 
-@task(**KUBE_LIST)
+@task(**CHECK_KUBE_LIST)
 def pod_requests_by_node(cluster: KubernetesCluster, namespace: str, release: str) -> PodRequests:
     """Requests summed per node over every scheduled, unfinished pod, leaving out the release's own pods
     (label app.kubernetes.io/instance, as helm charts set it): they are what the new release replaces.
@@ -52,7 +52,7 @@ def pod_requests_by_node(cluster: KubernetesCluster, namespace: str, release: st
     return PodRequests(used=used, replaced=replaced, seconds=time.monotonic() - started)
 
 
-@task(timeout_seconds=60)
+@task(**CHECK_COMPUTE)
 def check_capacity(nodes: list[NodeFacts], requested: PodRequests, needs: list[Need]) -> CheckResult:
     """Allocatable minus requested on every node the release's pods may use, against what the release needs.
     Pure arithmetic on what the two listing tasks read (no retries: nothing here can fail transiently)."""

@@ -17,7 +17,7 @@ from rollbook.helm_releases import parse_manifest
 from tasks.checks.common import JSON, NAMES_SHOWN, connected
 from tasks.cluster import namespace_exists
 from tasks.helm_cli import helm_argv, kubeconfig_file
-from tasks.policies import HELM_READ, KUBE_API_LONG
+from tasks.policies import CHECK_KUBE_API_LONG, HELM_READ
 
 HELM_TIMEOUT_SECONDS = 120
 
@@ -149,7 +149,7 @@ def chart_result(
     return CheckResult(check="chart", status=status, reason=one_line(reason, 500), evidence=evidence, seconds=seconds)
 
 
-@task(**KUBE_API_LONG)
+@task(**CHECK_KUBE_API_LONG)
 def check_chart(
     cluster: KubernetesCluster,
     namespace: str,

@@ -14,10 +14,10 @@ from rollbook.checklist import CheckResult, Status, one_line
 from tasks.checks.common import NAMES_SHOWN, connected, named
 from tasks.cluster import REQUEST_TIMEOUT_SECONDS
 from tasks.listing import pages
-from tasks.policies import KUBE_API, KUBE_LIST
+from tasks.policies import CHECK_KUBE_API, CHECK_KUBE_LIST
 
 
-@task(**KUBE_LIST)
+@task(**CHECK_KUBE_LIST)
 def list_nodes(cluster: KubernetesCluster) -> list[NodeFacts]:
     """Every node, reduced to what the health and capacity checks need; listed once for both."""
     with connected(cluster) as api:
@@ -73,7 +73,7 @@ def health_result(api_ready: bool, failing: list[str], nodes: list[NodeFacts], s
     )
 
 
-@task(**KUBE_API)
+@task(**CHECK_KUBE_API)
 def check_cluster_health(cluster: KubernetesCluster, nodes: list[NodeFacts]) -> CheckResult:
     """NotReady and cordoned nodes by name, and the API server's /readyz checks."""
     started = time.monotonic()

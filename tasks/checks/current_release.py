@@ -13,7 +13,7 @@ from blocks import KubernetesCluster
 from rollbook import pods, revisions
 from rollbook.checklist import CheckResult, Status, one_line
 from tasks.checks.common import JSON, NAMES_SHOWN, connected
-from tasks.policies import KUBE_LIST
+from tasks.policies import CHECK_KUBE_LIST
 from tasks.release_workloads import release_pods, release_workloads
 
 
@@ -54,7 +54,7 @@ def release_result(
     )
 
 
-@task(**KUBE_LIST)
+@task(**CHECK_KUBE_LIST)
 def check_current_release(cluster: KubernetesCluster, namespace: str, release: str) -> CheckResult:
     """The release's live pods: all Running and Ready, none in CrashLoopBackOff or ImagePullBackOff."""
     started = time.monotonic()

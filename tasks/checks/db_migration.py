@@ -15,7 +15,7 @@ from rollbook import redaction
 from rollbook.checklist import CheckResult, Status, one_line
 from tasks.migrations import PROVIDERS, MigrationCheck, MigrationStatus, MigrationUnavailable, make_provider
 from tasks.migrations.base import engine_for
-from tasks.policies import DATABASE_READ
+from tasks.policies import CHECK_DATABASE_READ
 
 
 def _versions_differ(current: str, expected: str) -> str:
@@ -75,7 +75,7 @@ def _dsn(config: MigrationCheck) -> str:
     return block.reveal_dsn()
 
 
-@task(**DATABASE_READ)
+@task(**CHECK_DATABASE_READ)
 def check_db_migration(config: MigrationCheck | None) -> CheckResult:
     """The configured provider's reading of the database, judged against the release's expected version.
     A database that cannot be reached is retried; a refusal (wrong password, no driver) answers `error`."""

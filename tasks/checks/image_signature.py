@@ -11,7 +11,7 @@ from prefect import task
 
 from blocks import ContainerRegistry
 from rollbook.checklist import CheckResult, Status, one_line
-from tasks.policies import REGISTRY_TOOL
+from tasks.policies import CHECK_REGISTRY_TOOL
 from tasks.signing import SignatureError, verify_image, write_docker_config
 
 
@@ -40,7 +40,7 @@ def signature_result(answers: list[dict[str, Any]], seconds: float = 0.0) -> Che
     )
 
 
-@task(**REGISTRY_TOOL)
+@task(**CHECK_REGISTRY_TOOL)
 def check_image_signature(images: list[str], public_key_path: str | None, registry_block: str | None) -> CheckResult:
     """cosign verify (key-based, no transparency log) of every image; unsigned or tampered images fail.
 

@@ -8,11 +8,11 @@ from prefect import task
 
 from rollbook.checklist import CheckResult, Status, one_line
 from tasks.checks.common import NAMES_SHOWN
-from tasks.policies import SCAN
+from tasks.policies import CHECK_SCAN
 from tasks.scanners import ScannerKind, ScannerUnavailable, make_scanner
 
 
-@task(**SCAN)
+@task(**CHECK_SCAN)
 def check_vulnerabilities(
     images: list[str],
     scanner: ScannerKind,

@@ -5,11 +5,12 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from sqlalchemy import Engine
 
+from rollbook.form_rules import exactly_one, form_rules_schema
 from rollbook.plugins import lookup, registry
 from tasks.migrations.base import (
     MigrationStatus,
@@ -36,7 +37,10 @@ class MigrationCheck(BaseModel):
     """Which tool's table to read, in which database, and the version the release expects to find."""
 
     # strict: a version is text as the tool wrote it (`3`, a number, is not the version "3")
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True, json_schema_extra=form_rules_schema)
+    FORM_RULES: ClassVar[tuple[dict[str, Any], ...]] = (
+        exactly_one("database_block", "dsn", "migration: give exactly one of database_block or dsn"),
+    )
 
     kind: MigrationKind = Field(description="The migration tool whose version table is read.")
     expected_version: str = Field(

@@ -158,7 +158,7 @@ def test_checklist_then_approval_then_upgrade(
     thread, out = run_in_thread(lambda: atomic_upgrade(request, controls))
     run = wait_paused()
     assert history(sandbox, namespace) == [(1, "deployed")]  # checked and waiting: nothing changed yet
-    resume(run.id, {"approved": True, "comment": "checklist is green"})
+    resume(run.id, {"approved": True, "approver": "pytest", "comment": "checklist is green"})
     thread.join(180)
     assert "error" not in out, out.get("error")
     result = out["result"]
@@ -174,7 +174,7 @@ def test_rejected_upgrade_changes_nothing(
     controls = CONTROLS.model_copy(update={"require_approval": True, "approval_poll_seconds": 1})
     request = _request(sandbox, namespace, demo_chart, image_tag="1.1.0")
     thread, out = run_in_thread(lambda: atomic_upgrade(request, controls))
-    resume(wait_paused().id, {"approved": False, "comment": "no"})
+    resume(wait_paused().id, {"approved": False, "approver": "pytest", "comment": "no"})
     thread.join(120)
     assert "error" not in out, out.get("error")
     assert out["result"].outcome == "not-approved"

@@ -94,7 +94,7 @@ def approve_next(action: str = "approve") -> None:
 
 def answer_plan(approved: bool, comment: str) -> None:
     """Answer the approval of the whole plan that `controls.require_approval` asks for."""
-    answer_next({"approved": approved, "comment": comment})
+    answer_next({"approved": approved, "approver": "pytest", "comment": comment})
 
 
 def canary_ingress(sandbox: Sandbox, namespace: str, name: str = "web-demo-app-canary") -> Any:

@@ -17,12 +17,12 @@ from pydantic import ValidationError
 
 from blocks import KubernetesCluster
 from flows.predeploy_checklist import ChecklistFailed, ChecklistRequest, predeploy_checklist
-from rollbook.checklist import CheckPolicy, Verdict
+from rollbook.checklist import CHECKS, CheckPolicy, Verdict
 from sandbox.cluster import Sandbox
 from sandbox.registry import SandboxRegistries
 from tasks.checks.cluster_health import check_cluster_health, list_nodes
 
-ALL_WARN = CheckPolicy(required=[], warn_only=[])  # every result reported, the flow returns the verdict
+ALL_WARN = CheckPolicy(downgrade=list(CHECKS))  # every result reported, the flow returns the verdict
 
 
 def request(sandbox: Sandbox, namespace: str, chart: Path, **extra: Any) -> ChecklistRequest:

@@ -339,7 +339,7 @@ def _resume(run: FlowRun, approved: bool) -> None:
     last: Exception | None = None
     for _ in range(20):  # the input schema is saved just after the run turns PAUSED: a resume can race it
         try:
-            resume_flow_run(run.id, run_input={"approved": approved, "comment": "from pytest"})
+            resume_flow_run(run.id, run_input={"approved": approved, "approver": "pytest", "comment": "from pytest"})
             return
         except RuntimeError as exc:
             last = exc

@@ -127,10 +127,12 @@ def test_checklist_flow_blocks_on_the_critical_advisory(
         "helm_executable": str(sandbox.bins / "helm"),
         "severity_threshold": "critical",
     }
-    required = CheckPolicy(required=["vulnerabilities"], warn_only=[], skip=OTHER_CHECKS)
+    required = CheckPolicy(skip=OTHER_CHECKS)  # every check blocks unless downgraded or skipped
     with pytest.raises(ChecklistFailed, match="vulnerabilities"):
         predeploy_checklist(ChecklistRequest(**fields, policy=required))
-    verdict = predeploy_checklist(ChecklistRequest(**fields, policy=CheckPolicy(required=[], skip=OTHER_CHECKS)))
+    verdict = predeploy_checklist(
+        ChecklistRequest(**fields, policy=CheckPolicy(downgrade=["vulnerabilities"], skip=OTHER_CHECKS))
+    )
     scan = next(r for r in verdict.results if r.check == "vulnerabilities")
     assert scan.status == "fail" and CRITICAL_ADVISORY in scan.reason
 

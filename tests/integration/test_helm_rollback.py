@@ -113,7 +113,7 @@ def test_rejected_approval_changes_nothing(
     thread, out = run_in_thread(lambda: helm_rollback(request, controls))
     run = wait_paused()
     assert history(sandbox, namespace) == with_failed_revision  # nothing happens while it waits
-    resume(run.id, {"approved": False, "comment": "not now"})
+    resume(run.id, {"approved": False, "approver": "pytest", "comment": "not now"})
     thread.join(120)
     assert "error" not in out, out.get("error")
     assert out["result"].outcome == "not-approved" and out["result"].approval == "not now"
@@ -224,7 +224,7 @@ def test_interrupted_rollback_is_refused_then_recovered_with_approval(
     thread, out = run_in_thread(lambda: helm_rollback(recover, controls))
     run = wait_paused()
     assert history(sandbox, namespace) == stuck  # the evidence is shown before anything is touched
-    resume(run.id, {"approved": True, "comment": "helm was killed, clear it"})
+    resume(run.id, {"approved": True, "approver": "pytest", "comment": "helm was killed, clear it"})
     thread.join(180)
     assert "error" not in out, out.get("error")
     result = out["result"]

@@ -77,7 +77,7 @@ def test_rejected_approval_creates_nothing(sandbox: Sandbox, core: client.CoreV1
     thread, out = run_in_thread(lambda: rollback_rehearsal(_request(sandbox, scratch), controls))
     run = wait_paused()
     assert scratch not in [ns.metadata.name for ns in core.list_namespace().items]
-    resume(run.id, {"approved": False, "comment": "not during the freeze"})
+    resume(run.id, {"approved": False, "approver": "pytest", "comment": "not during the freeze"})
     thread.join(120)
     assert "error" not in out, out.get("error")
     assert out["result"].outcome == "not-approved" and out["result"].approval == "not during the freeze"
@@ -91,7 +91,7 @@ def test_approved_drill_records_who_asked_on_what_it_deploys(
     controls = CONTROLS.model_copy(update={"require_approval": True, "approval_poll_seconds": 1})
     thread, out = run_in_thread(lambda: rollback_rehearsal(_request(sandbox, scratch, keep=True), controls))
     run = wait_paused()
-    resume(run.id, {"approved": True, "comment": "go"})
+    resume(run.id, {"approved": True, "approver": "pytest", "comment": "go"})
     thread.join(300)
     assert "error" not in out, out.get("error")
     assert out["result"].passed and out["result"].approval == "go"

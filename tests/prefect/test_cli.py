@@ -112,3 +112,52 @@ def test_catalogue_lists_every_flow_with_its_tags(capsys: pytest.CaptureFixture[
     assert main(["catalogue"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert [line.split()[:2] for line in lines] == [[e.name, ",".join(e.tags)] for e in CATALOGUE]
+
+
+@pytest.mark.parametrize("command", [["serve"], ["run", "hello-cluster"]])
+def test_api_url_that_does_not_answer_is_named(command: list[str], child_env: dict[str, str]) -> None:
+    """serve and run take --api-url (else PREFECT_API_URL); a server that does not answer is named, exit 2."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}/api"
+    env = {k: v for k, v in child_env.items() if k != "PREFECT_API_URL"}
+    given = subprocess.run(
+        [ROLLBOOK, *command, "--api-url", dead], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert given.returncode == 2
+    assert f"no Prefect server answers at {dead} (from --api-url)" in _one_error_line(given.stderr)
+    exported = subprocess.run(
+        [ROLLBOOK, *command], env={**env, "PREFECT_API_URL": dead}, capture_output=True, text=True, timeout=120
+    )
+    assert exported.returncode == 2
+    assert f"no Prefect server answers at {dead} (from PREFECT_API_URL)" in _one_error_line(exported.stderr)
+
+
+def test_run_reports_to_the_server_given_by_api_url(
+    prefect_api_url: str, child_env: dict[str, str], fake_apiserver: FakeApiServer
+) -> None:
+    env = {k: v for k, v in child_env.items() if k != "PREFECT_API_URL"}
+    result = subprocess.run(
+        [
+            ROLLBOOK,
+            "run",
+            "hello-cluster",
+            "--api-url",
+            prefect_api_url,
+            "--param",
+            f"request.kubeconfig_path={fake_apiserver.kubeconfig_path}",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs()
+    assert any(
+        r.flow_id and r.parameters.get("request", {}).get("kubeconfig_path") == str(fake_apiserver.kubeconfig_path)
+        for r in runs
+    ), "the run did not report to the --api-url server"

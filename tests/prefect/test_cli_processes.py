@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
@@ -54,13 +55,22 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def assert_private(home: Path) -> None:
+    """The home holds saved blocks and the key that decrypts them: owner only."""
+    assert stat.S_IMODE(home.stat().st_mode) == 0o700, oct(home.stat().st_mode)
+    database = home / "prefect.db"
+    assert database.is_file() and database.stat().st_size > 0, "the server never wrote its database"
+    for path in (database, *home.glob("prefect.db-*")):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, f"{path}: {oct(path.stat().st_mode)}"
+
+
 def test_server_starts_under_xdg_data_home_and_is_reused(child_env: dict[str, str], tmp_path: Path) -> None:
-    env = {k: v for k, v in child_env.items() if k != "PREFECT_API_URL"}
+    env = {k: v for k, v in child_env.items() if k not in ("PREFECT_API_URL", "PREFECT_HOME")}
     port, log = free_port(), tmp_path / "server.log"
     api_url = f"http://127.0.0.1:{port}/api"
     with running([ROLLBOOK, "server", "--port", str(port)], env, log) as proc:
         wait_until(lambda: is_healthy(api_url), 180, "rollbook server to answer", log)
-        assert (Path(env["XDG_DATA_HOME"]) / "rollbook" / "prefect" / "prefect.db").is_file()
+        assert_private(Path(env["XDG_DATA_HOME"]) / "rollbook" / "prefect")
         again = subprocess.run(
             [ROLLBOOK, "server", "--port", str(port)], env=env, capture_output=True, text=True, timeout=60
         )
@@ -69,6 +79,20 @@ def test_server_starts_under_xdg_data_home_and_is_reused(child_env: dict[str, st
         assert proc.wait(timeout=60) is not None
     assert f"export PREFECT_API_URL={api_url}" in log.read_text()
     wait_until(lambda: not is_healthy(api_url, timeout=0.5), 30, "the server to stop", log)
+
+
+def test_server_honours_prefect_home_and_keeps_it_private(child_env: dict[str, str], tmp_path: Path) -> None:
+    home = tmp_path / "explicit-home"
+    home.mkdir(mode=0o755)
+    (home / "prefect.db").touch(mode=0o644)  # left world-readable by an older version: tightened on start
+    env = {k: v for k, v in child_env.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(home)
+    port, log = free_port(), tmp_path / "server.log"
+    with running([ROLLBOOK, "server", "--port", str(port)], env, log):
+        wait_until(lambda: is_healthy(f"http://127.0.0.1:{port}/api"), 180, "rollbook server to answer", log)
+        assert_private(home)
+    assert not (Path(env["XDG_DATA_HOME"]) / "rollbook" / "prefect").exists()
+    assert str(home) in log.read_text()
 
 
 def test_serve_executes_a_deployment_run(

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from flows.predeploy_checklist import ChecklistFailed, ChecklistRequest
 from rollbook.capacity import pod_request
-from rollbook.checklist import CheckPolicy, CheckResult, Status, Waiver, decide
+from rollbook.checklist import CHECKS, CheckPolicy, CheckResult, Status, Waiver, decide
 from rollbook.reports.checklist import log_lines, markdown, table_rows
 from tasks.checks.chart import images_in
 from tasks.checks.common import ApiServerUnreachable, connection_reason
@@ -38,8 +38,8 @@ def result(check: str, status: Status, reason: str = "because") -> CheckResult:
 # ---------------------------------------------------------------- verdict, policy, waivers
 
 
-def test_required_failure_blocks_and_warn_only_failure_warns() -> None:
-    policy = CheckPolicy(required=["chart", "capacity"], warn_only=["db-migration"])
+def test_required_failure_blocks_and_downgraded_failure_warns() -> None:
+    policy = CheckPolicy(downgrade=["db-migration"])
     verdict = decide(
         [result("chart", Status.FAIL), result("db-migration", Status.FAIL), result("capacity", Status.PASS)],
         policy,
@@ -350,3 +350,22 @@ def test_the_one_pager_follows_continue_tokens() -> None:
     ]
     lister.calls.clear()
     assert count(lister, "ns") == 3
+
+
+def test_the_required_set_cannot_be_weakened_by_choosing_fewer() -> None:
+    """No field selects the required checks: naming one check only ever weakens that one check, explicitly."""
+    assert CheckPolicy().required == list(CHECKS)
+    assert "required" not in CheckPolicy.model_json_schema()["properties"]
+    with pytest.raises(ValidationError, match="required"):
+        CheckPolicy.model_validate({"required": ["chart"]})  # the old replacing list is refused, not ignored
+    with pytest.raises(ValidationError, match="warn_only"):
+        CheckPolicy.model_validate({"warn_only": ["chart"]})
+    policy = CheckPolicy(downgrade=["chart"])
+    assert policy.required == [c for c in CHECKS if c != "chart"]
+    critical = result("vulnerabilities", Status.FAIL, "1 Critical: CVE-0000-0001")
+    assert not decide([critical], policy, [], NOW).ready  # downgrading chart does not let a Critical CVE pass
+
+
+def test_a_check_cannot_be_both_downgraded_and_skipped() -> None:
+    with pytest.raises(ValidationError, match="both downgrade and skip"):
+        CheckPolicy(downgrade=["chart"], skip=["chart"])

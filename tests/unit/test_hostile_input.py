@@ -278,6 +278,17 @@ def _cases() -> list[Case]:
     add("dr-drill", "request.target_seconds", [0, "60"])
     add("dr-drill", "request.keep_workload", ["yes"])
     add("etcd-restore", "request.control_plane.etcd_member.data_dir", ["/" + "d" * 10_000, "a\x00b"])
+    # issue 17: the policy can only be weakened explicitly, and cross-field rules are refused before a run
+    add("predeploy-checklist", "request.policy", [{"required": ["chart"]}], "request.policy.required: unknown field")
+    add("predeploy-checklist", "request.policy", [{"warn_only": ["chart"]}], "request.policy.warn_only: unknown field")
+    add(
+        "predeploy-checklist",
+        "request.policy",
+        [{"downgrade": ["chart"], "skip": ["chart"]}],
+        "both downgrade and skip",
+    )
+    add("predeploy-checklist", "request.policy", [{"downgrade": ["everything"]}], "request.policy.downgrade.0")
+    add("hello-cluster", "request.context", [None, 3, "c" * 254])
     return cases
 
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 from collections.abc import Iterator
+from urllib.parse import quote, quote_plus
 
 import pytest
 from pydantic import SecretStr
@@ -103,3 +105,94 @@ def test_blocks_register_secrets_on_construction_and_validation() -> None:
     redaction.clear()
     KubernetesCluster.model_validate({"kubeconfig": "users:\n- name: u\n  user:\n    token: tkn-abcdef\n"})
     assert "tkn-abcdef" in redaction.registered()  # credentials inside the kubeconfig, on their own
+
+
+def test_dsn_password_is_scrubbed_alone_and_in_its_encoded_forms() -> None:
+    redaction.register("postgresql://app:p%40ss%2Fw0rd-xyz@db:5432/app")
+    assert redaction.redact("password 'p@ss/w0rd-xyz' rejected") == "password '***' rejected"
+    assert redaction.redact("raw p%40ss%2Fw0rd-xyz") == "raw ***"
+    assert (
+        redaction.redact("quoted " + quote("postgresql://app:p%40ss%2Fw0rd-xyz@db:5432/app", safe="")) == "quoted ***"
+    )
+
+
+def test_json_escaped_and_url_encoded_values_are_scrubbed() -> None:
+    secret = 'tok"en\\with\nnewline-123'
+    redaction.register(secret)
+    assert redaction.redact(json.dumps({"cell": secret})) == '{"cell": "***"}'
+    assert redaction.redact("q=" + quote_plus(secret)) == "q=***"
+
+
+def test_short_url_passwords_are_not_registered_alone() -> None:
+    redaction.register("postgresql://app:pw@db/app")
+    assert redaction.redact("pw is short") == "pw is short"
+    assert redaction.redact("postgresql://app:pw@db/app") == "***"
+
+
+class _ToolFailed(Exception):
+    """An exception whose text comes from attributes, not args (like CalledProcessError or ApiException)."""
+
+    def __init__(self, cmd: list[str], stderr: str) -> None:
+        super().__init__(cmd)
+        self.cmd, self.stderr = cmd, stderr
+
+    def __str__(self) -> str:
+        return f"{' '.join(self.cmd)} failed: {self.stderr}"
+
+
+def test_scrub_exception_rewrites_args_attributes_and_causes_in_place() -> None:
+    redaction.register("s3cret-in-exc")
+    cause = ValueError("inner s3cret-in-exc")
+    exc = _ToolFailed(["tool", "--password=s3cret-in-exc"], "denied for s3cret-in-exc")
+    exc.__cause__ = cause
+    group = ExceptionGroup("many", [RuntimeError("grouped s3cret-in-exc")])
+    redaction.scrub_exception(exc)
+    redaction.scrub_exception(group)
+    assert str(exc) == "tool --password=*** failed: denied for ***"
+    assert str(cause) == "inner ***"
+    assert str(group.exceptions[0]) == "grouped ***"
+    assert isinstance(exc, _ToolFailed)  # the type survives for retry conditions
+
+
+def test_redact_value_walks_rows_and_leaves_other_types() -> None:
+    redaction.register("row-secret-1")
+    rows = [{"check": "db", "detail": "via row-secret-1", "ok": False, "n": 3}]
+    assert redaction.redact_value(rows) == [{"check": "db", "detail": "via ***", "ok": False, "n": 3}]
+
+
+def test_change_results_are_scrubbed_on_construction() -> None:
+    from rollbook.change import ChangeResult
+
+    redaction.register("result-secret-9")
+    result = ChangeResult(outcome="unchanged", summary="db said result-secret-9")
+    assert result.summary == "db said ***"
+
+
+def test_prefect_failed_states_and_artifacts_are_scrubbed_before_they_leave() -> None:
+    import asyncio
+
+    import prefect.states
+    from prefect._internal import states as internal_states
+    from prefect.client.orchestration._artifacts.client import ArtifactClient
+    from prefect.client.schemas.actions import ArtifactCreate
+
+    redaction.install_prefect_egress()
+    redaction.install_prefect_egress()  # idempotent: wrapped once
+    redaction.register("state-secret-77")
+    exc = RuntimeError("cannot connect to postgresql://u:state-secret-77@db/app")
+    state = asyncio.run(prefect.states.exception_to_failed_state(exc, message="Task run encountered an exception"))
+    assert "state-secret-77" not in (state.message or "") and "***" in (state.message or "")
+    assert str(exc) == "cannot connect to postgresql://u:***@db/app"
+    sync_state = internal_states.exception_to_failed_state_sync(RuntimeError("state-secret-77"))
+    assert sync_state.message == "RuntimeError: ***"
+
+    assert getattr(ArtifactClient.create_artifact, "_rollbook_scrubbing", False)
+    sent: list[ArtifactCreate] = []
+
+    def record(self: object, artifact: ArtifactCreate) -> ArtifactCreate:
+        sent.append(artifact)
+        return artifact
+
+    wrapped = redaction._artifact_scrubbing(record)
+    wrapped(object(), ArtifactCreate(type="markdown", data="dsn state-secret-77", description="x state-secret-77"))
+    assert sent[0].data == "dsn ***" and sent[0].description == "x ***"

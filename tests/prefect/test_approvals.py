@@ -1,0 +1,159 @@
+"""Approvals you can audit, on a real Prefect server: the plan is shown before the pause, the answer is recorded
+on the run and in the change annotations, a named approval is required, and a timeout ends like a rejection.
+
+The flow under test is the gate itself (`request_approval`, then `change_annotations` for what it would change):
+the flows on the sandbox use exactly these two calls.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from uuid import UUID
+
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterName
+from prefect.client.schemas.objects import StateType
+from prefect.flow_runs import resume_flow_run
+
+from rollbook.change import ChangeControls, change_annotations, request_approval
+
+PLAN = "## Plan\n\nroll web back from revision 3 to revision 2"
+
+
+@flow
+def gated(controls: ChangeControls) -> dict[str, Any]:
+    decision = request_approval(controls, PLAN)
+    outcome = "changed" if decision.approved else "not-approved"
+    return {"outcome": outcome, "decision": decision.model_dump(), "annotations": change_annotations(controls, "undo")}
+
+
+def controls(timeout: int = 60) -> ChangeControls:
+    return ChangeControls(
+        reason="audit the gate",
+        requested_by="requester",
+        require_approval=True,
+        approval_timeout_seconds=timeout,
+        approval_poll_seconds=1,
+    )
+
+
+@contextmanager
+def running(gate: ChangeControls) -> Iterator[dict[str, Any]]:
+    """Run the gated flow in a thread (it blocks while paused); yields its run (once it exists) and outcome."""
+    name = f"gated-{uuid.uuid4().hex[:8]}"
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        box["state"] = gated.with_options(flow_run_name=name)(gate, return_state=True)
+
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(target,), daemon=True)
+    thread.start()
+    box["id"] = _wait(lambda: _run_id(name), "the flow run to exist")
+    try:
+        yield box
+    finally:
+        thread.join(timeout=120)
+    assert not thread.is_alive(), "the gated flow never finished"
+
+
+def _wait(fetch: Callable[[], Any], what: str, timeout: float = 60) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fetch()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _run_id(name: str) -> UUID | None:
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name])))
+    return runs[0].id if runs else None
+
+
+def _paused(run_id: UUID) -> bool:
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(run_id)
+        keyset = run.state.state_details.run_input_keyset if run.state else None
+        if not (run.state and run.state.type == StateType.PAUSED and keyset):
+            return False
+        try:  # the input schema is saved just after the run turns PAUSED
+            client.read_flow_run_input(run_id, keyset["schema"])
+        except Exception:
+            return False
+    return True
+
+
+def _answer(run_id: UUID, run_input: dict[str, Any]) -> None:
+    _wait(lambda: _paused(run_id), "the run to pause for input")
+    resume_flow_run(run_id, run_input=run_input)
+
+
+def _artifacts(run_id: UUID) -> list[str]:
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
+        )
+    return [str(a.data) for a in found]
+
+
+def _tags(run_id: UUID) -> list[str]:
+    with get_client(sync_client=True) as client:
+        return list(client.read_flow_run(run_id).tags or [])
+
+
+def test_plan_is_shown_before_the_pause_and_the_approver_is_recorded(
+    read_logs: Callable[[UUID, Callable[[list[str]], bool]], list[str]],
+) -> None:
+    with running(controls()) as run:
+        _wait(lambda: _paused(run["id"]), "the run to pause")
+        assert any(PLAN in text for text in _artifacts(run["id"])), "no plan artifact on the paused run"
+        logs = read_logs(run["id"], lambda messages: any(PLAN in m for m in messages))
+        assert any(PLAN in m for m in logs), "the plan is not in the paused run's logs"
+        _answer(run["id"], {"approved": True, "approver": "alice", "comment": "looks right"})
+    result = run["state"].result()
+    assert result["outcome"] == "changed"
+    assert result["annotations"]["rollbook.dev/approved-by"] == "alice"
+    assert result["annotations"]["rollbook.dev/approval-comment"] == "looks right"
+    assert "approved-by:alice" in _tags(run["id"])
+    assert any("| by | alice |" in text and "looks right" in text for text in _artifacts(run["id"]))
+
+
+def test_an_approval_without_a_name_is_refused_and_the_run_stays_paused() -> None:
+    with running(controls()) as run:
+        _wait(lambda: _paused(run["id"]), "the run to pause")
+        with pytest.raises(RuntimeError):
+            resume_flow_run(run["id"], run_input={"approved": True, "comment": "anonymous"})
+        assert _paused(run["id"])
+        _answer(run["id"], {"approved": False, "approver": "bob", "comment": "not today"})
+    assert run["state"].result()["outcome"] == "not-approved"
+
+
+def test_reject_and_timeout_end_in_the_same_state_saying_nothing_changed(
+    read_logs: Callable[[UUID, Callable[[list[str]], bool]], list[str]],
+) -> None:
+    with running(controls()) as rejected:
+        _answer(rejected["id"], {"approved": False, "approver": "bob", "comment": "not during the freeze"})
+    with running(controls(timeout=10)) as timed_out:
+        pass  # nobody answers
+    for run in (rejected, timed_out):
+        state = run["state"]
+        assert state.type == StateType.COMPLETED, f"{state.type}: {state.message}"
+        assert run["state"].result()["outcome"] == "not-approved"
+        assert any("nothing changed" in text for text in _artifacts(run["id"]))
+        logs = read_logs(run["id"], lambda messages: any("nothing changed" in m for m in messages))
+        assert any("nothing changed" in m for m in logs)
+    with get_client(sync_client=True) as client:
+        assert client.read_flow_run(rejected["id"]).state_type == client.read_flow_run(timed_out["id"]).state_type
+    assert "rejected-by:bob" in _tags(rejected["id"])
+    assert "approval-timed-out" in _tags(timed_out["id"])
+    assert "rollbook.dev/approved-by" not in timed_out["state"].result()["annotations"]
