@@ -11,7 +11,7 @@ UV_ENV := UV_PROJECT_ENVIRONMENT=$(VENV) UV_PYTHON_DOWNLOADS=never
 DEMO_TOOLCHAIN := base
 TEST_TOOLCHAIN := all
 
-.PHONY: venv lock lint test demo clean system-deps
+.PHONY: venv lock lint test demo clean system-deps test-system-deps
 
 venv: $(STAMP)
 	@:
@@ -33,9 +33,12 @@ lock: | $(UV)
 	$(UV_ENV) $(UV) lock --python $(PYTHON) $(LOCK_ARGS)
 
 # Programs the sandbox runs that come from Debian rather than the Go module proxy (installed once, as root).
-SYSTEM_DEPS := prometheus prometheus-alertmanager postgresql chromium-headless-shell
-system-deps:
-	@missing=""; for pkg in $(SYSTEM_DEPS); do \
+SYSTEM_DEPS := prometheus prometheus-alertmanager postgresql
+# Only the tests drive a browser (the Prefect UI forms), so the demo does not wait for it.
+system-deps: DEPS = $(SYSTEM_DEPS)
+test-system-deps: DEPS = $(SYSTEM_DEPS) chromium-headless-shell
+system-deps test-system-deps:
+	@missing=""; for pkg in $(DEPS); do \
 	  dpkg-query -W -f='$${Status}' "$$pkg" 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$pkg"; done; \
 	  test -z "$$missing" || { apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; }
@@ -45,7 +48,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: venv lint system-deps
+test: venv lint test-system-deps
 	$(BIN)/python -m sandbox.toolchain $(TEST_TOOLCHAIN)
 	$(BIN)/pytest
 
