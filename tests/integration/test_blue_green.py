@@ -248,7 +248,7 @@ def test_keep_window_schedules_the_retire_run(sandbox: Sandbox, demo_chart: Path
         run = runs[0]
         assert run.state is not None and run.state.type == StateType.SCHEDULED
         assert run.parameters == {
-            "request": {**source, "release": "shop-green", "cluster_block": None, "context": None},
+            "request": {**source, "release": "shop-green", "cluster_block": None, "context": ""},
             "controls": {"reason": f"keep window of a blue/green switch is over: {CONTROLS.reason}",
                          "requested_by": CONTROLS.requested_by},
         }  # fmt: skip
