@@ -37,13 +37,19 @@ def runs(deployment_id: UUID) -> list[Any]:
         return client.read_flow_runs(deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])))
 
 
-@pytest.fixture
-def clean(deployment_id: UUID) -> Iterator[UUID]:
-    """No alert-started run outlives its test (nothing must execute them later in the session)."""
-    yield deployment_id
+def _delete_runs(deployment_id: UUID) -> None:
     with get_client(sync_client=True) as client:
         for run in runs(deployment_id):
             client.delete_flow_run(run.id)
+
+
+@pytest.fixture
+def clean(deployment_id: UUID) -> Iterator[UUID]:
+    """The deployment starts without runs (the session's sandbox tests may have run helm-rollback through it),
+    and no alert-started run outlives its test (nothing must execute them later in the session)."""
+    _delete_runs(deployment_id)
+    yield deployment_id
+    _delete_runs(deployment_id)
 
 
 def receiver(tmp_path: Path, launcher: PrefectLauncher | None = None, **rules: Any) -> TestClient:
