@@ -157,17 +157,17 @@ def _check_upgrade_start(
     live = before[-1] if before else None
     if live is not None and live.description == description and live.revision != expected_live:
         return True
-    if (live.revision if live else None) != expected_live:
-        found = f"live revision {live.revision} ({live.status})" if live else "no release"
-        raise ReleaseChanged(f"upgrade: found {found}, expected {expected_live or 'no release'}", release, namespace)
-    if live is None and not install:
-        raise ReleaseNotFound("upgrade: release not found (install=False)", release, namespace)
-    if live is not None and live.status in PENDING_STATUSES:
+    if live is not None and live.status in PENDING_STATUSES:  # this attempt's own interrupted helm included
         raise ReleaseBusy(
             f"upgrade: live revision {live.revision} is {live.status}: {BUSY_HINT}; then run this upgrade again",
             release,
             namespace,
         )
+    if (live.revision if live else None) != expected_live:
+        found = f"live revision {live.revision} ({live.status})" if live else "no release"
+        raise ReleaseChanged(f"upgrade: found {found}, expected {expected_live or 'no release'}", release, namespace)
+    if live is None and not install:
+        raise ReleaseNotFound("upgrade: release not found (install=False)", release, namespace)
     return False
 
 

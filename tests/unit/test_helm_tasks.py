@@ -166,3 +166,7 @@ def test_upgrade_start_checks() -> None:
     stuck = _rows((1, "deployed", ""), (2, "pending-upgrade", ""))
     with pytest.raises(ReleaseBusy, match="pending-upgrade"):
         _check_upgrade_start(stuck, description="d", expected_live=2, install=False, where=where)
+    # a retry after this attempt's own helm was interrupted (API server restarted mid-upgrade): the release is
+    # pending at the next revision; that is a busy release with a way out, not "someone else changed it"
+    with pytest.raises(ReleaseBusy, match="pending-upgrade: .*recover_pending=true"):
+        _check_upgrade_start(stuck, description="d", expected_live=1, install=False, where=where)
