@@ -97,20 +97,7 @@ VALID: dict[str, dict[str, Any]] = {
         "request": {
             "bucket_block": "prod-snaps",
             "cluster_name": "prod",
-            "control_plane": {
-                "etcd_member": {
-                    "data_dir": "/var/lib/etcd",
-                    "name": "cp-1",
-                    "initial_cluster": "cp-1=https://10.0.0.10:2380",
-                    "initial_advertise_peer_urls": "https://10.0.0.10:2380",
-                },
-                "stop_controllers": [["systemctl", "stop", "kube-controller-manager", "kube-scheduler"]],
-                "start_controllers": [["systemctl", "start", "kube-controller-manager", "kube-scheduler"]],
-                "stop_api_servers": [["systemctl", "stop", "kube-apiserver"]],
-                "start_api_servers": [["systemctl", "start", "kube-apiserver"]],
-                "stop_etcd": [["systemctl", "stop", "etcd"]],
-                "start_etcd": [["systemctl", "start", "etcd"]],
-            },
+            "control_plane": RESTORE_CONTROL_PLANE,
         },
         "controls": CONTROLS,
     },
