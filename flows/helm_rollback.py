@@ -25,6 +25,7 @@ from rollbook.helm_recovery import (
     RollbackRecord,
     StuckRelease,
     applied_rollback,
+    failed_rollback_target,
     recovery_target,
     refusal,
     rollback_record,
@@ -94,12 +95,13 @@ def helm_rollback(request: HelmRollbackRequest, controls: ChangeControls) -> Hel
     cluster = resolve_cluster(request.cluster_block, request.kubeconfig_path, request.context)
 
     history = release_history(cluster, ns, name, helm)
-    done = _applied_by_rollbook(cluster, request, history)
-    if done is not None:
-        return _confirm_applied(cluster, request, controls, *done, key=key)
+    record = _rollbook_record(cluster, request, history)
+    live = applied_rollback(history, record, request.revision)
+    if live is not None and record is not None:
+        return _confirm_applied(cluster, request, controls, live, record, key=key)
     stuck = _stuck_or_refuse(request, history)
-    target = _target(request, history, stuck)
-    result, plan_md = _plan(cluster, request, controls, history, target, stuck)
+    target, how = _target(request, history, stuck, record)
+    result, plan_md = _plan(cluster, request, controls, history, target, stuck, how=how)
 
     if controls.plan:
         create_markdown_artifact(titled("Plan (nothing changed)", plan_md), key=key, description="helm rollback plan")
@@ -130,17 +132,15 @@ def _annotations(controls: ChangeControls, result: HelmRollbackResult, outcome: 
     return change_annotations(controls, ACTION, **{k.removeprefix(ANNOTATION_PREFIX): v for k, v in details.items()})
 
 
-def _applied_by_rollbook(
+def _rollbook_record(
     cluster: KubernetesCluster, request: HelmRollbackRequest, history: list[RevisionInfo]
-) -> tuple[RevisionInfo, RollbackRecord] | None:
-    """The live revision and rollbook's record when it is a rollbook rollback to the requested target (or to
-    any, for "previous": rolling back again right after would pick the bad version, undoing the undo)."""
+) -> RollbackRecord | None:
+    """rollbook's record of its last rollback of the release, read only when the live revision is a rollback
+    (applied: not again; failed: finish it), the two cases in which a re-run must not pick "previous"."""
     if latest(history).rollback_revision is None:
         return None
     annotations = release_deployment_annotations(cluster, request.namespace, request.release)
-    record = next((r for a in annotations.values() if (r := rollback_record(a, release=request.release))), None)
-    live = applied_rollback(history, record, request.revision)
-    return (live, record) if live is not None and record is not None else None
+    return next((r for a in annotations.values() if (r := rollback_record(a, release=request.release))), None)
 
 
 def _confirm_applied(
@@ -189,14 +189,30 @@ def _stuck_or_refuse(request: HelmRollbackRequest, history: list[RevisionInfo]) 
     return stuck
 
 
-def _target(request: HelmRollbackRequest, history: list[RevisionInfo], stuck: StuckRelease | None) -> RevisionInfo:
+def _target(
+    request: HelmRollbackRequest,
+    history: list[RevisionInfo],
+    stuck: StuckRelease | None,
+    record: RollbackRecord | None,
+) -> tuple[RevisionInfo, str]:
+    """The revision to roll back to and, for the plan, how it was chosen."""
     try:
         if stuck is not None:
-            return recovery_target(history, stuck, request.revision)
-        return choose_rollback_target(history, request.revision)
+            target = recovery_target(history, stuck, request.revision)
+            if request.revision is None and stuck.rollback_to is not None:
+                return target, f"the target of the interrupted rollback (revision {stuck.revision})"
+            return target, _how(request)
+        if (unfinished := failed_rollback_target(history, record, request.revision)) is not None:
+            failed = latest(history).revision
+            return unfinished, f"the target of rollbook's rollback that failed as revision {failed}, finished"
+        return choose_rollback_target(history, request.revision), _how(request)
     except HelmRollbackRefused as exc:
         where = f"release {request.release!r} in namespace {request.namespace!r}"
         raise HelmRollbackRefused(f"{where}: {exc}; nothing was changed") from None
+
+
+def _how(request: HelmRollbackRequest) -> str:
+    return "requested" if request.revision is not None else "previous good revision (failed/pending ones skipped)"
 
 
 def _plan(
@@ -206,6 +222,8 @@ def _plan(
     history: list[RevisionInfo],
     target: RevisionInfo,
     stuck: StuckRelease | None,
+    *,
+    how: str,
 ) -> tuple[HelmRollbackResult, str]:
     """What the rollback would change (values, images, chart) as the result so far and the plan's markdown."""
     ns, name, helm = request.namespace, request.release, request.helm_executable
@@ -224,9 +242,6 @@ def _plan(
         value_changes=values_changes(live_details.values, target_details.values),
         image_changes=image_changes(live_details.manifest, target_details.manifest),
     )
-    how = "requested" if request.revision is not None else "previous good revision (failed/pending ones skipped)"
-    if stuck is not None and request.revision is None and stuck.rollback_to is not None:
-        how = f"the target of the interrupted rollback (revision {stuck.revision})"
     then = f"Secret `{stuck.secret}` will be marked **failed**, as helm does when an operation fails" if stuck else ""
     note = stuck_markdown(stuck, dt.datetime.now(dt.UTC), then=then) if stuck else ""
     plan_md = rollback_plan(

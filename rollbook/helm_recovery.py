@@ -149,6 +149,30 @@ def applied_rollback(
     return live
 
 
+def failed_rollback_target(
+    history: Iterable[RevisionInfo], record: RollbackRecord | None, requested: int | None
+) -> RevisionInfo | None:
+    """The revision a failed rollbook rollback was restoring, when a re-run must finish it.
+
+    helm marks a rollback whose --wait fails (an API-server restart while it waits, pods slow to start) as a
+    failed "Rollback to T". "Previous good" then skips that revision and picks the one before it: the bad
+    version the rollback was leaving. When rollbook's record says it was rolling back to T from the revision
+    just before the failed one, and the request asks for "previous" or for T, the target is T again.
+    """
+    revisions = sorted(history, key=lambda r: r.revision)
+    live = latest(revisions)
+    if record is None or live.status != "failed" or live.rollback_revision is None:
+        return None
+    if record.to_revision != live.rollback_revision or record.from_revision != live.revision - 1:
+        return None
+    if requested is not None and requested != live.rollback_revision:
+        return None
+    try:
+        return choose_rollback_target(revisions, live.rollback_revision)
+    except HelmRollbackRefused:
+        return None  # the target is gone from the history: the usual rule and its refusal apply
+
+
 def refusal(stuck: StuckRelease, now: dt.datetime, *, target: int | None) -> str:
     """Why a rollback of a stuck release is refused without `recover_pending`, naming exactly what to run."""
     to = f"rolls back to revision {target}" if target is not None else "rolls back"

@@ -265,6 +265,32 @@ def test_rerun_after_a_rollback_does_not_undo_it(
     assert image(apps, namespace) == f"{repo(sandbox)}:1.0.0"
 
 
+def test_rerun_after_a_failed_wait_finishes_the_rollback(
+    sandbox: Sandbox, apps: client.AppsV1Api, namespace: str, demo_chart: Path
+) -> None:
+    """helm marks a rollback whose --wait failed for a passing reason (here the controller-manager is away, so
+    no ReplicaSet rolls out) as a failed "Rollback to 1"; "previous good" would then be revision 2, the bad
+    version. The re-run must finish the rollback to 1 (found by the fault campaign with an API-server restart)."""
+    assert helm_deploy(sandbox, demo_chart, namespace, "1.0.0")
+    assert helm_deploy(sandbox, demo_chart, namespace, "1.1.0")
+    request = HelmRollbackRequest(**target_fields(sandbox, namespace, timeout_seconds=5))
+    assert sandbox.stop_service("kube-controller-manager")
+    try:
+        with pytest.raises(HelmOperationFailed, match="rollback failed"):
+            helm_rollback(request, CONTROLS)
+    finally:
+        sandbox.start_service("kube-controller-manager")
+    assert history(sandbox, namespace)[-1] == (3, "failed")
+
+    again = helm_rollback(request.model_copy(update={"timeout_seconds": 60}), CONTROLS)
+
+    assert again.outcome == "changed" and (again.from_revision, again.to_revision, again.new_revision) == (3, 1, 4)
+    assert history(sandbox, namespace)[-1] == (4, "deployed")
+    assert image(apps, namespace) == f"{repo(sandbox)}:1.0.0"
+    annotations = apps.read_namespaced_deployment(DEPLOYMENT, namespace).metadata.annotations
+    assert annotations["rollbook.dev/rollback-result"] == "succeeded"
+
+
 def test_cleanup_on_fail_deletes_what_a_failed_rollback_created(
     sandbox: Sandbox, apps: client.AppsV1Api, core: client.CoreV1Api, namespace: str, demo_chart: Path
 ) -> None:

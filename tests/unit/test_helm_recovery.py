@@ -10,6 +10,7 @@ from rollbook.helm_recovery import (
     RollbackRecord,
     applied_rollback,
     as_failed,
+    failed_rollback_target,
     recovery_target,
     refusal,
     rollback_record,
@@ -112,3 +113,19 @@ def test_a_rerun_recognises_rollbooks_rollback() -> None:
     stale = rollback_record(_annotations(**{"rollback-from-revision": "2"}), release="demo")
     assert applied_rollback(done, stale, None) is None  # an older rollbook rollback, not this revision
     assert applied_rollback(INTERRUPTED_ROLLBACK, record, None) is None  # still pending: not applied
+
+
+def test_a_rerun_finishes_a_failed_rollback_instead_of_reversing_it() -> None:
+    # rollbook's rollback 2 -> 1 made revision 3, whose --wait failed (API server restarted): helm says failed
+    history = [_row(1, "superseded"), _row(2, "superseded"), _row(3, "failed", to=1)]
+    record = RollbackRecord(to_revision=1, from_revision=2, result="started")
+    assert failed_rollback_target(history, record, None) == history[0]  # "previous good" would be 2, the bad one
+    assert failed_rollback_target(history, record.model_copy(update={"result": "failed"}), 1) == history[0]
+    assert failed_rollback_target(history, record, 2) is None  # an explicit other revision is a new request
+    assert failed_rollback_target(history, None, None) is None  # a hand-made helm rollback: helm's usual rule
+    older = RollbackRecord(to_revision=1, from_revision=1, result="failed")
+    assert failed_rollback_target(history, older, None) is None  # a record of an older rollback, not this one
+    deployed = [*history[:2], _row(3, "deployed", to=1)]
+    assert failed_rollback_target(deployed, record, None) is None  # applied: applied_rollback's case
+    gone = [_row(2, "superseded"), _row(3, "failed", to=1)]  # revision 1 pruned by --history-max
+    assert failed_rollback_target(gone, record, None) is None
