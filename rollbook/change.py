@@ -11,7 +11,7 @@ import contextvars
 import datetime as dt
 import threading
 import time
-from typing import Any, ClassVar, Literal, Self
+from typing import Any, ClassVar, Literal, Self, TypeVar
 
 from prefect import get_run_logger, pause_flow_run
 from prefect.artifacts import create_markdown_artifact
@@ -20,7 +20,8 @@ from prefect.client.schemas.responses import SetStateStatus
 from prefect.exceptions import FlowPauseTimeout
 from prefect.input import RunInput
 from prefect.runtime import flow_run
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from prefect.states import Completed, State
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from rollbook import redaction
 from rollbook.form_rules import form_rules_schema, given, requires
@@ -88,6 +89,19 @@ class Decision(RunInput):
     approved: bool
     approver: str = Field(default="", max_length=100, description="Your name or handle; recorded on the run.")
     comment: str = Field(default="", max_length=500, description="Why; recorded with your name.")
+    # private, so neither the form nor a resumer can set it: only `timed_out_after` says nobody answered
+    _timed_out: bool = PrivateAttr(default=False)
+
+    @classmethod
+    def timed_out_after(cls, seconds: int) -> Self:
+        """The answer silence gives: not approved, by nobody."""
+        decision = cls(approved=False, comment=f"timed out after {seconds}s")
+        decision._timed_out = True
+        return decision
+
+    @property
+    def timed_out(self) -> bool:
+        return self._timed_out
 
     @model_validator(mode="after")
     def _named_approval(self) -> Self:
@@ -178,7 +192,7 @@ def request_approval(controls: ChangeControls, summary_markdown: str) -> Decisio
     )
     if decision is None:
         get_run_logger().warning("no approval within %ss: nothing changed", controls.approval_timeout_seconds)
-        decision = Decision(approved=False, comment=f"timed out after {controls.approval_timeout_seconds}s")
+        decision = Decision.timed_out_after(controls.approval_timeout_seconds)
         record_answer("approval-timed-out", decision.comment, approver="", approved=False)
         return decision
     assert isinstance(decision, Decision)
@@ -197,6 +211,40 @@ def request_approval(controls: ChangeControls, summary_markdown: str) -> Decisio
         approved=decision.approved,
     )
     return decision
+
+
+R = TypeVar("R", bound=ChangeResult)
+# The name of the state a run ends in when its plan was rejected or nobody answered in time: a Completed state
+# (nothing failed, nothing changed), named so the UI, the run list and `return_state` callers tell it apart.
+NOT_APPROVED = "NotApproved"
+
+
+def not_approved_state(result: R, decision: Decision) -> State[R]:
+    """How every changing flow ends when its gate said no: `return not_approved_state(result, decision)`.
+
+    A rejection and a timeout end alike (the issue asked for one state kind for both): Completed, named
+    NotApproved, with a message saying who rejected (or that nobody answered), the comment and that nothing
+    changed. The result stays the state's data, so a flow called directly still returns its typed result
+    (Prefect returns a returned state's data) with outcome `not-approved`."""
+    if decision.approved or result.outcome != "not-approved":
+        raise ValueError(f"not_approved_state needs a refusal and a not-approved result, got {result.outcome!r}")
+    return Completed(name=NOT_APPROVED, message=not_approved_message(decision), data=result)
+
+
+def not_approved_message(decision: Decision) -> str:
+    """One line for the run's state: who said no and why, or that nobody answered; always 'nothing changed'."""
+    if decision.timed_out:
+        why = f"nobody answered ({decision.comment})"
+    else:
+        why = f"rejected by {decision.approver or '(unnamed)'} ({decision.comment or 'no comment'})"
+    return redaction.redact(f"Not approved: {why}; nothing changed")
+
+
+def subflow_result(value: R | State[R]) -> R:
+    """The result of a changing flow called from another flow. Prefect returns the data of a state the flow
+    returned (`not_approved_state`), so at run time this is the value itself; the flows' annotations say they
+    may return that state, and this tells mypy what the caller really gets."""
+    return value.result() if isinstance(value, State) else value
 
 
 def record_answer(tag: str, comment: str, *, approver: str, approved: bool) -> None:
