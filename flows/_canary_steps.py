@@ -12,6 +12,7 @@ from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_progress_artifact, update_progress_artifact
+from prefect.states import State
 
 from blocks import KubernetesCluster
 from blocks.prometheus import PrometheusConnection
@@ -29,6 +30,7 @@ from rollbook.change import (
     Decision,
     await_answer,
     change_annotations,
+    not_approved_state,
     record_answer,
     request_approval,
 )
@@ -68,13 +70,14 @@ def plan_or_approval(controls: ChangeControls, plan: str, *, key: str, what: str
     return decision
 
 
-def declined(result: R, comment: str) -> R:
-    """The result of a run whose plan was not approved: nothing changed."""
-    summary = f"not approved ({comment or 'no comment'}): nothing changed"
-    update = {"outcome": "not-approved", "summary": summary, "approval": comment}
+def declined(result: R, decision: Decision) -> State[R]:
+    """How a run whose plan was not approved ends: its result marked not-approved, nothing changed, in the
+    NotApproved state every changing flow ends in after a rejection or a timeout."""
+    summary = f"not approved ({decision.comment or 'no comment'}): nothing changed"
+    update = {"outcome": "not-approved", "summary": summary, "approval": decision.comment}
     if "stage" in type(result).model_fields:
         update["stage"] = "not-approved"
-    return result.model_copy(update=update)
+    return not_approved_state(result.model_copy(update=update), decision)
 
 
 def ask(gate: str, description: str, *, timeout_seconds: int, on_timeout: str) -> tuple[str, GateAnswer]:

@@ -8,13 +8,14 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
+from prefect.states import State
 from pydantic import Field
 
 from blocks import KubernetesCluster
 from flows._checklist_gate import ChecklistOptions, checklist_gate
 from flows._helm_target import HelmReleaseTarget
 from rollbook.artifacts import artifact_key
-from rollbook.change import ChangeControls, change_annotations, request_approval
+from rollbook.change import ChangeControls, change_annotations, not_approved_state, request_approval
 from rollbook.helm_releases import (
     RevisionInfo,
     already_live,
@@ -71,7 +72,9 @@ class UpgradeRolledBack(RuntimeError):
 
 
 @flow(name="helm-atomic-upgrade")
-def atomic_upgrade(request: AtomicUpgradeRequest, controls: ChangeControls) -> AtomicUpgradeResult:
+def atomic_upgrade(
+    request: AtomicUpgradeRequest, controls: ChangeControls
+) -> AtomicUpgradeResult | State[AtomicUpgradeResult]:
     """Dry-run the upgrade on the server, plan/approve, upgrade with automatic rollback, report the live revision."""
     ns, name = request.namespace, request.release
     key = artifact_key(ACTION, ns, name)
@@ -103,7 +106,8 @@ def atomic_upgrade(request: AtomicUpgradeRequest, controls: ChangeControls) -> A
     if not decision.approved:
         create_markdown_artifact(titled("Not approved: nothing changed", plan_md, decision.comment), key=key)
         summary = f"not approved ({decision.comment}): {result.summary}; nothing changed"
-        return result.model_copy(update={"outcome": "not-approved", "summary": summary, "approval": decision.comment})
+        update = {"outcome": "not-approved", "summary": summary, "approval": decision.comment}
+        return not_approved_state(result.model_copy(update=update), decision)
 
     description = f"rollbook {ACTION} ({flow_run.name or flow_run.id}): {controls.reason}"[:240]
     outcome: UpgradeOutcome = upgrade_release(

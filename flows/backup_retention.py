@@ -10,10 +10,11 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.states import State
 from pydantic import BaseModel, ConfigDict, Field
 
 from rollbook.artifacts import artifact_key
-from rollbook.change import ChangeControls, request_approval
+from rollbook.change import ChangeControls, not_approved_state, request_approval
 from rollbook.etcd_backup import manifest_name
 from rollbook.reports.etcd import RetentionResult, retention_markdown
 from rollbook.retention import RetentionPlan, RetentionRules, plan_retention
@@ -49,7 +50,7 @@ def _result(
 
 
 @flow(name="backup-retention")
-def backup_retention(request: RetentionRequest, controls: ChangeControls) -> RetentionResult:
+def backup_retention(request: RetentionRequest, controls: ChangeControls) -> RetentionResult | State[RetentionResult]:
     """Plan with the rules, then (unless planning, and once approved) delete what no rule keeps."""
     log = get_run_logger()
     bucket = load_bucket(request.bucket_block)
@@ -69,7 +70,7 @@ def backup_retention(request: RetentionRequest, controls: ChangeControls) -> Ret
     if not decision.approved:
         result = _result(request, plan, "not-approved", f"not approved ({decision.comment}); nothing deleted")
         create_markdown_artifact(retention_markdown(result, plan), key=key, description="backup retention")
-        return result
+        return not_approved_state(result, decision)
     deleted = delete_objects(bucket, plan.delete)
     deleted += delete_objects(bucket, [manifest_name(n) for n in plan.delete if n in deleted])
     missed = sorted(set(plan.delete) - set(deleted))

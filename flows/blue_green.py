@@ -19,6 +19,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.states import State
 
 from blocks import KubernetesCluster
 from flows._blue_green_model import BlueGreenRequest, BlueGreenResult, RetireRequest, RetireResult
@@ -41,7 +42,7 @@ from flows._canary_steps import RolloutStopped, ask, declined, plan_or_approval
 from flows._checklist_gate import checklist_gate
 from flows.canary_rollout import canary_rollout
 from rollbook.artifacts import artifact_key
-from rollbook.change import ChangeControls, change_annotations
+from rollbook.change import ChangeControls, change_annotations, subflow_result
 from rollbook.reports.progressive import (
     BlueGreenPlan,
     blue_green_plan,
@@ -82,7 +83,7 @@ class Found:
 
 
 @flow(name="blue-green")
-def blue_green(request: BlueGreenRequest, controls: ChangeControls) -> BlueGreenResult:
+def blue_green(request: BlueGreenRequest, controls: ChangeControls) -> BlueGreenResult | State[BlueGreenResult]:
     """Check, plan and approve; install green at 0%, check it, shift traffic in gated steps, then retire blue."""
     cluster = resolve_cluster(request.cluster_block, request.kubeconfig_path, request.context)
     found = _inspect(request, cluster)  # read-only: bad input fails here, before any change
@@ -114,7 +115,7 @@ def blue_green(request: BlueGreenRequest, controls: ChangeControls) -> BlueGreen
     if decision is None:  # plan mode
         return result
     if not decision.approved:
-        return declined(result, decision.comment)
+        return declined(result, decision)
     result = result.model_copy(update={"approval": decision.comment})
     # one lock over the whole change (install, shift, retire); the canary-rollout subflow re-enters it
     with rollout_lock(cluster, request.namespace, request.blue_release):
@@ -183,9 +184,8 @@ def _deliver(
     """Under the lock: install and check green, shift traffic with analysis, ask, then hand over and retire blue."""
     result = result.model_copy(update={"accepted": _prepare_green(request, cluster, found)})
     # approval of the whole plan was asked above; the subflow asks only at its traffic gates
-    shifted = canary_rollout(
-        request=request.shift_request(), controls=controls.model_copy(update={"require_approval": False})
-    )
+    unattended = controls.model_copy(update={"require_approval": False})
+    shifted = subflow_result(canary_rollout(request=request.shift_request(), controls=unattended))
     result = result.model_copy(update={"shift": shifted})
     if shifted.stage != "shifted":  # held or reverted at the gate before 100%
         return result.model_copy(
@@ -295,7 +295,7 @@ def _report(request: BlueGreenRequest, title: str, *, blue: str, answers: list[G
 
 
 @flow(name="blue-green-retire")
-def blue_green_retire(request: RetireRequest, controls: ChangeControls) -> RetireResult:
+def blue_green_retire(request: RetireRequest, controls: ChangeControls) -> RetireResult | State[RetireResult]:
     """Uninstall a retired blue release (the follow-up run a blue/green switch schedules): only a release whose
     Deployments a blue-green run labelled retired; plan, approval and audit like every change."""
     ns, release = request.namespace, request.release
@@ -314,7 +314,7 @@ def blue_green_retire(request: RetireRequest, controls: ChangeControls) -> Retir
     if decision is None:  # plan mode
         return result
     if not decision.approved:
-        return declined(result, decision.comment)
+        return declined(result, decision)
     # the audit trail: the Deployments carry who and why up to their deletion (the API server's audit log keeps
     # it), and this run's result and artifact list every object removed
     notes = change_annotations(controls, "blue-green-retire", release=release)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from prefect import flow
+from prefect.states import State
 
 from blocks import KubernetesCluster
 from flows._canary_model import (
@@ -74,7 +75,7 @@ def _remaining(steps: list[int], current: int) -> list[int]:
 
 
 @flow(name="canary-rollout")
-def canary_rollout(request: CanaryRequest, controls: ChangeControls) -> CanaryResult:
+def canary_rollout(request: CanaryRequest, controls: ChangeControls) -> CanaryResult | State[CanaryResult]:
     """Check, plan and approve; shift traffic to the canary in steps, judge each step by its metrics, ask before
     the end, then promote or revert."""
     cluster = resolve_cluster(request.cluster_block, request.kubeconfig_path, request.context)
@@ -109,7 +110,7 @@ def canary_rollout(request: CanaryRequest, controls: ChangeControls) -> CanaryRe
     if decision is None:  # plan mode
         return result
     if not decision.approved:
-        return declined(result, decision.comment)
+        return declined(result, decision)
     result = result.model_copy(update={"approval": decision.comment})
     with rollout_lock(cluster, request.namespace, request.stable_release):  # re-entrant
         run = CanaryRun(

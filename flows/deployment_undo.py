@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Self
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.runtime import flow_run
+from prefect.states import State
 from pydantic import Field, model_validator
 
 from blocks import KubernetesCluster
@@ -30,7 +31,14 @@ from flows._deployment_target import DeploymentTarget
 from flows.last_known_good import pick_last_known_good
 from rollbook import revisions, rollback_guard
 from rollbook.artifacts import artifact_key
-from rollbook.change import ANNOTATION_PREFIX, ChangeControls, Outcome, change_annotations, request_approval
+from rollbook.change import (
+    ANNOTATION_PREFIX,
+    ChangeControls,
+    Outcome,
+    change_annotations,
+    not_approved_state,
+    request_approval,
+)
 from rollbook.form_rules import given, not_both, requires
 from rollbook.reports.undo import UndoPlan, UndoResult, plan_markdown, result_markdown, rollout_failed_markdown
 from rollbook.revisions import JSON
@@ -166,7 +174,7 @@ def _publish(result: UndoResult, plan: UndoPlan, where: _Target) -> UndoResult:
 
 
 @flow(name="deployment-undo")
-def deployment_undo(request: UndoRequest, controls: ChangeControls) -> UndoResult:
+def deployment_undo(request: UndoRequest, controls: ChangeControls) -> UndoResult | State[UndoResult]:
     """Roll a Deployment back to its previous (or a chosen, or the last known good) revision and wait for it."""
     cluster: KubernetesCluster = resolve_cluster(request.cluster_block, request.kubeconfig_path, request.context)
     where = _Target(cluster, request.namespace or cluster.namespace, request.deployment)
@@ -203,7 +211,8 @@ def deployment_undo(request: UndoRequest, controls: ChangeControls) -> UndoResul
     decision = request_approval(controls, plan_markdown(plan, "Approve this rollback?"))
     if not decision.approved:
         summary = f"not approved: nothing changed ({decision.comment})"
-        return _publish(UndoResult.from_plan(plan, outcome="not-approved", summary=summary), plan, where)
+        refused = UndoResult.from_plan(plan, outcome="not-approved", summary=summary)
+        return not_approved_state(_publish(refused, plan, where), decision)
     if controls.require_approval:
         plan = _still_the_approved_plan(where, request, plan)
 

@@ -20,15 +20,16 @@ from typing import Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.states import State
 from pydantic import Field
 
 from blocks import KubernetesCluster
 from flows.etcd_restore import EtcdRestoreRequest, RestoreIncomplete, etcd_restore
 from flows.etcd_snapshot import EtcdSnapshotRequest, etcd_snapshot
 from rollbook.artifacts import artifact_key
-from rollbook.change import ChangeControls, request_approval
+from rollbook.change import ChangeControls, not_approved_state, request_approval, subflow_result
 from rollbook.etcd_backup import stamp
-from rollbook.reports.etcd import DrillResult, RestoreResult, drill_markdown
+from rollbook.reports.etcd import DrillResult, drill_markdown
 from tasks.cluster import resolve_cluster
 from tasks.controlplane import ControlPlane
 from tasks.drill import create_workload, delete_workload, move_etcd_data_away
@@ -66,7 +67,7 @@ def _disaster(request: DrillRequest, cluster: KubernetesCluster, drill: str) -> 
 
 
 @flow(name="dr-drill")
-def dr_drill(request: DrillRequest, controls: ChangeControls) -> DrillResult:
+def dr_drill(request: DrillRequest, controls: ChangeControls) -> DrillResult | State[DrillResult]:
     """Snapshot, break, restore, verify, score."""
     log = get_run_logger()
     drill = f"drill-{stamp(dt.datetime.now(dt.UTC)).lower()}"
@@ -84,14 +85,15 @@ def dr_drill(request: DrillRequest, controls: ChangeControls) -> DrillResult:
                                 f"**{request.disaster}**, then a full restore of the cluster from it.")  # fmt: skip
     if not decision.approved:
         delete_workload(cluster, drill, wait_seconds=300)
-        return DrillResult.model_validate({**base, "outcome": "not-approved", "summary": decision.comment,
+        refused = DrillResult.model_validate({**base, "outcome": "not-approved", "summary": decision.comment,
             "snapshot": snapshot.name, "objects": snapshot.objects, "workload_objects": 0, "lost": [],
             "time_to_recover": 0, "passed": False})  # fmt: skip
+        return not_approved_state(refused, decision)
     _disaster(request, cluster, drill)
     started = time.monotonic()
     restore_controls = controls.model_copy(update={"require_approval": False})
     try:
-        restored: RestoreResult = etcd_restore(_restore_request(request, snapshot.name), restore_controls)
+        restored = subflow_result(etcd_restore(_restore_request(request, snapshot.name), restore_controls))
         lost, phases = restored.missing, restored.seconds
     except RestoreIncomplete as exc:
         lost, phases = [str(exc)], {}

@@ -25,12 +25,13 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.states import State
 from pydantic import Field
 
 from blocks import BackupBucket, KubernetesCluster
 from flows.etcd_snapshot import EtcdToolchain
 from rollbook.artifacts import artifact_key
-from rollbook.change import ChangeControls, change_annotations, request_approval
+from rollbook.change import ChangeControls, change_annotations, not_approved_state, request_approval
 from rollbook.etcd_backup import (
     DEFAULT_BUMP_REVISION,
     Inventory,
@@ -186,7 +187,7 @@ def _check_after(
 
 
 @flow(name="etcd-restore")
-def etcd_restore(request: EtcdRestoreRequest, controls: ChangeControls) -> RestoreResult:
+def etcd_restore(request: EtcdRestoreRequest, controls: ChangeControls) -> RestoreResult | State[RestoreResult]:
     """Verify, show the evidence, (approve,) restore through the driver, verify the restored cluster."""
     try:
         return _restore(request, controls)
@@ -200,7 +201,7 @@ def etcd_restore(request: EtcdRestoreRequest, controls: ChangeControls) -> Resto
         raise
 
 
-def _restore(request: EtcdRestoreRequest, controls: ChangeControls) -> RestoreResult:
+def _restore(request: EtcdRestoreRequest, controls: ChangeControls) -> RestoreResult | State[RestoreResult]:
     log, seconds = get_run_logger(), {}
     key = artifact_key("etcd-restore", request.cluster_name)
     bucket = load_bucket(request.bucket_block)
@@ -229,7 +230,8 @@ def _restore(request: EtcdRestoreRequest, controls: ChangeControls) -> RestoreRe
         decision = request_approval(controls, evidence)
         if not decision.approved:
             summary = f"not approved: {decision.comment}; nothing was touched"
-            return RestoreResult.model_validate({"outcome": "not-approved", "summary": summary, **base})
+            result = RestoreResult.model_validate({"outcome": "not-approved", "summary": summary, **base})
+            return not_approved_state(result, decision)
         run_stamp = stamp(dt.datetime.now(dt.UTC))
         previous = _restart(request, cluster, path, run_stamp, seconds)
     missing, disappeared, waiting = _check_after(request, cluster, manifest, diff, seconds)

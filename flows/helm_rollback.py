@@ -12,12 +12,20 @@ import datetime as dt
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
+from prefect.states import State
 from pydantic import Field
 
 from blocks import KubernetesCluster
 from flows._helm_target import HelmReleaseTarget
 from rollbook.artifacts import artifact_key
-from rollbook.change import ANNOTATION_PREFIX, ChangeControls, Outcome, change_annotations, request_approval
+from rollbook.change import (
+    ANNOTATION_PREFIX,
+    ChangeControls,
+    Outcome,
+    change_annotations,
+    not_approved_state,
+    request_approval,
+)
 from rollbook.helm_recovery import (
     FROM_REVISION,
     RESULT,
@@ -87,7 +95,9 @@ class RollbackNotHealthy(RuntimeError):
 
 
 @flow(name="helm-rollback")
-def helm_rollback(request: HelmRollbackRequest, controls: ChangeControls) -> HelmRollbackResult:
+def helm_rollback(
+    request: HelmRollbackRequest, controls: ChangeControls
+) -> HelmRollbackResult | State[HelmRollbackResult]:
     """Read the history, recognise a rollback already applied or a stuck release, plan, approve, roll back
     with --wait, verify status and pods, and record it on the release's Deployments."""
     ns, name, helm = request.namespace, request.release, request.helm_executable
@@ -111,7 +121,8 @@ def helm_rollback(request: HelmRollbackRequest, controls: ChangeControls) -> Hel
         create_markdown_artifact(titled("Not approved: nothing changed", plan_md, decision.comment), key=key)
         get_run_logger().warning("rollback of %s not approved (%s): nothing changed", name, decision.comment)
         summary = f"not approved ({decision.comment}): {result.summary}; nothing changed"
-        return result.model_copy(update={"outcome": "not-approved", "summary": summary, "approval": decision.comment})
+        update = {"outcome": "not-approved", "summary": summary, "approval": decision.comment}
+        return not_approved_state(result.model_copy(update=update), decision)
 
     if stuck is not None:
         note = f"marked failed by rollbook {ACTION}: interrupted {stuck.status} ({controls.reason})"

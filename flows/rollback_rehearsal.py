@@ -16,6 +16,7 @@ from typing import Any, Self
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.states import State
 from pydantic import Field, model_validator
 
 from blocks import KubernetesCluster
@@ -23,7 +24,7 @@ from flows._cluster_source import ClusterSource
 from flows.atomic_upgrade import AtomicUpgradeRequest, atomic_upgrade
 from flows.helm_rollback import HelmRollbackRequest, helm_rollback
 from rollbook.artifacts import artifact_key
-from rollbook.change import ChangeControls, request_approval
+from rollbook.change import ChangeControls, not_approved_state, request_approval, subflow_result
 from rollbook.helm_results import RehearsalResult, StepResult
 from rollbook.reports.helm import rehearsal_plan, rehearsal_report, titled
 from rollbook.types import ChartRef, ImageRepository, ImageTag, LocalPath, Namespace, ReleaseName, Values
@@ -139,7 +140,7 @@ class _Drill:
 
     def upgrade_to(self, tag: str, *, install: bool) -> str:
         r = self.request
-        out = atomic_upgrade(
+        upgraded = atomic_upgrade(
             AtomicUpgradeRequest(
                 **_cluster_fields(r),
                 namespace=r.namespace,
@@ -154,6 +155,7 @@ class _Drill:
             ),
             self.controls,
         )
+        out = subflow_result(upgraded)
         return f"revision {out.live_revision} live"
 
     def roll_back(self) -> str:
@@ -165,12 +167,14 @@ class _Drill:
             timeout_seconds=r.timeout_seconds,
             helm_executable=r.helm_executable,
         )
-        out = helm_rollback(target, self.controls)
+        out = subflow_result(helm_rollback(target, self.controls))
         return f"revision {out.from_revision} -> {out.to_revision} (new revision {out.new_revision})"
 
 
 @flow(name="rollback-rehearsal")
-def rollback_rehearsal(request: RollbackRehearsalRequest, controls: ChangeControls = DRILL_CONTROLS) -> RehearsalResult:
+def rollback_rehearsal(
+    request: RollbackRehearsalRequest, controls: ChangeControls = DRILL_CONTROLS
+) -> RehearsalResult | State[RehearsalResult]:
     """Plan/approve, then deploy v1, upgrade to v2, roll back with the helm-rollback runbook, verify v1 is
     live and Ready, delete the scratch namespace; every step timed."""
     ns, name = request.namespace, request.release
@@ -195,7 +199,8 @@ def rollback_rehearsal(request: RollbackRehearsalRequest, controls: ChangeContro
     if not decision.approved:
         create_markdown_artifact(titled("Not approved: nothing changed", plan_md, decision.comment), key=key)
         summary = f"not approved ({decision.comment}): nothing changed"
-        return base.model_copy(update={"outcome": "not-approved", "summary": summary, "approval": decision.comment})
+        update = {"outcome": "not-approved", "summary": summary, "approval": decision.comment}
+        return not_approved_state(base.model_copy(update=update), decision)
 
     started = time.monotonic()
     for step, action in drill.plan():
