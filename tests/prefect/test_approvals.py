@@ -1,13 +1,16 @@
 """Approvals you can audit, on a real Prefect server: the plan is shown before the pause, the answer is recorded
-on the run and in the change annotations, a named approval is required, and a timeout ends like a rejection.
+on the run and in the change annotations, a named approval is required, and a timeout ends like a rejection:
+both in the same state, Completed and named NotApproved, saying who said no (or that nobody answered) and that
+nothing changed.
 
-The flow under test is the gate itself (`request_approval`, then `change_annotations` for what it would change):
-the flows on the sandbox use exactly these two calls.
+The flow under test is the gate itself (`request_approval`, `not_approved_state` when refused, then
+`change_annotations` for what it would change): the flows on the sandbox use exactly these three calls.
 """
 
 from __future__ import annotations
 
 import contextvars
+import json
 import threading
 import time
 import uuid
@@ -22,17 +25,36 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, FlowRunFilter, FlowRunFilterName
 from prefect.client.schemas.objects import StateType
 from prefect.flow_runs import resume_flow_run
+from prefect.states import State
 
-from rollbook.change import ChangeControls, change_annotations, request_approval
+from rollbook.change import (
+    NOT_APPROVED,
+    ChangeControls,
+    ChangeResult,
+    change_annotations,
+    not_approved_state,
+    request_approval,
+)
+from rollbook.cli import main
 
 PLAN = "## Plan\n\nroll web back from revision 3 to revision 2"
 
 
+class GateResult(ChangeResult):
+    decision: dict[str, Any]
+    annotations: dict[str, str]
+
+
 @flow
-def gated(controls: ChangeControls) -> dict[str, Any]:
+def gated(controls: ChangeControls) -> GateResult | State[GateResult]:
     decision = request_approval(controls, PLAN)
-    outcome = "changed" if decision.approved else "not-approved"
-    return {"outcome": outcome, "decision": decision.model_dump(), "annotations": change_annotations(controls, "undo")}
+    annotations = change_annotations(controls, "undo")
+    if not decision.approved:
+        refused = GateResult(
+            outcome="not-approved", summary="nothing changed", decision=decision.model_dump(), annotations=annotations
+        )
+        return not_approved_state(refused, decision)
+    return GateResult(outcome="changed", summary="undone", decision=decision.model_dump(), annotations=annotations)
 
 
 def controls(timeout: int = 60) -> ChangeControls:
@@ -46,13 +68,18 @@ def controls(timeout: int = 60) -> ChangeControls:
 
 
 @contextmanager
-def running(gate: ChangeControls) -> Iterator[dict[str, Any]]:
-    """Run the gated flow in a thread (it blocks while paused); yields its run (once it exists) and outcome."""
+def running(gate: ChangeControls, *, return_state: bool = True) -> Iterator[dict[str, Any]]:
+    """Run the gated flow in a thread (it blocks while paused); yields its run (once it exists) and then its
+    final state (`return_state`, as `rollbook run` calls a flow) or its result (a direct call, as a subflow)."""
     name = f"gated-{uuid.uuid4().hex[:8]}"
     box: dict[str, Any] = {}
 
     def target() -> None:
-        box["state"] = gated.with_options(flow_run_name=name)(gate, return_state=True)
+        named = gated.with_options(flow_run_name=name)
+        if return_state:
+            box["state"] = named(gate, return_state=True)
+        else:
+            box["result"] = named(gate)
 
     thread = threading.Thread(target=contextvars.copy_context().run, args=(target,), daemon=True)
     thread.start()
@@ -120,10 +147,11 @@ def test_plan_is_shown_before_the_pause_and_the_approver_is_recorded(
         logs = read_logs(run["id"], lambda messages: any(PLAN in m for m in messages))
         assert any(PLAN in m for m in logs), "the plan is not in the paused run's logs"
         _answer(run["id"], {"approved": True, "approver": "alice", "comment": "looks right"})
+    assert (run["state"].type, run["state"].name) == (StateType.COMPLETED, "Completed")  # approved: as before
     result = run["state"].result()
-    assert result["outcome"] == "changed"
-    assert result["annotations"]["rollbook.dev/approved-by"] == "alice"
-    assert result["annotations"]["rollbook.dev/approval-comment"] == "looks right"
+    assert result.outcome == "changed"
+    assert result.annotations["rollbook.dev/approved-by"] == "alice"
+    assert result.annotations["rollbook.dev/approval-comment"] == "looks right"
     assert "approved-by:alice" in _tags(run["id"])
     assert any("| by | alice |" in text and "looks right" in text for text in _artifacts(run["id"]))
 
@@ -135,25 +163,54 @@ def test_an_approval_without_a_name_is_refused_and_the_run_stays_paused() -> Non
             resume_flow_run(run["id"], run_input={"approved": True, "comment": "anonymous"})
         assert _paused(run["id"])
         _answer(run["id"], {"approved": False, "approver": "bob", "comment": "not today"})
-    assert run["state"].result()["outcome"] == "not-approved"
+    assert (run["state"].name, run["state"].result().outcome) == (NOT_APPROVED, "not-approved")
+
+
+def _final_state(run_id: UUID) -> State[Any]:
+    """The run's final state as the server recorded it (what the UI and the run list show)."""
+    with get_client(sync_client=True) as client:
+        state = client.read_flow_run(run_id).state
+    assert state is not None
+    return state
 
 
 def test_reject_and_timeout_end_in_the_same_state_saying_nothing_changed(
     read_logs: Callable[[UUID, Callable[[list[str]], bool]], list[str]],
 ) -> None:
-    with running(controls()) as rejected:
+    # the rejected run is called directly (as a subflow is): it still returns the typed result
+    with running(controls(), return_state=False) as rejected:
         _answer(rejected["id"], {"approved": False, "approver": "bob", "comment": "not during the freeze"})
     with running(controls(timeout=10)) as timed_out:
         pass  # nobody answers
+    assert isinstance(rejected["result"], GateResult) and rejected["result"].outcome == "not-approved"
+    local = timed_out["state"]  # what a `return_state=True` caller (`rollbook run`) sees
+    assert (local.type, local.name) == (StateType.COMPLETED, NOT_APPROVED), (
+        f"{local.type} {local.name}: {local.message}"
+    )
+    assert local.is_completed() and local.result().outcome == "not-approved"
+    states = {"rejected": _final_state(rejected["id"]), "timed out": _final_state(timed_out["id"])}
     for run in (rejected, timed_out):
-        state = run["state"]
-        assert state.type == StateType.COMPLETED, f"{state.type}: {state.message}"
-        assert run["state"].result()["outcome"] == "not-approved"
         assert any("nothing changed" in text for text in _artifacts(run["id"]))
         logs = read_logs(run["id"], lambda messages: any("nothing changed" in m for m in messages))
         assert any("nothing changed" in m for m in logs)
-    with get_client(sync_client=True) as client:
-        assert client.read_flow_run(rejected["id"]).state_type == client.read_flow_run(timed_out["id"]).state_type
+    assert {(s.type, s.name) for s in states.values()} == {(StateType.COMPLETED, NOT_APPROVED)}, states
+    assert states["rejected"].message == "Not approved: rejected by bob (not during the freeze); nothing changed"
+    assert states["timed out"].message == "Not approved: nobody answered (timed out after 10s); nothing changed"
+    assert local.message == states["timed out"].message
     assert "rejected-by:bob" in _tags(rejected["id"])
     assert "approval-timed-out" in _tags(timed_out["id"])
-    assert "rollbook.dev/approved-by" not in timed_out["state"].result()["annotations"]
+    assert "rollbook.dev/approved-by" not in local.result().annotations
+
+
+def test_rollbook_run_reports_a_not_approved_run_as_done_not_failed(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`rollbook run` exits 0 for a NotApproved run (it is Completed: nothing failed) and prints its result."""
+    import flows
+
+    monkeypatch.setitem(flows.FLOWS, "gated", gated)
+    timeout = controls(timeout=10).model_dump(mode="json")
+    code = main(["run", "gated", "-p", f"controls={json.dumps(timeout)}"])  # nobody answers
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert json.loads(out)["outcome"] == "not-approved"
