@@ -111,7 +111,7 @@ class Decision(RunInput):
 
 
 # The own deadline of a pause: the server's is this much later, so the run answers its timeout itself (like a
-# rejection, run Completed, nothing changed) instead of the server failing it ("paused and never resumed").
+# rejection: run NotApproved, nothing changed) instead of the server failing it ("paused and never resumed").
 PAUSE_GRACE_SECONDS = 120
 # Answers given in this process, by flow run: change_annotations writes the approver on what the run changes.
 _ANSWERS: dict[str, dict[str, str]] = {}
