@@ -214,3 +214,35 @@ def test_rollbook_run_reports_a_not_approved_run_as_done_not_failed(
     out, err = capsys.readouterr()
     assert code == 0, err
     assert json.loads(out)["outcome"] == "not-approved"
+
+
+def test_a_real_runbook_ends_not_approved_and_deletes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """backup-retention, with its bucket replaced by two snapshots in memory: at its gate nobody answers, so the
+    run ends NotApproved through the same helper as the gated flow above, and nothing is deleted."""
+    import datetime as dt
+    import importlib
+
+    from rollbook.retention import RetentionRules, SnapshotRecord
+
+    runbook = importlib.import_module("flows.backup_retention")  # the module: `flows` exports the flow by that name
+
+    now = dt.datetime.now(dt.UTC)
+    snapshots = [(SnapshotRecord(name=f"prod/{age}.db", taken_at=now - dt.timedelta(days=age)), None) for age in (1, 9)]
+    deleted: list[list[str]] = []
+
+    def delete_objects(bucket: object, names: list[str]) -> list[str]:
+        deleted.append(names)
+        return names
+
+    monkeypatch.setattr(runbook, "load_bucket", lambda block: object())
+    monkeypatch.setattr(runbook, "catalogue_snapshots", lambda bucket, cluster: snapshots)
+    monkeypatch.setattr(runbook, "delete_objects", delete_objects)
+    rules = RetentionRules(keep_last=1, hourly=0, daily=0, weekly=0)
+    request = runbook.RetentionRequest(bucket_block="backups", cluster_name="prod", rules=rules)
+
+    state = runbook.backup_retention(request, controls(timeout=10), return_state=True)
+
+    assert (state.type, state.name) == (StateType.COMPLETED, NOT_APPROVED), f"{state.name}: {state.message}"
+    assert state.message == "Not approved: nobody answered (timed out after 10s); nothing changed"
+    result = state.result()
+    assert (result.outcome, result.delete) == ("not-approved", ["prod/9.db"]) and deleted == []
