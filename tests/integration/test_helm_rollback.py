@@ -273,7 +273,7 @@ def test_rerun_after_a_failed_wait_finishes_the_rollback(
     version. The re-run must finish the rollback to 1 (found by the fault campaign with an API-server restart)."""
     assert helm_deploy(sandbox, demo_chart, namespace, "1.0.0")
     assert helm_deploy(sandbox, demo_chart, namespace, "1.1.0")
-    request = HelmRollbackRequest(**target_fields(sandbox, namespace, timeout_seconds=5))
+    request = HelmRollbackRequest(**target_fields(sandbox, namespace, timeout_seconds=10))
     assert sandbox.stop_service("kube-controller-manager")
     try:
         with pytest.raises(HelmOperationFailed, match="rollback failed"):
