@@ -5,6 +5,9 @@ is checked the same way everywhere, before any task runs. Each check runs before
 says the rule in the user's words (pydantic's would name a regular expression); the `Field` constraints stay
 for the JSON schema, so the Prefect form shows them too. Numbers are strict: `true` or `"3"` is not a
 revision, because a boolean silently becoming revision 1 rolls back to the wrong place.
+
+`FormOptional[T]` makes any of them optional for a form: None when not given, shown as T's own input (no
+"None" type toggle).
 """
 
 from __future__ import annotations
@@ -12,10 +15,11 @@ from __future__ import annotations
 import re
 import reprlib
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BeforeValidator, Field, JsonValue, StrictInt
-from pydantic_core import PydanticCustomError
+from pydantic import BeforeValidator, Field, GetJsonSchemaHandler, JsonValue, StrictInt
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import PydanticCustomError, core_schema
 
 from rollbook.values import ValuesError, check_values, load_yaml
 
@@ -220,14 +224,58 @@ def _values(value: object) -> object:
 # helm values given as a mapping: the same depth and size limits as a YAML document
 Values = Annotated[dict[str, JsonValue], BeforeValidator(_values)]
 
+
+class InnerTypeSchema:
+    """The field's JSON schema is its inner type's, without the `{"type": "null"}` branch, and without the
+    `"default": null`, so the Prefect form draws a plain input instead of a type toggle ("Property is type
+    None"). Why drop the default: the form (prefect/server/ui, SchemaFormProperty) fills a field with its
+    schema default, so `null` would be sent, and the server then refuses it (a property with a default is
+    checked as its plain type). Without a default the input starts empty and an empty input is left out of
+    the parameters (SchemaFormPropertyString sends nothing for ""), so the field takes its Python default,
+    None; Prefect's own schema check still accepts an explicit null for a property that is neither required
+    nor defaulted (`preprocess_schema`)."""
+
+    def __get_pydantic_json_schema__(
+        self, schema: core_schema.CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema = handler(schema)
+        branches = [b for b in json_schema.get("anyOf", []) if b != {"type": "null"}]
+        if len(branches) == 1 and len(json_schema["anyOf"]) == 2:
+            del json_schema["anyOf"]
+            json_schema.update(branches[0])
+            if "enum" in json_schema and None not in json_schema["enum"]:
+                # Prefect's null allowance replaces only "type", so a choice must list null itself; the
+                # form offers only the text options (no "None" entry appears)
+                json_schema["enum"] = [*json_schema["enum"], None]
+        return json_schema
+
+
+def _no_null_default(schema: dict[str, Any]) -> None:
+    # runs on the field's schema, after pydantic added its default (see InnerTypeSchema)
+    if "default" in schema and schema["default"] is None:
+        del schema["default"]
+
+
+T = TypeVar("T")
+# `FormOptional[Namespace]`: a namespace, or None when not given. Python sees `T | None`, so flows keep
+# testing `is None`; a value is checked by T exactly as before. Text "" does not become None: T judges it
+# (every name, path and number type refuses it), because a blank that arrives (an unset shell variable in
+# `rollbook run namespace=$NS`) is a mistake that must not turn into "the default namespace" or "the
+# previous revision"; the form never sends one (an empty input is left out). For scalars (text, numbers,
+# URLs, choices); a nested model or a list keeps `X | None`, where "none" is a choice of its own
+# (tests/unit/test_form_schema.py lists them).
+FormOptional = Annotated[T | None, InnerTypeSchema(), Field(json_schema_extra=_no_null_default)]
+
 __all__ = [
     "AuditText",
     "BlockName",
     "ChartRef",
     "DnsLabel",
+    "FormOptional",
     "ImageRef",
     "ImageRepository",
     "ImageTag",
+    "InnerTypeSchema",
     "LocalPath",
     "MemoryBytes",
     "Millicores",
