@@ -19,7 +19,7 @@ from flows._canary_model import (
 from flows._cluster_source import ClusterSource
 from flows._traffic_source import TrafficSource
 from rollbook.change import ChangeResult
-from rollbook.types import ChartRef, ImageTag, LocalPath, Namespace, ReleaseName, Values
+from rollbook.types import ChartRef, FormOptional, ImageTag, LocalPath, Namespace, ReleaseName, Values
 from tasks.metrics.checks import MetricCheck
 from tasks.webhooks import Webhook
 
@@ -42,7 +42,9 @@ class BlueGreenRequest(TrafficSource):
     threshold: int = Field(default=3, ge=1, le=100, description="Failed checks (in total) that revert to blue.")
     metrics: list[MetricCheck] = Field(default=default_metrics(), min_length=1, description=METRICS_HELP)
     webhooks: list[Webhook] = Field(default=[], description=WEBHOOKS_HELP)
-    acceptance_url: HttpUrl | None = Field(default=None, description="GET that must answer 2xx before any shift.")
+    acceptance_url: FormOptional[HttpUrl] = Field(
+        default=None, description="GET that must answer 2xx before any shift."
+    )
     acceptance_command: list[str] | None = Field(default=None, description="Command that must exit 0 before any shift.")
     acceptance_timeout_seconds: int = Field(default=60, ge=1, le=3600)
     approval_timeout_seconds: int = Field(default=3600, ge=5, le=7 * 24 * 3600)

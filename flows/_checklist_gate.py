@@ -15,7 +15,7 @@ from flows._cluster_source import ClusterSource
 from flows.predeploy_checklist import ChecklistFailed, ChecklistRequest, predeploy_checklist
 from rollbook.checklist import CheckPolicy, Waiver
 from rollbook.form_rules import form_rules_schema, given, not_both
-from rollbook.types import BlockName, LocalPath
+from rollbook.types import BlockName, FormOptional, LocalPath
 from tasks.migrations import MigrationCheck
 from tasks.scanners import ScannerKind, severity_ok
 
@@ -33,10 +33,14 @@ class ChecklistOptions(BaseModel):
         ),
     )
 
-    registry_block: BlockName | None = Field(default=None, description="'Rollbook Container Registry' block (key).")
-    cosign_public_key: LocalPath | None = Field(default=None, description="A cosign public key (instead of a block).")
+    registry_block: FormOptional[BlockName] = Field(
+        default=None, description="'Rollbook Container Registry' block (key)."
+    )
+    cosign_public_key: FormOptional[LocalPath] = Field(
+        default=None, description="A cosign public key (instead of a block)."
+    )
     scanner: ScannerKind = Field(default="grype", description="Vulnerability scanner.")
-    scanner_executable: LocalPath | None = Field(default=None, description="Scanner binary (default: on PATH).")
+    scanner_executable: FormOptional[LocalPath] = Field(default=None, description="Scanner binary (default: on PATH).")
     severity_threshold: str = Field(default="critical", description="Fail on findings at or above this severity.")
     migration: MigrationCheck | None = Field(
         default=None, description="DB migration status to check (provider, database, expected version); empty: none."

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Self
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rollbook.form_rules import any_given, form_rules_schema, given, not_both
-from rollbook.types import DNS_LABEL, DNS_SUBDOMAIN, RELEASE_NAME, BlockName, LocalPath
+from rollbook.types import DNS_LABEL, DNS_SUBDOMAIN, RELEASE_NAME, BlockName, FormOptional, LocalPath
 
 __all__ = ["DNS_LABEL", "DNS_SUBDOMAIN", "RELEASE_NAME", "ClusterSource"]
 
@@ -33,14 +33,14 @@ class ClusterSource(BaseModel):
         ),
     )
 
-    cluster_block: BlockName | None = Field(
+    cluster_block: FormOptional[BlockName] = Field(
         default=None, description="Name of a saved 'Rollbook Kubernetes Cluster' block."
     )
-    kubeconfig_path: LocalPath | None = Field(
+    kubeconfig_path: FormOptional[LocalPath] = Field(
         default=None, description="Kubeconfig file to use instead of a block; default $KUBECONFIG or ~/.kube/config."
     )
-    # a plain string, not `str | None`: the form shows a text box instead of a type toggle; empty means the
-    # kubeconfig's current-context
+    # a plain string (the one field where "" is a value, not None): empty means the kubeconfig's
+    # current-context; the other optional fields are `FormOptional`, which the form shows as plain inputs too
     context: str = Field(
         default="", max_length=253, description="Kubeconfig context (only with a kubeconfig file); empty: current."
     )

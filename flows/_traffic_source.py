@@ -11,7 +11,7 @@ from pydantic import Field, HttpUrl, model_validator
 from flows._checklist_gate import ChecklistOptions
 from flows._cluster_source import ClusterSource
 from rollbook.form_rules import exactly_one, given, rule, when_value
-from rollbook.types import BlockName, ResourceName
+from rollbook.types import BlockName, FormOptional, ResourceName
 from tasks.observers.base import ObserverKind
 from tasks.routers.registry import RouterKind
 
@@ -29,14 +29,18 @@ class TrafficSource(ClusterSource):
         ),
     )
 
-    prometheus_url: HttpUrl | None = Field(default=None, description="Prometheus base URL (or prometheus_block).")
-    prometheus_block: BlockName | None = Field(default=None, description="Saved 'Rollbook Prometheus Connection'.")
+    prometheus_url: FormOptional[HttpUrl] = Field(
+        default=None, description="Prometheus base URL (or prometheus_block)."
+    )
+    prometheus_block: FormOptional[BlockName] = Field(
+        default=None, description="Saved 'Rollbook Prometheus Connection'."
+    )
     router: RouterKind = Field(
         default="nginx",
         description="nginx: a canary Ingress beside the serving one; gateway-api: HTTPRoute backend weights.",
     )
-    http_route: ResourceName | None = Field(default=None, description="HTTPRoute name (gateway-api).")
-    observer: ObserverKind | None = Field(
+    http_route: FormOptional[ResourceName] = Field(default=None, description="HTTPRoute name (gateway-api).")
+    observer: FormOptional[ObserverKind] = Field(
         default=None,
         description="Data plane whose metrics the built-in checks query; default: nginx-ingress for the nginx "
         "router, envoy-gateway for gateway-api.",

@@ -27,7 +27,7 @@ from rollbook.helm_releases import (
 )
 from rollbook.helm_results import AtomicUpgradeResult
 from rollbook.reports.helm import titled, upgrade_plan, upgrade_report
-from rollbook.types import ChartRef, ImageTag, Values
+from rollbook.types import ChartRef, FormOptional, ImageTag, Values
 from rollbook.values import deep_merge
 from tasks.cluster import resolve_cluster
 from tasks.helm_changes import UpgradeOutcome, upgrade_release
@@ -45,7 +45,7 @@ class AtomicUpgradeRequest(HelmReleaseTarget):
     set_values: Values = Field(
         default={}, description='Dotted-path overrides applied last, e.g. {"image.tag": "1.1.0"}.'
     )
-    image_tag: ImageTag | None = Field(default=None, description="Shortcut for set_values image.tag.")
+    image_tag: FormOptional[ImageTag] = Field(default=None, description="Shortcut for set_values image.tag.")
     reuse_values: bool = Field(
         default=True,
         description="Start from the live revision's values (so setting only the tag keeps everything else).",

@@ -6,14 +6,14 @@ from prefect import flow, get_run_logger
 from pydantic import Field
 
 from flows._cluster_source import ClusterSource
-from rollbook.types import Namespace
+from rollbook.types import FormOptional, Namespace
 from tasks.cluster import count_pods, resolve_cluster, server_version
 
 
 class HelloRequest(ClusterSource):
     """Which cluster to greet. Frozen because a default instance is shared between calls."""
 
-    namespace: Namespace | None = Field(
+    namespace: FormOptional[Namespace] = Field(
         default=None,
         description="Namespace whose pods are counted; default: the block's namespace, else 'default'.",
     )

@@ -42,7 +42,7 @@ from rollbook.change import (
 from rollbook.form_rules import given, not_both, requires
 from rollbook.reports.undo import UndoPlan, UndoResult, plan_markdown, result_markdown, rollout_failed_markdown
 from rollbook.revisions import JSON
-from rollbook.types import LocalPath, Revision
+from rollbook.types import FormOptional, LocalPath, Revision
 from tasks.cluster import resolve_cluster
 from tasks.kube import (
     mark_rollout_complete,
@@ -72,7 +72,7 @@ class UndoRequest(DeploymentTarget):
         requires(given("verify_images"), given("cosign_public_key"), "verify_images needs cosign_public_key"),
     )
 
-    to_revision: Revision | None = Field(
+    to_revision: FormOptional[Revision] = Field(
         default=None,
         description="Revision to restore (a whole number; true/false or text are refused); empty: the previous one.",
     )
@@ -82,8 +82,10 @@ class UndoRequest(DeploymentTarget):
     verify_images: bool = Field(
         default=False, description="With last_known_good: also require the revision's images to verify (cosign)."
     )
-    cosign_public_key: LocalPath | None = Field(default=None, description="The cosign public key (verify_images).")
-    wait_timeout_seconds: int | None = Field(
+    cosign_public_key: FormOptional[LocalPath] = Field(
+        default=None, description="The cosign public key (verify_images)."
+    )
+    wait_timeout_seconds: FormOptional[int] = Field(
         default=None,
         ge=1,
         le=6 * 3600,

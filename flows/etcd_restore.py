@@ -44,7 +44,7 @@ from rollbook.etcd_backup import (
 )
 from rollbook.reports.etcd import RestoreResult, restore_evidence_markdown, restore_result_markdown
 from rollbook.retention import SnapshotRecord
-from rollbook.types import BlockName, DnsLabel, LocalPath
+from rollbook.types import BlockName, DnsLabel, FormOptional, LocalPath
 from tasks.backup_store import download, load_bucket, sha256_file
 from tasks.cluster import resolve_cluster
 from tasks.controlplane import ControlPlane
@@ -76,7 +76,7 @@ class EtcdRestoreRequest(EtcdToolchain):
 
     bucket_block: BlockName = Field(description="Saved 'Rollbook Backup Bucket' block holding the snapshots.")
     cluster_name: DnsLabel = Field(description="The cluster being restored; snapshots of another name are refused.")
-    snapshot: str | None = Field(
+    snapshot: FormOptional[str] = Field(
         default=None,
         pattern=r"^etcd-\d{8}T\d{6}Z-r\d+\.db$",
         max_length=64,
@@ -88,7 +88,9 @@ class EtcdRestoreRequest(EtcdToolchain):
     )
     ready_timeout_seconds: int = Field(default=300, ge=10, le=3600, description="Wait for /readyz after restart.")
     deployments_timeout_seconds: int = Field(default=300, ge=0, le=3600, description="Wait for Deployments.")
-    work_dir: LocalPath | None = Field(default=None, description="Where the snapshot is downloaded; default: temp.")
+    work_dir: FormOptional[LocalPath] = Field(
+        default=None, description="Where the snapshot is downloaded; default: temp."
+    )
 
 
 def _choose(bucket: BackupBucket, request: EtcdRestoreRequest) -> tuple[SnapshotRecord, Manifest]:

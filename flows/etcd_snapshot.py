@@ -27,7 +27,7 @@ from flows._cluster_source import ClusterSource
 from rollbook.artifacts import artifact_key
 from rollbook.etcd_backup import ClusterIdentity, Encryption, Manifest, manifest_name, snapshot_name
 from rollbook.reports.etcd import SnapshotResult, snapshot_markdown
-from rollbook.types import BlockName, DnsLabel, LocalPath
+from rollbook.types import BlockName, DnsLabel, FormOptional, LocalPath
 from tasks.backup_store import check_bucket, delete_objects, load_bucket, put_manifest, upload_snapshot
 from tasks.cluster import resolve_cluster
 from tasks.etcd import endpoint_status, load_endpoint, save_snapshot, snapshot_status, tool_versions
@@ -55,7 +55,7 @@ class EtcdSnapshotRequest(EtcdToolchain):
     part_size_mib: int = Field(default=16, ge=5, le=5120, description="Multipart part size in MiB (S3: 5 to 5120).")
     upload_concurrency: int = Field(default=8, ge=1, le=32, description="Parts uploaded in parallel.")
     encryption: Encryption = Field(default=Encryption(), description="S3 server-side encryption of both objects.")
-    work_dir: LocalPath | None = Field(
+    work_dir: FormOptional[LocalPath] = Field(
         default=None, description="Directory for the temporary snapshot file; default: the system's temp dir."
     )
 

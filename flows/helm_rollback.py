@@ -50,7 +50,7 @@ from rollbook.helm_releases import (
 )
 from rollbook.helm_results import HelmRollbackResult
 from rollbook.reports.helm import rollback_plan, rollback_summary, stuck_markdown, titled
-from rollbook.types import Revision
+from rollbook.types import FormOptional, Revision
 from tasks.cluster import resolve_cluster
 from tasks.helm_changes import rollback_release
 from tasks.helm_errors import HelmError, HelmOperationFailed
@@ -64,7 +64,7 @@ ACTION = "helm-rollback"
 class HelmRollbackRequest(HelmReleaseTarget):
     """Which release to roll back, and to what."""
 
-    revision: Revision | None = Field(
+    revision: FormOptional[Revision] = Field(
         default=None,
         description="Revision to roll back to; empty: the newest deployed/superseded revision before the live one.",
     )

@@ -24,7 +24,7 @@ from rollbook import revisions
 from rollbook.artifacts import artifact_key
 from rollbook.form_rules import given, requires
 from rollbook.revisions import JSON
-from rollbook.types import LocalPath
+from rollbook.types import FormOptional, LocalPath
 from tasks.cluster import resolve_cluster
 from tasks.kube import read_deployment_and_replica_sets
 from tasks.signing import verify_image
@@ -69,7 +69,9 @@ class LastKnownGoodRequest(DeploymentTarget):
     )
 
     verify_images: bool = Field(default=False, description="Also require every image to verify with cosign.")
-    cosign_public_key: LocalPath | None = Field(default=None, description="The cosign public key (verify_images).")
+    cosign_public_key: FormOptional[LocalPath] = Field(
+        default=None, description="The cosign public key (verify_images)."
+    )
 
     @model_validator(mode="after")
     def _key_with_verify(self) -> Self:

@@ -28,7 +28,17 @@ from rollbook.capacity import Need, release_needs
 from rollbook.checklist import CHECKS, CheckPolicy, CheckResult, Status, Verdict, Waiver, decide, one_line
 from rollbook.form_rules import given, not_both
 from rollbook.reports.checklist import log_lines, markdown, table_rows
-from rollbook.types import BlockName, ChartRef, ImageRef, LocalPath, Namespace, ReleaseName, Values, ValuesYaml
+from rollbook.types import (
+    BlockName,
+    ChartRef,
+    FormOptional,
+    ImageRef,
+    LocalPath,
+    Namespace,
+    ReleaseName,
+    Values,
+    ValuesYaml,
+)
 from rollbook.values import deep_merge, load_yaml
 from tasks.checks.capacity import check_capacity, pod_requests_by_node
 from tasks.checks.chart import Rendered, check_chart, images_in, render_chart
@@ -85,10 +95,14 @@ class ChecklistRequest(ClusterSource):
     requests: list[RequestedWorkload] = Field(
         default=[], description="What the release needs; empty: derive replicas × requests from the chart."
     )
-    registry_block: BlockName | None = Field(default=None, description="'Rollbook Container Registry' block (key).")
-    cosign_public_key: LocalPath | None = Field(default=None, description="A cosign public key (instead of a block).")
+    registry_block: FormOptional[BlockName] = Field(
+        default=None, description="'Rollbook Container Registry' block (key)."
+    )
+    cosign_public_key: FormOptional[LocalPath] = Field(
+        default=None, description="A cosign public key (instead of a block)."
+    )
     scanner: ScannerKind = Field(default="grype", description="Vulnerability scanner.")
-    scanner_executable: LocalPath | None = Field(default=None, description="Scanner binary (default: on PATH).")
+    scanner_executable: FormOptional[LocalPath] = Field(default=None, description="Scanner binary (default: on PATH).")
     severity_threshold: str = Field(default="critical", description="Fail on findings at or above this severity.")
     migration: MigrationCheck | None = Field(
         default=None, description="DB migration status to check (provider, database, expected version); empty: none."

@@ -27,7 +27,7 @@ from rollbook.artifacts import artifact_key
 from rollbook.change import ChangeControls, not_approved_state, request_approval, subflow_result
 from rollbook.helm_results import RehearsalResult, StepResult
 from rollbook.reports.helm import rehearsal_plan, rehearsal_report, titled
-from rollbook.types import ChartRef, ImageRepository, ImageTag, LocalPath, Namespace, ReleaseName, Values
+from rollbook.types import ChartRef, FormOptional, ImageRepository, ImageTag, LocalPath, Namespace, ReleaseName, Values
 from tasks.cluster import resolve_cluster
 from tasks.helm_release import release_status
 from tasks.release_workloads import release_pods_ready
@@ -46,9 +46,13 @@ class RollbackRehearsalRequest(ClusterSource):
         "non-scratch namespace.",
     )
     release: ReleaseName = Field(default="rehearsal", description="Release name.")
-    chart: ChartRef | None = Field(default=None, description="Chart to rehearse; empty: the bundled demo-app chart.")
+    chart: FormOptional[ChartRef] = Field(
+        default=None, description="Chart to rehearse; empty: the bundled demo-app chart."
+    )
     values: Values = Field(default={}, description="Values for both versions.")
-    image_repository: ImageRepository | None = Field(default=None, description="Sets image.repository when given.")
+    image_repository: FormOptional[ImageRepository] = Field(
+        default=None, description="Sets image.repository when given."
+    )
     from_tag: ImageTag = Field(default="1.0.0", description="The known-good version deployed first.")
     to_tag: ImageTag = Field(default="1.1.0", description="The new version that is then rolled back.")
     timeout_seconds: int = Field(default=120, ge=10, le=3600, description="helm --timeout for each step.")

@@ -12,7 +12,7 @@ from pydantic import Field
 from flows._deployment_target import DeploymentTarget
 from rollbook import revisions
 from rollbook.artifacts import artifact_key
-from rollbook.types import Revision
+from rollbook.types import FormOptional, Revision
 from tasks.cluster import resolve_cluster
 from tasks.kube import read_deployment_and_replica_sets
 
@@ -20,7 +20,7 @@ from tasks.kube import read_deployment_and_replica_sets
 class HistoryRequest(DeploymentTarget):
     """Which Deployment; optionally one revision to show in full."""
 
-    revision: Revision | None = Field(default=None, description="Show this revision's pod template as well.")
+    revision: FormOptional[Revision] = Field(default=None, description="Show this revision's pod template as well.")
 
 
 @flow(name="rollout-history")

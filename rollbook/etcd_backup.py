@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from rollbook.types import FormOptional
+
 MANIFEST_FORMAT = 1
 SNAPSHOT_SUFFIX = ".db"
 MANIFEST_SUFFIX = ".manifest.json"
@@ -142,7 +144,7 @@ class Encryption(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     mode: Literal["none", "AES256", "aws:kms"] = Field(default="none", description="S3 server-side encryption.")
-    kms_key_id: str | None = Field(default=None, max_length=2048, description="KMS key for aws:kms (optional).")
+    kms_key_id: FormOptional[str] = Field(default=None, max_length=2048, description="KMS key for aws:kms (optional).")
 
     def s3_args(self) -> dict[str, str]:
         if self.mode == "none":

@@ -22,6 +22,7 @@ from typing import get_args
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from rollbook.judging import judge
+from rollbook.types import FormOptional
 from tasks.metrics.providers import MetricsProvider, MetricsUnavailable, MetricsUnreachable
 from tasks.observers.base import BuiltinCheck, Target
 from tasks.observers.registry import observer
@@ -39,9 +40,9 @@ class MetricCheck(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     name: str = Field(min_length=1, max_length=63, description="request-success-rate, request-duration or any name.")
-    query: str | None = Field(default=None, description="Custom PromQL; required unless the name is a built-in.")
-    min: float | None = Field(default=None, description="Fail when the value is below this.")
-    max: float | None = Field(default=None, description="Fail when the value is above this.")
+    query: FormOptional[str] = Field(default=None, description="Custom PromQL; required unless the name is a built-in.")
+    min: FormOptional[float] = Field(default=None, description="Fail when the value is below this.")
+    max: FormOptional[float] = Field(default=None, description="Fail when the value is above this.")
     window: str = Field(default="30s", pattern=r"^[0-9]+[smh]$", description="Range of rate() in the query.")
 
     @model_validator(mode="after")

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 
 from rollbook.form_rules import exactly_one, form_rules_schema
 from rollbook.plugins import lookup, registry
+from rollbook.types import FormOptional
 from tasks.migrations.base import (
     MigrationStatus,
     MigrationStatusProvider,
@@ -46,9 +47,11 @@ class MigrationCheck(BaseModel):
     expected_version: str = Field(
         min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$", description="The version the release needs."
     )
-    database_block: str | None = Field(default=None, description="A saved 'Rollbook Database Connection' block.")
-    dsn: SecretStr | None = Field(default=None, description="A DSN instead of a block (direct runs and tests).")
-    table: str | None = Field(default=None, pattern=_IDENTIFIER, description="Version table, if not the default.")
+    database_block: FormOptional[str] = Field(default=None, description="A saved 'Rollbook Database Connection' block.")
+    dsn: FormOptional[SecretStr] = Field(default=None, description="A DSN instead of a block (direct runs and tests).")
+    table: FormOptional[str] = Field(
+        default=None, pattern=_IDENTIFIER, description="Version table, if not the default."
+    )
 
     @model_validator(mode="after")
     def _one_database(self) -> Self:
