@@ -26,7 +26,14 @@ from tasks.policies import PREFECT_API, S3_READ, S3_TRANSFER
 
 DEFAULT_PART_SIZE = 16 * 1024 * 1024
 NO_ENCRYPTION = Encryption()
-_PERMANENT = {"NoSuchBucket", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch", "403", "404"}
+_PERMANENT = {"NoSuchBucket", "404"}
+# S3's refusals of the credentials themselves (a HEAD answer carries no body, so only its status: "403").
+_REFUSED = {
+    "InvalidAccessKeyId": "the access key id is unknown to S3",
+    "SignatureDoesNotMatch": "the secret key does not match the access key id",
+    "AccessDenied": "the key is not allowed to do this (check its IAM policy and the bucket policy)",
+    "403": "the access key id is unknown, the secret key does not match it, or the key may not do this",
+}
 
 
 class BackupStoreError(RuntimeError):
@@ -35,6 +42,14 @@ class BackupStoreError(RuntimeError):
     def __init__(self, message: str, *, transient: bool) -> None:
         super().__init__(message)
         self.transient = transient
+
+
+class S3CredentialsRefused(BackupStoreError):
+    """S3 refused the credentials (403). Never transient: the same keys get the same answer, so a retry would
+    only delay the error; the message names the bucket and endpoint, never a key's secret."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, transient=False)
 
 
 @dataclass(frozen=True)
@@ -57,13 +72,15 @@ def _error(exc: Exception, what: str, bucket: BackupBucket) -> BackupStoreError:
     name = bucket.bucket.bucket_name
     if isinstance(exc, ClientError):
         code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in _REFUSED:
+            where = bucket.endpoint_url or "AWS's endpoint for the region"
+            return S3CredentialsRefused(
+                f"{what} in bucket {name!r} at {where} failed: S3 refused the credentials: {_REFUSED[code]} "
+                "(check the AwsCredentials block's access key id, secret key and region)"
+            )
         hint = {
             "NoSuchBucket": f"bucket {name!r} does not exist (create it, or fix the S3Bucket block's bucket_name)",
             "404": f"bucket {name!r} or the object does not exist",
-            "AccessDenied": "the credentials may not do this (check the AwsCredentials block and the bucket policy)",
-            "403": "the credentials were refused (check the AwsCredentials block's keys and region)",
-            "InvalidAccessKeyId": "the access key is unknown to S3 (check the AwsCredentials block)",
-            "SignatureDoesNotMatch": "the secret key does not match the access key (check the AwsCredentials block)",
         }.get(code, str(exc))
         return BackupStoreError(f"{what} in bucket {name!r} failed: {hint}", transient=code not in _PERMANENT)
     if isinstance(exc, EndpointConnectionError):
@@ -186,7 +203,7 @@ def list_objects(bucket: BackupBucket) -> list[StoredObject]:
         for page in pages:
             found += [StoredObject(o["Key"][len(base) :], int(o["Size"])) for o in page.get("Contents", [])]
     except (ClientError, BotoCoreError) as exc:
-        raise _error(exc, f"listing {base}", bucket) from None
+        raise _error(exc, f"listing {base or 'the objects'}", bucket) from None
     return found
 
 

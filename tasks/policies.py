@@ -15,6 +15,28 @@ from urllib3.exceptions import HTTPError as Urllib3Error
 
 # 4xx answers from the API server are permanent (bad request, forbidden, not found, conflict...) except these.
 _TRANSIENT_4XX = {408, 425, 429}
+# AWS's throttling and timeout answers, some of which come with a plain 400 (S3's RequestTimeout does).
+_AWS_TRANSIENT_CODES = {
+    "RequestTimeout",
+    "RequestTimeoutException",
+    "Throttling",
+    "ThrottlingException",
+    "SlowDown",
+    "RequestLimitExceeded",
+    "TooManyRequestsException",
+}
+
+
+def _aws_answer(exc: BaseException) -> tuple[int, str] | None:
+    """(HTTP status, error code) of a botocore ClientError, read from its `response` dict without importing
+    botocore here (policies are imported by every task, most of which never touch AWS)."""
+    response = getattr(exc, "response", None)
+    if not isinstance(response, dict):
+        return None
+    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if not isinstance(status, int):
+        return None
+    return status, str(response.get("Error", {}).get("Code", ""))
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -28,6 +50,10 @@ def is_transient(exc: BaseException) -> bool:
     if isinstance(exc, ApiException):
         status = exc.status or 0
         return status >= 500 or status in _TRANSIENT_4XX or status == 0
+    aws = _aws_answer(exc)
+    if aws is not None:  # a 403 InvalidAccessKeyId or SignatureDoesNotMatch gets the same answer every time
+        status, code = aws
+        return status >= 500 or status in _TRANSIENT_4XX or code in _AWS_TRANSIENT_CODES
     if isinstance(exc, Urllib3Error | ConnectionError | TimeoutError | socket.timeout):
         return True
     return not isinstance(exc, ValueError | TypeError | KeyError | PermissionError | FileNotFoundError)

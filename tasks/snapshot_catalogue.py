@@ -6,6 +6,7 @@ SHA-256 checksum). Retention keeps unverified snapshots (and says why); a restor
 
 from __future__ import annotations
 
+from botocore.exceptions import BotoCoreError, ClientError
 from prefect import task
 
 from blocks import BackupBucket
@@ -18,7 +19,7 @@ from rollbook.etcd_backup import (
     same_s3_checksum,
 )
 from rollbook.retention import SnapshotRecord
-from tasks.backup_store import _s3, list_objects, object_key
+from tasks.backup_store import _error, _s3, list_objects, object_key
 from tasks.policies import S3_READ
 
 
@@ -36,9 +37,12 @@ def _check(
         return None, f"the manifest describes {manifest.name!r}"
     if manifest.object.size != size:
         return manifest, f"the object has {size} bytes, the manifest says {manifest.object.size}"
-    head = _s3(bucket).head_object(
-        Bucket=bucket.bucket.bucket_name, Key=object_key(bucket, name), ChecksumMode="ENABLED"
-    )
+    try:
+        head = _s3(bucket).head_object(
+            Bucket=bucket.bucket.bucket_name, Key=object_key(bucket, name), ChecksumMode="ENABLED"
+        )
+    except (ClientError, BotoCoreError) as exc:
+        raise _error(exc, f"reading the checksum of {name}", bucket) from None
     if not same_s3_checksum(manifest.object.s3_checksum_sha256, head.get("ChecksumSHA256")):
         return manifest, "S3's checksum of the object differs from the manifest's"
     return manifest, None
@@ -53,8 +57,11 @@ def catalogue_snapshots(bucket: BackupBucket, cluster_name: str) -> list[tuple[S
     manifests = {}
     for o in objects:
         if o.name.endswith(".manifest.json") and manifest_name(o.name.replace(".manifest.json", ".db")) == o.name:
-            body = _s3(bucket).get_object(Bucket=bucket.bucket.bucket_name, Key=object_key(bucket, o.name))["Body"]
-            manifests[o.name] = body.read()
+            try:
+                body = _s3(bucket).get_object(Bucket=bucket.bucket.bucket_name, Key=object_key(bucket, o.name))
+                manifests[o.name] = body["Body"].read()
+            except (ClientError, BotoCoreError) as exc:  # one clear error (a refused key is not retried)
+                raise _error(exc, f"reading {o.name}", bucket) from None
     found = []
     for name, size in sorted(sizes.items()):
         parsed = parse_snapshot_name(name[len(prefix) :])

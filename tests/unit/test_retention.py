@@ -1,17 +1,23 @@
-"""Retention rules as a pure function: tables for the rules, and randomized timelines for the guarantees.
+"""Retention rules as a pure function: tables for the rules, and property-based timelines for the guarantees.
 
-hypothesis is not among the dev dependencies, so the property checks draw their timelines from a seeded
-`random.Random` (3,000 timelines, reproducible: a failure prints its seed)."""
+The properties are the promises of rollbook/retention.py, checked with hypothesis on generated timelines
+(snapshot times in several time zones, some with a missing or unreadable manifest, rules including zeros): the
+newest verified snapshot is never deleted; an unverified snapshot is never deleted and is listed with its
+problem; what is kept is exactly what the rules ask for; the plan does not depend on input order, and applying
+it then planning again deletes nothing more. hypothesis shrinks a failure to a small timeline and prints it."""
 
 from __future__ import annotations
 
 import datetime as dt
 import random
+from collections.abc import Callable
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from rollbook.retention import RetentionRules, SnapshotRecord, plan_retention
+from rollbook.retention import RetentionPlan, RetentionRules, SnapshotRecord, plan_retention
 
 T0 = dt.datetime(2026, 11, 30, 0, 0, tzinfo=dt.UTC)  # a Monday
 
@@ -74,40 +80,144 @@ def test_rules_refuse_bad_numbers(bad: dict[str, object]) -> None:
         RetentionRules.model_validate(bad)
 
 
-def _timeline(rng: random.Random) -> list[SnapshotRecord]:
-    count = rng.randint(0, 60)
-    spread = rng.choice([3, 48, 24 * 14, 24 * 90])
+# A few hundred timelines per property keeps the file at a few seconds; no deadline (CI machines are busy).
+PROPERTY = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+ZONES = [dt.UTC, dt.timezone(dt.timedelta(hours=5, minutes=30)), dt.timezone(dt.timedelta(hours=-8))]
+PROBLEMS = ["manifest missing", "manifest unreadable (not JSON)", "manifest unreadable (other cluster)"]
+
+
+@st.composite
+def timelines(draw: st.DrawFn) -> list[SnapshotRecord]:
+    """Up to 40 snapshots over 3 hours to 120 days (a dense burst or months of dailies), some at the same
+    instant, each stored with a time zone of its own; about one in four has a manifest problem."""
+    span_minutes = draw(st.sampled_from([180, 2 * 24 * 60, 14 * 24 * 60, 120 * 24 * 60]))
+    count = draw(st.integers(min_value=0, max_value=40))
     snaps = []
     for index in range(count):
-        problem = rng.choice([None] * 6 + ["manifest missing", "manifest unreadable"])
-        moment = T0 + dt.timedelta(hours=rng.uniform(0, spread))
+        minute = draw(st.integers(min_value=0, max_value=span_minutes))
+        zone = draw(st.sampled_from(ZONES))
+        problem = draw(st.one_of(st.none(), st.none(), st.none(), st.sampled_from(PROBLEMS)))
+        moment = (T0 + dt.timedelta(minutes=minute)).astimezone(zone)
         snaps.append(SnapshotRecord(name=f"n{index:03d}", taken_at=moment, problem=problem))
     return snaps
 
 
-def _rules(rng: random.Random) -> RetentionRules:
-    return rules(**{k: rng.choice([0, 0, 1, 2, 3, 7, 24]) for k in ("keep_last", "hourly", "daily", "weekly")})
+def _count() -> st.SearchStrategy[int]:
+    return st.one_of(st.just(0), st.integers(min_value=0, max_value=30))
 
 
-def test_random_timelines_never_lose_the_newest_verified_or_an_unverified_snapshot() -> None:
-    for seed in range(3000):
-        _check_timeline(seed)
+retention_rules = st.builds(RetentionRules, keep_last=_count(), hourly=_count(), daily=_count(), weekly=_count())
 
 
-def _check_timeline(seed: int) -> None:
-    rng = random.Random(seed)
-    snaps, given = _timeline(rng), _rules(rng)
-    plan = plan_retention(snaps, given)
+def _utc(snap: SnapshotRecord) -> dt.datetime:
+    return snap.taken_at.astimezone(dt.UTC)
+
+
+def _newest_first(snaps: list[SnapshotRecord]) -> list[SnapshotRecord]:
+    """Newest first; snapshots taken at the same instant in name order (reversed), as retention orders them."""
+    return sorted(snaps, key=lambda s: (_utc(s), s.name), reverse=True)
+
+
+PERIODS: dict[str, Callable[[dt.datetime], object]] = {
+    "hourly": lambda t: (t.date(), t.hour),
+    "daily": lambda t: t.date(),
+    "weekly": lambda t: t.isocalendar()[:2],
+}
+
+
+def _required(snaps: list[SnapshotRecord], given_rules: RetentionRules) -> set[str]:
+    """What the rules ask to keep, computed independently: the newest verified, the keep_last newest, and for
+    each period rule the newest snapshot of each of the N most recent periods that have a verified one."""
+    verified = _newest_first([s for s in snaps if s.verified])
+    required = {s.name for s in verified[: max(1, given_rules.keep_last)]}
+    for rule, period_of in PERIODS.items():
+        newest_of: dict[object, SnapshotRecord] = {}
+        for snap in verified:
+            newest_of.setdefault(period_of(_utc(snap)), snap)
+        recent = sorted(newest_of, key=lambda p: _utc(newest_of[p]), reverse=True)[: getattr(given_rules, rule)]
+        required |= {newest_of[p].name for p in recent}
+    return required
+
+
+@PROPERTY
+@given(snaps=timelines(), given_rules=retention_rules)
+def test_every_snapshot_gets_exactly_one_fate(snaps: list[SnapshotRecord], given_rules: RetentionRules) -> None:
+    plan = plan_retention(snaps, given_rules)
+    fates = [*plan.keep, *plan.delete, *plan.unverified]
+    assert sorted(fates) == sorted(s.name for s in snaps)
+
+
+@PROPERTY
+@given(snaps=timelines(), given_rules=retention_rules)
+def test_the_newest_verified_snapshot_is_never_deleted(
+    snaps: list[SnapshotRecord], given_rules: RetentionRules
+) -> None:
+    plan = plan_retention(snaps, given_rules)
     verified = [s for s in snaps if s.verified]
-    names = {s.name for s in snaps}
-    # every snapshot gets exactly one fate
-    assert set(plan.keep) | set(plan.delete) | set(plan.unverified) == names
-    assert not (set(plan.keep) & set(plan.delete)) and not (set(plan.delete) & set(plan.unverified))
+    if not verified:
+        assert plan.keep == {} and plan.delete == []
+        return
+    newest = max(_utc(s) for s in verified)
+    kept_newest = [s.name for s in verified if _utc(s) == newest and s.name in plan.keep]
+    assert kept_newest, f"no snapshot of the newest verified instant {newest} is kept: {plan.delete}"
+    assert "newest verified" in plan.keep[_newest_first(verified)[0].name]
+
+
+@PROPERTY
+@given(snaps=timelines(), given_rules=retention_rules)
+def test_an_unverified_snapshot_is_never_deleted_and_is_listed_with_its_problem(
+    snaps: list[SnapshotRecord], given_rules: RetentionRules
+) -> None:
+    plan = plan_retention(snaps, given_rules)
+    unverified = {s.name: s.problem for s in snaps if not s.verified}
+    assert plan.unverified == unverified  # every one listed, with the problem it has, and nothing else
+    assert not set(unverified) & set(plan.delete)
+    assert not set(unverified) & set(plan.keep)  # kept for a person, never counted as filling a rule's slot
+
+
+@PROPERTY
+@given(snaps=timelines(), given_rules=retention_rules)
+def test_what_is_kept_is_exactly_what_the_rules_ask_for(
+    snaps: list[SnapshotRecord], given_rules: RetentionRules
+) -> None:
+    plan = plan_retention(snaps, given_rules)
+    verified = [s for s in snaps if s.verified]
     if verified:
-        newest = max(verified, key=lambda s: (s.taken_at, s.name))
-        assert newest.name in plan.keep, f"seed {seed}: newest verified {newest.name} not kept"
-    assert all(s.verified for s in snaps if s.name in plan.delete)
-    assert len(plan.keep) <= 1 + given.keep_last + given.hourly + given.daily + given.weekly
-    # applying the plan and planning again deletes nothing more
+        assert set(plan.keep) == _required(snaps, given_rules)
+    # each rule keeps as many as it asks for, or every period there is when there are fewer
+    for rule, period_of in PERIODS.items():
+        periods = {period_of(_utc(s)) for s in verified}
+        slots = [r for reasons in plan.keep.values() for r in reasons if r.split()[0] == rule]
+        assert len(slots) == min(getattr(given_rules, rule), len(periods))
+        kept_periods = {
+            period_of(_utc(s)) for s in verified if any(r.split()[0] == rule for r in plan.keep.get(s.name, []))
+        }
+        assert len(kept_periods) == len(slots)  # one per period, never two of the same hour/day/week
+    lasts = [r for reasons in plan.keep.values() for r in reasons if r.startswith("last ")]
+    assert len(lasts) == min(given_rules.keep_last, len(verified))
+
+
+@PROPERTY
+@given(snaps=timelines(), given_rules=retention_rules, order=st.randoms(use_true_random=False))
+def test_the_plan_is_deterministic_whatever_the_listing_order(
+    snaps: list[SnapshotRecord], given_rules: RetentionRules, order: random.Random
+) -> None:
+    before = list(snaps)
+    plan = plan_retention(snaps, given_rules)
+    assert snaps == before  # the listing it was given is not reordered or changed
+    shuffled = list(snaps)
+    order.shuffle(shuffled)
+    assert plan_retention(shuffled, given_rules) == plan == plan_retention(snaps, given_rules)
+
+
+@PROPERTY
+@given(snaps=timelines(), given_rules=retention_rules)
+def test_applying_the_plan_then_planning_again_deletes_nothing_more(
+    snaps: list[SnapshotRecord], given_rules: RetentionRules
+) -> None:
+    plan = plan_retention(snaps, given_rules)
     survivors = [s for s in snaps if s.name not in plan.delete]
-    assert plan_retention(survivors, given).delete == [], f"seed {seed}: a second pass deletes more"
+    again: RetentionPlan = plan_retention(survivors, given_rules)
+    assert again.delete == []
+    assert again.keep == plan.keep and again.unverified == plan.unverified  # same slots, same reasons
