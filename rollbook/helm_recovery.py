@@ -129,6 +129,16 @@ def rollback_record(annotations: Mapping[str, str], *, release: str) -> Rollback
     return RollbackRecord(to_revision=to_revision, from_revision=from_revision, result=annotations.get(RESULT, ""))
 
 
+def _recorded_rollback(live: RevisionInfo, record: RollbackRecord | None, requested: int | None) -> bool:
+    """True when `live` is helm's "Rollback to T" made by the rollback rollbook recorded (to T, from the
+    revision just before it), and the request asks for T or for "previous"."""
+    if record is None or live.rollback_revision is None:
+        return False
+    if record.to_revision != live.rollback_revision or record.from_revision != live.revision - 1:
+        return False
+    return requested is None or requested == live.rollback_revision
+
+
 def applied_rollback(
     history: Iterable[RevisionInfo], record: RollbackRecord | None, requested: int | None
 ) -> RevisionInfo | None:
@@ -138,15 +148,8 @@ def applied_rollback(
     T starting from the revision just before it, and the request asks for T or for "previous" (which right
     after such a rollback would otherwise pick the bad version again: the undo of the undo).
     """
-    revisions = sorted(history, key=lambda r: r.revision)
-    live = latest(revisions)
-    if record is None or live.status != "deployed" or live.rollback_revision is None:
-        return None
-    if record.to_revision != live.rollback_revision or record.from_revision != live.revision - 1:
-        return None
-    if requested is not None and requested != live.rollback_revision:
-        return None
-    return live
+    live = latest(history)
+    return live if live.status == "deployed" and _recorded_rollback(live, record, requested) else None
 
 
 def failed_rollback_target(
@@ -159,13 +162,9 @@ def failed_rollback_target(
     version the rollback was leaving. When rollbook's record says it was rolling back to T from the revision
     just before the failed one, and the request asks for "previous" or for T, the target is T again.
     """
-    revisions = sorted(history, key=lambda r: r.revision)
+    revisions = list(history)
     live = latest(revisions)
-    if record is None or live.status != "failed" or live.rollback_revision is None:
-        return None
-    if record.to_revision != live.rollback_revision or record.from_revision != live.revision - 1:
-        return None
-    if requested is not None and requested != live.rollback_revision:
+    if live.status != "failed" or not _recorded_rollback(live, record, requested) or live.rollback_revision is None:
         return None
     try:
         return choose_rollback_target(revisions, live.rollback_revision)
