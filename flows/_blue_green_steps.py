@@ -7,6 +7,7 @@ an approval between two steps), so `blue_green` reads as the procedure.
 from __future__ import annotations
 
 import datetime as dt
+import time
 from typing import Any
 
 from prefect import get_run_logger
@@ -14,10 +15,11 @@ from prefect import get_run_logger
 from blocks import KubernetesCluster
 from flows._canary_steps import RolloutStopped
 from rollbook.change import ChangeControls, change_annotations
+from rollbook.helm_recovery import StuckRelease, helm_may_still_run, interrupted_install
 from rollbook.values import deep_merge
 from tasks.helm_changes import upgrade_release
 from tasks.helm_errors import ReleaseNotFound
-from tasks.helm_release import release_status, revision_details
+from tasks.helm_release import release_history, release_status, revision_details
 from tasks.kube import read_deployment
 from tasks.progressive import label_release_deployments, uninstall_release
 from tasks.release_workloads import annotate_release_deployments, release_pods_ready
@@ -73,6 +75,55 @@ def install_green(
     )
     if not installed.succeeded:
         raise RolloutStopped(f"green_release {release!r} install failed (no traffic moved): {installed.helm_error}")
+
+
+def interrupted_green(
+    cluster: KubernetesCluster, *, namespace: str, release: str, values: dict[str, Any], helm: str
+) -> StuckRelease | None:
+    """Evidence of an earlier run's green install that never finished (killed mid-install): its only revision is
+    pending-install with exactly the values this run installs. Other pending states are refused as they are
+    (helm-rollback clears them); a pending install of other values is someone else's and is refused here."""
+    history = release_history(cluster, namespace, release, helm, missing_ok=True)
+    stuck = interrupted_install(history, release=release, namespace=namespace)
+    if stuck is None:
+        return None
+    if revision_details(cluster, namespace, release, stuck.revision, helm).values != values:
+        raise ValueError(
+            f"green_release {release!r} is pending-install with other values than this run's (not an interrupted "
+            f"run of this request): {stuck.evidence(dt.datetime.now(dt.UTC))}. If no helm works on it, remove it "
+            f"with `helm uninstall {release} -n {namespace}` (it serves no traffic), or pick another green_release"
+        )
+    return stuck
+
+
+def clear_interrupted_green(
+    cluster: KubernetesCluster, stuck: StuckRelease, *, timeout_seconds: int, helm: str
+) -> bool:
+    """Remove the interrupted install of green once its helm (same request, same --timeout) has certainly given
+    up; True when green must be installed again, False when that helm finished the install after all."""
+    log = get_run_logger()
+    ns, release = stuck.namespace, stuck.release
+    wait = helm_may_still_run(stuck, dt.datetime.now(dt.UTC), helm_timeout_seconds=timeout_seconds)
+    if wait:
+        log.warning("%s; waiting %.0fs until its helm (--timeout %ds) has certainly given up", stuck.evidence(
+            dt.datetime.now(dt.UTC)), wait, timeout_seconds)  # fmt: skip
+        time.sleep(wait)
+    history = release_history(cluster, ns, release, helm, missing_ok=True)
+    if not history:
+        log.info("the interrupted install of %r was removed by its own helm", release)
+        return True
+    live = history[-1]
+    if live.status == "deployed" and len(history) == 1:
+        log.info("the interrupted install of %r finished after all (revision 1 deployed)", release)
+        return False
+    if interrupted_install(history, release=release, namespace=ns) != stuck:
+        raise RolloutStopped(
+            f"green_release {release!r} changed while waiting for its interrupted install to time out: now "
+            f"revision {live.revision} is {live.status} (no traffic moved); check helm-history and run again"
+        )
+    log.warning("removing the interrupted install of %r (revision 1 pending-install, no traffic)", release)
+    uninstall_release(cluster, ns, release, helm, timeout_seconds)
+    return True
 
 
 def check_green(

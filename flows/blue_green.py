@@ -14,6 +14,7 @@ no other blue/green or canary run of the same app can interleave.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +30,11 @@ from flows._blue_green_steps import (
     ROLE_LABEL,
     HandOverFailed,
     check_green,
+    clear_interrupted_green,
     green_values,
     hand_over,
     install_green,
+    interrupted_green,
     live_values,
     retire_blue,
     retire_parameters,
@@ -43,6 +46,7 @@ from flows._checklist_gate import checklist_gate
 from flows.canary_rollout import canary_rollout
 from rollbook.artifacts import artifact_key
 from rollbook.change import ChangeControls, change_annotations, subflow_result
+from rollbook.helm_recovery import StuckRelease
 from rollbook.reports.progressive import (
     BlueGreenPlan,
     blue_green_plan,
@@ -80,6 +84,7 @@ class Found:
     blue: ReleaseRouting
     green: ReleaseRouting | None
     green_values: dict[str, Any]
+    interrupted: StuckRelease | None = None  # an earlier run's green install that never finished
 
 
 @flow(name="blue-green")
@@ -124,7 +129,7 @@ def blue_green(request: BlueGreenRequest, controls: ChangeControls) -> BlueGreen
 
 def _inspect(request: BlueGreenRequest, cluster: KubernetesCluster) -> Found:
     """Blue's routing and values, green if it is already there (it must run the requested version)."""
-    ns = request.namespace
+    ns, helm = request.namespace, request.helm_executable
     blue = release_routing(cluster, ns, request.blue_release)
     if request.router == "nginx" and blue.ingress is None:
         raise ValueError(
@@ -140,9 +145,12 @@ def _inspect(request: BlueGreenRequest, cluster: KubernetesCluster) -> Found:
             f"green_release {request.green_release!r} already runs {green.version}, not version {request.version}; "
             "uninstall it or pick another green_release"
         )
-    blue_values, _ = live_values(cluster, ns, request.blue_release, request.helm_executable)
+    blue_values, _ = live_values(cluster, ns, request.blue_release, helm)
     values = green_values(blue_values, version=request.version, extra=request.green_values)
-    return Found(blue=blue, green=green, green_values=values)
+    stuck = interrupted_green(cluster, namespace=ns, release=request.green_release, values=values, helm=helm)
+    if stuck is not None:  # its objects may exist, but the install never finished: it is removed and made again
+        green = None
+    return Found(blue=blue, green=green, green_values=values, interrupted=stuck)
 
 
 def _plan_facts(request: BlueGreenRequest, controls: ChangeControls, found: Found, verdict: str) -> BlueGreenPlan:
@@ -157,6 +165,7 @@ def _plan_facts(request: BlueGreenRequest, controls: ChangeControls, found: Foun
         version=request.version,
         chart=request.chart,
         install=found.green is None,
+        interrupted=found.interrupted.evidence(dt.datetime.now(dt.UTC)) if found.interrupted else "",
         router=request.router,
         http_route=request.http_route,
         blue_has_ingress=found.blue.ingress is not None,
@@ -221,8 +230,14 @@ def _deliver(
 
 
 def _prepare_green(request: BlueGreenRequest, cluster: KubernetesCluster, found: Found) -> str:
-    """Install green (unless it already runs the version), then require Ready pods and the acceptance check."""
-    if found.green is None:
+    """Install green (unless it already runs the version), then require Ready pods and the acceptance check. An
+    earlier run's interrupted install is removed first, once its helm has certainly given up."""
+    install = found.green is None
+    if found.interrupted is not None:
+        install = clear_interrupted_green(
+            cluster, found.interrupted, timeout_seconds=request.timeout_seconds, helm=request.helm_executable
+        )
+    if install:
         install_green(
             cluster,
             namespace=request.namespace,

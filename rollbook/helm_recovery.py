@@ -197,3 +197,28 @@ def too_recent(stuck: StuckRelease, now: dt.datetime, *, grace_seconds: int) -> 
         f"it; wait until it is {grace_seconds}s old (request.pending_grace_seconds) or check that no helm runs; "
         "nothing was changed"
     )
+
+
+# After helm's own --timeout, the time a `--rollback-on-failure` install needs to uninstall what it made.
+INSTALL_CLEANUP_SECONDS = 30
+
+
+def interrupted_install(history: Iterable[RevisionInfo], *, release: str, namespace: str) -> StuckRelease | None:
+    """The evidence when a first install never finished: its only revision is pending-install.
+
+    Nothing served traffic from such a release before it (there is no earlier revision), and helm-rollback has
+    nothing to roll back to, so the way out is to remove it and install again, once no helm can still be at it.
+    """
+    revisions = list(history)
+    if len(revisions) != 1:
+        return None
+    stuck = stuck_release(revisions, release=release, namespace=namespace)
+    return stuck if stuck is not None and stuck.status == "pending-install" else None
+
+
+def helm_may_still_run(stuck: StuckRelease, now: dt.datetime, *, helm_timeout_seconds: int) -> float:
+    """Seconds until a helm that began the stuck revision with `--timeout helm_timeout_seconds` has certainly
+    given up by itself (a killed worker can leave its helm running); the whole span when the age is unknown."""
+    span = float(helm_timeout_seconds + INSTALL_CLEANUP_SECONDS)
+    age = stuck.age_seconds(now)
+    return span if age is None else max(0.0, span - age)

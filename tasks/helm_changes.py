@@ -157,6 +157,15 @@ def _check_upgrade_start(
     live = before[-1] if before else None
     if live is not None and live.description == description and live.revision != expected_live:
         return True
+    if live is not None and live.status == "pending-install" and len(before) == 1:  # nothing to roll back to
+        raise ReleaseBusy(
+            f"upgrade: revision 1 is pending-install and the release has no other revision: a first install never "
+            f"finished. helm-rollback cannot help (there is nothing to roll back to); once no helm works on it "
+            f"(older than the install's --timeout), `helm uninstall {release} -n {namespace}` removes it; then "
+            "run this upgrade again; nothing changed",
+            release,
+            namespace,
+        )
     if live is not None and live.status in PENDING_STATUSES:  # this attempt's own interrupted helm included
         raise ReleaseBusy(
             f"upgrade: live revision {live.revision} is {live.status}: {BUSY_HINT}; then run this upgrade again",

@@ -229,6 +229,7 @@ class BlueGreenPlan:
     on_approval_timeout: str
     keep_blue_seconds: int
     green_values: Sequence[str] = field(default_factory=list)
+    interrupted: str = ""  # evidence of an earlier run's unfinished green install, removed before installing
     checklist: str = "not run"
     reason: str = ""
     requested_by: str = ""
@@ -242,6 +243,11 @@ def blue_green_plan(plan: BlueGreenPlan) -> str:
         if plan.install
         else f"`{plan.green}` already runs {plan.version}: not installed again"
     )
+    if plan.interrupted:
+        install = (
+            f"an earlier run's install of `{plan.green}` never finished ({plan.interrupted}): once its helm has "
+            f"certainly given up, helm uninstall it (it serves no traffic), then {install}"
+        )
     route = (
         f"HTTPRoute `{plan.http_route}` backend weights"
         if plan.router == "gateway-api"

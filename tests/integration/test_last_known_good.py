@@ -12,6 +12,7 @@ from flows.last_known_good import LastKnownGoodRequest, NoKnownGoodRevision, las
 from rollbook import revisions
 from rollbook.change import ChangeControls
 from sandbox.cluster import Sandbox
+from sandbox.faults import FAULT_LABEL
 from sandbox.registry import SandboxRegistries
 from sandbox.services import wait_until
 
@@ -54,41 +55,41 @@ def test_last_known_good_with_and_without_signatures(
     assert undo.rollout is not None and undo.rollout["done"]
     _set_image(sandbox, namespace, unsigned)
     _status(sandbox, namespace)  # revision 4: runs fine, but unsigned
-    sandbox.set_crashing_images([crashing])
-    try:
-        _set_image(sandbox, namespace, crashing)  # revision 5: crash-loops, the rollout is stuck
+    # revision 5 crash-loops and its rollout is stuck. The crash comes from the sandbox's label stage, which
+    # kwok has loaded since the sandbox started: a per-image stage created just now can reach kwok after the pod
+    # was already made Ready (kwok does not look at a settled pod again), and then revision 5 would complete.
+    patch = {"spec": {"template": {"metadata": {"labels": {FAULT_LABEL: "CrashLoopBackOff"}},
+                                   "spec": {"containers": [{"name": "demo-app", "image": crashing}]}}}}  # fmt: skip
+    apps.patch_namespaced_deployment("web", namespace, patch)
 
-        def crash_looping() -> bool:
-            pods = core.list_namespaced_pod(namespace, label_selector="app=web").items
-            return any(
-                s.state.waiting and s.state.waiting.reason == "CrashLoopBackOff"
-                for p in pods
-                for s in p.status.container_statuses or []
-            )
-
-        wait_until(crash_looping, 60, "the new pod to crash-loop")
-
-        plain = last_known_good(LastKnownGoodRequest(**where))
-        assert plain["revision"] == 4 and plain["images"] == [unsigned]  # the old side, still fully available
-        verified = last_known_good(
-            LastKnownGoodRequest(**where, verify_images=True, cosign_public_key=str(registries.public_key))
+    def crash_looping() -> bool:
+        pods = core.list_namespaced_pod(namespace, label_selector=f"app=web,{FAULT_LABEL}=CrashLoopBackOff").items
+        return any(
+            s.state.waiting and s.state.waiting.reason == "CrashLoopBackOff"
+            for p in pods
+            for s in p.status.container_statuses or []
         )
-        assert verified["revision"] == 3 and verified["images"] == [signed_old]
-        assert [c["revision"] for c in verified["candidates"]] == [4, 3]
-        assert verified["candidates"][0]["signatures"].startswith("NOT verified")
 
-        result = deployment_undo(
-            UndoRequest(
-                **where,
-                last_known_good=True,
-                verify_images=True,
-                cosign_public_key=str(registries.public_key),
-                wait_timeout_seconds=90,
-            ),
-            CONTROLS,
-        )
-    finally:
-        sandbox.set_crashing_images([])
+    wait_until(crash_looping, 120, "the new pod to crash-loop")
+    plain = last_known_good(LastKnownGoodRequest(**where))
+    assert plain["revision"] == 4 and plain["images"] == [unsigned]  # the old side, still fully available
+    verified = last_known_good(
+        LastKnownGoodRequest(**where, verify_images=True, cosign_public_key=str(registries.public_key))
+    )
+    assert verified["revision"] == 3 and verified["images"] == [signed_old]
+    assert [c["revision"] for c in verified["candidates"]] == [4, 3]
+    assert verified["candidates"][0]["signatures"].startswith("NOT verified")
+
+    result = deployment_undo(
+        UndoRequest(
+            **where,
+            last_known_good=True,
+            verify_images=True,
+            cosign_public_key=str(registries.public_key),
+            wait_timeout_seconds=90,
+        ),
+        CONTROLS,
+    )
     assert result.changed and result.rollout is not None and result.rollout["done"] and result.to_revision == 3
     assert _image_of(apps, namespace) == signed_old
     live = apps.read_namespaced_deployment("web", namespace)

@@ -11,6 +11,8 @@ from rollbook.helm_recovery import (
     applied_rollback,
     as_failed,
     failed_rollback_target,
+    helm_may_still_run,
+    interrupted_install,
     recovery_target,
     refusal,
     rollback_record,
@@ -129,3 +131,19 @@ def test_a_rerun_finishes_a_failed_rollback_instead_of_reversing_it() -> None:
     assert failed_rollback_target(deployed, record, None) is None  # applied: applied_rollback's case
     gone = [_row(2, "superseded"), _row(3, "failed", to=1)]  # revision 1 pruned by --history-max
     assert failed_rollback_target(gone, record, None) is None
+
+
+def test_an_interrupted_first_install_is_recognised_and_waited_out() -> None:
+    install = [_row(1, "pending-install", minutes_ago=1)]
+    stuck = interrupted_install(install, release="demo-green", namespace="prod")
+    assert stuck is not None and (stuck.revision, stuck.last_deployed) == (1, None)
+    # helm --timeout 60s began 60 s ago: it may still clean up for 30 s more; 20 minutes later it has given up
+    assert helm_may_still_run(stuck, NOW, helm_timeout_seconds=60) == 30.0
+    assert helm_may_still_run(stuck, NOW + dt.timedelta(minutes=20), helm_timeout_seconds=60) == 0.0
+    unknown = stuck.model_copy(update={"since": None})
+    assert helm_may_still_run(unknown, NOW, helm_timeout_seconds=60) == 90.0
+    # an upgrade left pending, a finished install, or no release at all: not an interrupted first install
+    assert interrupted_install([_row(1, "deployed"), _row(2, "pending-install")], release="d", namespace="p") is None
+    assert interrupted_install([_row(1, "deployed")], release="d", namespace="p") is None
+    assert interrupted_install([_row(1, "pending-upgrade")], release="d", namespace="p") is None
+    assert interrupted_install([], release="d", namespace="p") is None

@@ -170,3 +170,8 @@ def test_upgrade_start_checks() -> None:
     # pending at the next revision; that is a busy release with a way out, not "someone else changed it"
     with pytest.raises(ReleaseBusy, match="pending-upgrade: .*recover_pending=true"):
         _check_upgrade_start(stuck, description="d", expected_live=1, install=False, where=where)
+    # a first install that never finished: helm-rollback has nothing to roll back to, so the refusal names uninstall
+    first = _rows((1, "pending-install", "Initial install underway"))
+    with pytest.raises(ReleaseBusy, match="no other revision.*`helm uninstall web -n prod`") as refused:
+        _check_upgrade_start(first, description="d", expected_live=1, install=True, where=where)
+    assert "recover_pending" not in str(refused.value)
