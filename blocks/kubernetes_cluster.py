@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import shlex
 from pathlib import Path
 from typing import Any, Self
 
@@ -95,11 +96,11 @@ class KubernetesCluster(RollbookBlock):
         ClusterUnreachable quotes it. It names the kubeconfig by path (or says where an inline one lives), never
         its content."""
         if self.kubeconfig_path:
-            source = self.kubeconfig_path
+            source = shlex.quote(self.kubeconfig_path)
         else:
             name = self._block_document_name
             source = f"<inline kubeconfig of block {name!r}, saved to a file>" if name else "<the inline kubeconfig>"
-        context = f" --context {self.context}" if self.context else ""
+        context = f" --context {shlex.quote(self.context)}" if self.context else ""
         return f"kubectl --kubeconfig {source}{context} get --raw /readyz"
 
 
@@ -130,10 +131,12 @@ def _bounded(api: k8s_client.ApiClient, check: str = "") -> k8s_client.ApiClient
 
 def _translate_read(response: Any, server: str, request: str, check: str) -> None:
     """The body is read after `call_api` returns (the client asks urllib3 not to preload it), so a connection
-    dropped mid-body surfaces in `RESTResponse.read()`: translate it there too. A caller that takes the raw
-    urllib3 response (`_preload_content=False`) reads it itself and still sees urllib3's error."""
-    read = getattr(response, "read", None)
-    if not callable(read):
+    dropped mid-body surfaces when it is read: translate it there too. The urllib3 response's own `read` is
+    wrapped, as both `RESTResponse.read()` and the raw response a `_preload_content=False` caller gets (its
+    `.data`) go through it."""
+    raw: Any = getattr(response, "response", None)
+    read = getattr(raw, "read", None)
+    if raw is None or not callable(read):
         return
 
     @functools.wraps(read)
@@ -146,7 +149,7 @@ def _translate_read(response: Any, server: str, request: str, check: str) -> Non
             raise unreachable(server, exc, request=request, check=check) from exc
 
     try:
-        response.read = read_translated
+        raw.read = read_translated
     except (AttributeError, TypeError):  # a response type that takes no attributes: leave it as it is
         pass
 

@@ -27,6 +27,7 @@ from blocks import KubernetesCluster
 from rollbook import redaction
 from rollbook.kube_errors import ClusterUnreachable, connection_reason, request_line, safe_server
 from tasks.checks.common import ApiServerUnreachable, reach_api_server
+from tasks.listing import Raw, pages
 from tasks.policies import KUBE_API, is_transient, retry_declared, retry_transient
 
 TOKEN = "tok-unreachable-0123456789abcdef"
@@ -185,6 +186,10 @@ def test_a_connection_dropped_mid_body_is_unreachable(serve: Callable[[Callable[
     cluster = inline(f"http://127.0.0.1:{port}")
     with cluster.api_client() as api, pytest.raises(ClusterUnreachable, match="GET /api/v1/namespaces") as caught:
         k8s_client.CoreV1Api(api).list_namespace()
+    assert isinstance(caught.value.__cause__, ProtocolError)
+    # The raw response of a `_preload_content=False` call (how tasks.listing pages) is read by the caller.
+    with cluster.api_client() as api, pytest.raises(ClusterUnreachable, match="GET /api/v1/pods") as caught:
+        next(pages(k8s_client.CoreV1Api(api).list_pod_for_all_namespaces, Raw))
     assert isinstance(caught.value.__cause__, ProtocolError)
 
 
