@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import shlex
 from pathlib import Path
 from typing import Any, Self
 
@@ -13,6 +14,7 @@ from pydantic import Field, SecretStr, model_validator
 
 from blocks._base import RollbookBlock
 from rollbook import redaction
+from rollbook.kube_errors import CONNECTION_ERRORS, ClusterUnreachable, request_line, unreachable
 
 # Every Kubernetes request without its own `_request_timeout` gets this (connect, read) bound, so no call can
 # hang a task: a Prefect task timeout cannot interrupt a blocking call in a worker thread (the checklist runs its
@@ -78,27 +80,78 @@ class KubernetesCluster(RollbookBlock):
             _register_kubeconfig_credentials(_read_yaml_mapping(path.read_text(), str(path)))
             # persist_config=False: refreshed tokens must not be written back into the user's file.
             return _bounded(
-                k8s_config.new_client_from_config(config_file=str(path), context=self.context, persist_config=False)
+                k8s_config.new_client_from_config(config_file=str(path), context=self.context, persist_config=False),
+                self.readyz_command(),
             )
         assert self.kubeconfig is not None  # guaranteed by _exactly_one_source
         config_dict = _read_yaml_mapping(redaction.reveal(self.kubeconfig), "inline kubeconfig")
         _register_kubeconfig_credentials(config_dict)
-        return _bounded(k8s_config.new_client_from_config_dict(config_dict, context=self.context, persist_config=False))
+        return _bounded(
+            k8s_config.new_client_from_config_dict(config_dict, context=self.context, persist_config=False),
+            self.readyz_command(),
+        )
+
+    def readyz_command(self) -> str:
+        """The kubectl command an SRE runs from this worker to see whether this cluster's API server answers;
+        ClusterUnreachable quotes it. It names the kubeconfig by path (or says where an inline one lives), never
+        its content."""
+        if self.kubeconfig_path:
+            source = shlex.quote(self.kubeconfig_path)
+        else:
+            name = self._block_document_name
+            source = f"<inline kubeconfig of block {name!r}, saved to a file>" if name else "<the inline kubeconfig>"
+        context = f" --context {shlex.quote(self.context)}" if self.context else ""
+        return f"kubectl --kubeconfig {source}{context} get --raw /readyz"
 
 
-def _bounded(api: k8s_client.ApiClient) -> k8s_client.ApiClient:
+def _bounded(api: k8s_client.ApiClient, check: str = "") -> k8s_client.ApiClient:
     """The client with DEFAULT_REQUEST_TIMEOUT for every call that does not bring its own (typed and dynamic
-    clients alike pass `_request_timeout=None` to `call_api` when the caller gave none)."""
+    clients alike pass `_request_timeout=None` to `call_api` when the caller gave none), and whose connection
+    failures raise ClusterUnreachable naming the API server, the request and `check` (what to run), instead of
+    urllib3's MaxRetryError. `call_api` is the one method every typed and dynamic call goes through."""
     call_api = api.call_api
+    server = str(api.configuration.host)
 
     @functools.wraps(call_api)
-    def call_with_timeout(*args: Any, **kwargs: Any) -> Any:
+    def call_bounded(method: str, url: str, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("_request_timeout") is None:
             kwargs["_request_timeout"] = DEFAULT_REQUEST_TIMEOUT
-        return call_api(*args, **kwargs)
+        try:
+            response = call_api(method, url, *args, **kwargs)
+        except ClusterUnreachable:
+            raise
+        except CONNECTION_ERRORS as exc:
+            raise unreachable(server, exc, request=request_line(method, url), check=check) from exc
+        _translate_read(response, server, request_line(method, url), check)
+        return response
 
-    api.call_api = call_with_timeout  # type: ignore[method-assign]
+    api.call_api = call_bounded  # type: ignore[method-assign]
     return api
+
+
+def _translate_read(response: Any, server: str, request: str, check: str) -> None:
+    """The body is read after `call_api` returns (the client asks urllib3 not to preload it), so a connection
+    dropped mid-body surfaces when it is read: translate it there too. The urllib3 response's own `read` is
+    wrapped, as both `RESTResponse.read()` and the raw response a `_preload_content=False` caller gets (its
+    `.data`) go through it."""
+    raw: Any = getattr(response, "response", None)
+    read = getattr(raw, "read", None)
+    if raw is None or not callable(read):
+        return
+
+    @functools.wraps(read)
+    def read_translated(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return read(*args, **kwargs)
+        except ClusterUnreachable:
+            raise
+        except CONNECTION_ERRORS as exc:
+            raise unreachable(server, exc, request=request, check=check) from exc
+
+    try:
+        raw.read = read_translated
+    except (AttributeError, TypeError):  # a response type that takes no attributes: leave it as it is
+        pass
 
 
 def _read_yaml_mapping(text: str, source: str) -> dict[str, Any]:

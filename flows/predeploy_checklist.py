@@ -23,6 +23,7 @@ from pydantic import Field, field_validator, model_validator
 
 from blocks import KubernetesCluster
 from flows._cluster_source import ClusterSource
+from rollbook import kube_errors
 from rollbook.artifacts import artifact_key
 from rollbook.capacity import Need, release_needs
 from rollbook.checklist import CHECKS, CheckPolicy, CheckResult, Status, Verdict, Waiver, decide, one_line
@@ -54,7 +55,7 @@ from tasks.scanners import ScannerKind, severity_ok
 
 # The checks that talk to the API server; when it cannot be reached they all say so instead of running.
 CLUSTER_CHECKS = ("cluster-health", "current-release", "chart", "capacity")
-UNREACHABLE = "cannot reach the API server"
+UNREACHABLE = kube_errors.UNREACHABLE  # how an unreachable API server's message starts
 
 
 class ChecklistFailed(RuntimeError):

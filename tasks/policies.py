@@ -1,6 +1,7 @@
 """Named retry policies: every task says which one it follows, so the same kind of call is retried the same way.
 
-One rule decides what is worth retrying (`is_transient`): connection trouble, timeouts, 5xx, 429 and the other
+One rule decides what is worth retrying (`is_transient`): connection trouble (urllib3's errors, or the
+`ClusterUnreachable` that `blocks.kubernetes_cluster` makes of them), timeouts, 5xx, 429 and the other
 throttling answers. A 409 is never retried blindly: a task that may meet one reads the object again and decides
 (409 on a create means "already done"). Everything else, 4xx and bad input, fails at once with its real error.
 """
@@ -12,6 +13,8 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError as Urllib3Error
+
+from rollbook.kube_errors import ClusterUnreachable
 
 # 4xx answers from the API server are permanent (bad request, forbidden, not found, conflict...) except these.
 _TRANSIENT_4XX = {408, 425, 429}
@@ -54,7 +57,7 @@ def is_transient(exc: BaseException) -> bool:
     if aws is not None:  # a 403 InvalidAccessKeyId or SignatureDoesNotMatch gets the same answer every time
         status, code = aws
         return status >= 500 or status in _TRANSIENT_4XX or code in _AWS_TRANSIENT_CODES
-    if isinstance(exc, Urllib3Error | ConnectionError | TimeoutError | socket.timeout):
+    if isinstance(exc, ClusterUnreachable | Urllib3Error | ConnectionError | TimeoutError | socket.timeout):
         return True
     return not isinstance(exc, ValueError | TypeError | KeyError | PermissionError | FileNotFoundError)
 
