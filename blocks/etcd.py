@@ -41,7 +41,9 @@ class EtcdEndpoint(RollbookBlock):
         min_length=1,
         description="Client URLs, e.g. https://10.0.0.10:2379; all members of the cluster, any order.",
     )
-    ca_cert: FormOptional[str] = Field(default=None, description="PEM CA certificate that signed the etcd server certs.")
+    ca_cert: FormOptional[str] = Field(
+        default=None, description="PEM CA certificate that signed the etcd server certs."
+    )
     client_cert: FormOptional[str] = Field(default=None, description="PEM client certificate for mutual TLS.")
     client_key: FormOptional[SecretStr] = Field(default=None, description="PEM private key of the client certificate.")
 
