@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from blocks._base import RollbookBlock
 from rollbook import redaction
+from rollbook.types import FormOptional
 
 # host[:port][/path], optionally with an http(s) scheme; no credentials or query strings in the URL.
 _REGISTRY_RE = re.compile(r"^(https?://)?[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._/-]*)?$")
@@ -34,9 +35,9 @@ class ContainerRegistry(RollbookBlock):
         default_factory=list,
         description="Mirror addresses tried before the registry itself, highest priority first.",
     )
-    username: str | None = Field(default=None, description="User name for registry login; empty for anonymous.")
-    password: SecretStr | None = Field(default=None, description="Password or token for registry login.")
-    cosign_public_key: str | None = Field(
+    username: FormOptional[str] = Field(default=None, description="User name for registry login; empty for anonymous.")
+    password: FormOptional[SecretStr] = Field(default=None, description="Password or token for registry login.")
+    cosign_public_key: FormOptional[str] = Field(
         default=None,
         description="PEM public key (-----BEGIN PUBLIC KEY-----) that image signatures must verify against.",
     )

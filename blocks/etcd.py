@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from blocks._base import RollbookBlock
 from rollbook import redaction
+from rollbook.types import FormOptional
 
 _ENDPOINT_RE = re.compile(r"^https?://[A-Za-z0-9.\-\[\]:]+:[0-9]{1,5}$")
 _PEM_CERT = "-----BEGIN CERTIFICATE-----"
@@ -40,9 +41,11 @@ class EtcdEndpoint(RollbookBlock):
         min_length=1,
         description="Client URLs, e.g. https://10.0.0.10:2379; all members of the cluster, any order.",
     )
-    ca_cert: str | None = Field(default=None, description="PEM CA certificate that signed the etcd server certs.")
-    client_cert: str | None = Field(default=None, description="PEM client certificate for mutual TLS.")
-    client_key: SecretStr | None = Field(default=None, description="PEM private key of the client certificate.")
+    ca_cert: FormOptional[str] = Field(
+        default=None, description="PEM CA certificate that signed the etcd server certs."
+    )
+    client_cert: FormOptional[str] = Field(default=None, description="PEM client certificate for mutual TLS.")
+    client_key: FormOptional[SecretStr] = Field(default=None, description="PEM private key of the client certificate.")
 
     @field_validator("endpoints")
     @classmethod

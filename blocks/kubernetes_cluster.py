@@ -15,6 +15,7 @@ from pydantic import Field, SecretStr, model_validator
 from blocks._base import RollbookBlock
 from rollbook import redaction
 from rollbook.kube_errors import CONNECTION_ERRORS, ClusterUnreachable, request_line, unreachable
+from rollbook.types import FormOptional
 
 # Every Kubernetes request without its own `_request_timeout` gets this (connect, read) bound, so no call can
 # hang a task: a Prefect task timeout cannot interrupt a blocking call in a worker thread (the checklist runs its
@@ -32,15 +33,15 @@ class KubernetesCluster(RollbookBlock):
     _block_type_slug = "rollbook-kubernetes-cluster"
     _description = "A Kubernetes cluster reached through a kubeconfig (a path on the runner, or inline and secret)."
 
-    kubeconfig_path: str | None = Field(
+    kubeconfig_path: FormOptional[str] = Field(
         default=None,
         description="Path of a kubeconfig file on the machine that runs the flow. Leave empty if you paste one below.",
     )
-    kubeconfig: SecretStr | None = Field(
+    kubeconfig: FormOptional[SecretStr] = Field(
         default=None,
         description="Full kubeconfig YAML, stored as a secret. Leave empty if you give a path above.",
     )
-    context: str | None = Field(
+    context: FormOptional[str] = Field(
         default=None,
         min_length=1,
         description="Kubeconfig context to use; empty means the kubeconfig's current-context.",

@@ -7,6 +7,7 @@ from pydantic import Field, HttpUrl, SecretStr
 
 from blocks._base import RollbookBlock
 from rollbook import redaction
+from rollbook.types import FormOptional
 
 
 class PrometheusConnection(RollbookBlock):
@@ -17,7 +18,7 @@ class PrometheusConnection(RollbookBlock):
     _description = "Prometheus query API address and optional bearer token."
 
     url: HttpUrl = Field(description="Base URL of the Prometheus server, e.g. http://prometheus:9090.")
-    bearer_token: SecretStr | None = Field(default=None, description="Token sent as 'Authorization: Bearer'.")
+    bearer_token: FormOptional[SecretStr] = Field(default=None, description="Token sent as 'Authorization: Bearer'.")
     timeout_seconds: float = Field(default=10.0, gt=0, le=300, description="Timeout for each HTTP request.")
 
     def http_client(self) -> httpx.Client:
