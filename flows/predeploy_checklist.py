@@ -230,8 +230,8 @@ def _answer(name: str, request: ChecklistRequest, rendered: Rendered, cause: str
     """A cluster check's answer when it was not run: the API server is unreachable, or capacity has no input."""
     if request.policy.level(name) == "skip":
         return CheckResult(check=name, status=Status.PASS, reason="skipped by policy")
-    if cause and name in CLUSTER_CHECKS:
-        return CheckResult(check=name, status=Status.ERROR, reason=one_line(cause))
+    if cause and name in CLUSTER_CHECKS:  # whole: the server, the request, the reason and the kubectl to run
+        return CheckResult(check=name, status=Status.ERROR, reason=one_line(cause, 600))
     if name == "capacity" and not request.requests and not rendered.ok:
         return CheckResult(
             check="capacity", status=Status.ERROR, reason="cannot derive requests: the chart did not render"

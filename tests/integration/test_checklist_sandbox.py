@@ -201,7 +201,8 @@ def test_unreachable_api_server_is_named_by_every_cluster_check_and_the_verdict(
     )
     with pytest.raises(ChecklistFailed) as failed:
         predeploy_checklist(req)
-    cause = f"cannot reach the API server at {server}: "
+    # ClusterUnreachable's message: the server, the request that failed, the reason and the kubectl to run
+    cause = f"cannot reach the API server at {server} (GET /"
     assert str(failed.value).startswith(f"NOT READY: {cause}"), str(failed.value)
     verdict = failed.value.verdict
     assert verdict is not None
@@ -209,6 +210,7 @@ def test_unreachable_api_server_is_named_by_every_cluster_check_and_the_verdict(
         row = next(r for r in verdict.rows if r.check == name)
         assert row.status == "error" and row.reason.startswith(cause), (name, row.reason)
         assert "Connection refused" in row.reason and "UnfinishedRun" not in row.reason
+        assert f"kubectl --kubeconfig {kubeconfig} get --raw /readyz" in row.reason, (name, row.reason)
     assert not any("PENDING" in r.reason for r in verdict.rows)
 
 
