@@ -103,10 +103,15 @@ def clear_interrupted_green(
     up; True when green must be installed again, False when that helm finished the install after all."""
     log = get_run_logger()
     ns, release = stuck.namespace, stuck.release
-    wait = helm_may_still_run(stuck, dt.datetime.now(dt.UTC), helm_timeout_seconds=timeout_seconds)
+    now = dt.datetime.now(dt.UTC)
+    wait = helm_may_still_run(stuck, now, helm_timeout_seconds=timeout_seconds)
     if wait:
-        log.warning("%s; waiting %.0fs until its helm (--timeout %ds) has certainly given up", stuck.evidence(
-            dt.datetime.now(dt.UTC)), wait, timeout_seconds)  # fmt: skip
+        log.warning(
+            "%s; waiting %.0fs until its helm (--timeout %ds) has certainly given up",
+            stuck.evidence(now),
+            wait,
+            timeout_seconds,
+        )
         time.sleep(wait)
     history = release_history(cluster, ns, release, helm, missing_ok=True)
     if not history:
