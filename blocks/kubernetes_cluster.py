@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import shlex
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Self
 
@@ -11,6 +12,7 @@ import yaml
 from kubernetes import client as k8s_client
 from kubernetes import config as k8s_config
 from pydantic import Field, SecretStr, model_validator
+from urllib3.exceptions import ResponseNotChunked
 
 from blocks._base import RollbookBlock
 from rollbook import redaction
@@ -134,7 +136,7 @@ def _translate_read(response: Any, server: str, request: str, check: str) -> Non
     """The body is read after `call_api` returns (the client asks urllib3 not to preload it), so a connection
     dropped mid-body surfaces when it is read: translate it there too. The urllib3 response's own `read` is
     wrapped, as both `RESTResponse.read()` and the raw response a `_preload_content=False` caller gets (its
-    `.data`) go through it."""
+    `.data`) go through it; a watch reads through `read_chunked` instead (see `_translate_read_chunked`)."""
     raw: Any = getattr(response, "response", None)
     read = getattr(raw, "read", None)
     if raw is None or not callable(read):
@@ -152,7 +154,29 @@ def _translate_read(response: Any, server: str, request: str, check: str) -> Non
     try:
         raw.read = read_translated
     except (AttributeError, TypeError):  # a response type that takes no attributes: leave it as it is
-        pass
+        return
+    _translate_read_chunked(raw, server, request, check)
+
+
+def _translate_read_chunked(raw: Any, server: str, request: str, check: str) -> None:
+    """A chunked body read as a stream (a watch: `Watch.stream` iterates `resp.stream()`, which hands a chunked
+    body to `read_chunked`) never goes through `read`, so an API server restarting mid-watch raised urllib3's
+    ProtocolError ("Connection broken: IncompleteRead", "Response ended prematurely"). Wrapped as a generator,
+    so the events before the cut still arrive and only the cut raises ClusterUnreachable."""
+    read_chunked = getattr(raw, "read_chunked", None)
+    if not callable(read_chunked):
+        return
+
+    @functools.wraps(read_chunked)
+    def read_chunked_translated(*args: Any, **kwargs: Any) -> Iterator[bytes]:
+        try:
+            yield from read_chunked(*args, **kwargs)
+        except (ClusterUnreachable, ResponseNotChunked):  # a body that is not chunked is no outage
+            raise
+        except CONNECTION_ERRORS as exc:
+            raise unreachable(server, exc, request=request, check=check) from exc
+
+    raw.read_chunked = read_chunked_translated  # `read` took an attribute, so this one does too
 
 
 def _read_yaml_mapping(text: str, source: str) -> dict[str, Any]:

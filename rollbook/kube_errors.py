@@ -90,7 +90,12 @@ def connection_reason(exc: BaseException) -> str:
     inner: BaseException = exc
     while isinstance(inner, urllib3_errors.MaxRetryError) and inner.reason is not None:
         inner = inner.reason
-    text = _POOL_PREFIX.sub("", _OBJECT_REPR.sub("", str(inner))).strip() or type(inner).__name__
+    text = str(inner)
+    if isinstance(inner, urllib3_errors.ProtocolError) and len(inner.args) == 2 and isinstance(inner.args[0], str):
+        # urllib3 raises ProtocolError(message, error), whose str() is the tuple's repr
+        message, error = inner.args[0].rstrip("."), str(inner.args[1])
+        text = message if error in message else f"{message}: {error}"
+    text = _POOL_PREFIX.sub("", _OBJECT_REPR.sub("", text)).strip() or type(inner).__name__
     return redaction.redact(" ".join(text.split()))[:REASON_MAX_CHARS]
 
 

@@ -1,8 +1,8 @@
 """An API server that does not answer fails every Kubernetes call with ClusterUnreachable, not urllib3's MaxRetryError.
 
 Real calls through `KubernetesCluster.api_client()` against local sockets: a closed port (refused), a server that
-accepts and never answers (read timeout), one that drops the connection mid-body, and one that answers 403 (an
-HTTP answer, which must stay an ApiException). Each takes milliseconds: refused connections fail at once and
+accepts and never answers (read timeout), one that drops the connection mid-body or mid-watch, and one that answers
+403 (an HTTP answer, which must stay an ApiException). Each takes milliseconds: refused connections fail at once and
 the timeouts are a tenth of a second.
 """
 
@@ -13,12 +13,14 @@ import pickle
 import socket
 import threading
 from collections.abc import Callable, Iterator
+from http.client import IncompleteRead
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 from kubernetes import client as k8s_client
+from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 from pydantic import SecretStr
 from urllib3.exceptions import MaxRetryError, ProtocolError
@@ -193,6 +195,74 @@ def test_a_connection_dropped_mid_body_is_unreachable(serve: Callable[[Callable[
     assert isinstance(caught.value.__cause__, ProtocolError)
 
 
+def _chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def _pod_event(kind: str, name: str, version: str) -> bytes:
+    pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "resourceVersion": version}}
+    return json.dumps({"type": kind, "object": pod}).encode() + b"\n"
+
+
+# How the body of a chunked watch response ends: cut inside a chunk (urllib3's "Connection broken:
+# IncompleteRead"), cut between chunks ("Response ended prematurely"), or the final empty chunk of a watch
+# the server closes on purpose (its timeoutSeconds ran out).
+_WATCH_ENDINGS = {
+    "mid-chunk": b"200\r\n" + _pod_event("MODIFIED", "web-3", "103")[:20],
+    "between-chunks": b"",
+    "final-chunk": b"0\r\n\r\n",
+}
+
+
+def _watch(ending: str) -> Callable[[socket.socket], None]:
+    """A watch of pods that sends two complete events in their own chunks, then ends as `ending` says."""
+
+    def handle(conn: socket.socket) -> None:
+        _read_request(conn)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n")
+        conn.sendall(_chunk(_pod_event("ADDED", "web-1", "101")) + _chunk(_pod_event("MODIFIED", "web-2", "102")))
+        conn.sendall(_WATCH_ENDINGS[ending])
+
+    return handle
+
+
+@pytest.mark.parametrize(
+    ("ending", "reason"),
+    [("mid-chunk", "Connection broken: IncompleteRead"), ("between-chunks", "Response ended prematurely")],
+)
+def test_a_watch_cut_mid_stream_yields_its_events_then_is_unreachable(
+    serve: Callable[[Callable[[socket.socket], None]], int], ending: str, reason: str
+) -> None:
+    port = serve(_watch(ending))
+    cluster = inline(f"http://127.0.0.1:{port}")
+    seen: list[str] = []
+    with cluster.api_client() as api, pytest.raises(ClusterUnreachable) as caught:
+        # timeout_seconds, as tasks.kube's watch passes it: the Watch does not open a second request by itself
+        for event in k8s_watch.Watch().stream(
+            k8s_client.CoreV1Api(api).list_namespaced_pod, "default", timeout_seconds=5
+        ):
+            seen.append(event["object"].metadata.name)
+    assert seen == ["web-1", "web-2"]  # the complete events before the cut still arrive
+    message = str(caught.value)
+    assert message.startswith(
+        f"cannot reach the API server at http://127.0.0.1:{port} (GET /api/v1/namespaces/default/pods): {reason}"
+    )
+    assert "`kubectl --kubeconfig <the inline kubeconfig> get --raw /readyz`" in message
+    assert "watch=" not in message and "\n" not in message and TOKEN not in message
+    assert isinstance(caught.value.__cause__, ProtocolError)
+    assert is_transient(caught.value)
+
+
+def test_a_watch_the_server_ends_cleanly_raises_nothing(
+    serve: Callable[[Callable[[socket.socket], None]], int],
+) -> None:
+    port = serve(_watch("final-chunk"))
+    cluster = inline(f"http://127.0.0.1:{port}")
+    with cluster.api_client() as api:
+        watched = k8s_watch.Watch().stream(k8s_client.CoreV1Api(api).list_namespaced_pod, "default", timeout_seconds=5)
+        assert [(e["type"], e["object"].metadata.name) for e in watched] == [("ADDED", "web-1"), ("MODIFIED", "web-2")]
+
+
 class _Forbidden(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         body = json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": 403}).encode()
@@ -227,6 +297,15 @@ def test_server_and_request_are_named_without_credentials_or_query() -> None:
     assert safe_server("https://[fd00::1]:6443") == "https://[fd00::1]:6443"
     assert safe_server("https://api.example.com") == "https://api.example.com"
     assert request_line("get", "https://h:1/api/v1/pods?continue=abc&limit=5") == "GET /api/v1/pods"
+
+
+def test_a_protocol_errors_reason_is_its_message_not_a_tuple() -> None:
+    incomplete = IncompleteRead(b"x" * 20, 492)
+    broken = ProtocolError(f"Connection broken: {incomplete!r}", incomplete)  # as urllib3 raises them
+    aborted = ProtocolError("Connection aborted.", ConnectionResetError(104, "Connection reset by peer"))
+    assert connection_reason(broken) == "Connection broken: IncompleteRead(20 bytes read, 492 more expected)"
+    assert connection_reason(aborted) == "Connection aborted: [Errno 104] Connection reset by peer"
+    assert connection_reason(ProtocolError("Response ended prematurely")) == "Response ended prematurely"
 
 
 def test_a_registered_secret_in_the_reason_is_masked() -> None:
