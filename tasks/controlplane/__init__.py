@@ -1,7 +1,7 @@
 """Control-plane drivers for the full-cluster restore, in the plug-in shape: the `ControlPlaneDriver` Protocol
 (base.py), the `ControlPlaneKind` Literal, the registry, one module per implementation (commands.py, the one
-proven on the sandbox; kubeadm.py, documented and untested), and `ControlPlane`, the request's part that
-chooses and configures one."""
+proven on the sandbox; kubeadm.py, tested against a simulated kubelet only, never on a real kubeadm node), and
+`ControlPlane`, the request's part that chooses and configures one."""
 
 from __future__ import annotations
 
@@ -26,7 +26,9 @@ class ControlPlane(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    kind: ControlPlaneKind = Field(default="commands", description="commands (argv lists) or kubeadm (untested).")
+    kind: ControlPlaneKind = Field(
+        default="commands", description="commands (argv lists) or kubeadm (never run on a real node)."
+    )
     etcd_member: EtcdMember
     stop_controllers: list[Argv] = Field(
         default=[], description="commands: argv lists that stop kube-controller-manager, kube-scheduler (and kubelets)."
