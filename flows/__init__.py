@@ -25,6 +25,7 @@ from flows.helm_history import helm_history
 from flows.helm_rollback import helm_rollback
 from flows.last_known_good import last_known_good
 from flows.predeploy_checklist import predeploy_checklist
+from flows.registry_outage import registry_outage
 from flows.rollback_rehearsal import rollback_rehearsal
 from flows.rollout_history import rollout_history
 
@@ -98,6 +99,12 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
     CatalogueEntry(
         blue_green_retire, "Remove a retired blue release after its keep window.", ("deploy", "progressive")
     ),
+    # incidents (issue 15): an alert or a person starts them while pods cannot pull
+    CatalogueEntry(
+        registry_outage,
+        "Registry down: move stuck workloads to a verified mirror by digest, then back once it recovers.",
+        ("recovery", "registry"),
+    ),
     # full-cluster recovery (issue 11): scheduled snapshots and retention never overlap their previous run
     CatalogueEntry(
         etcd_snapshot,
@@ -141,6 +148,7 @@ __all__ = [
     "helm_rollback",
     "last_known_good",
     "predeploy_checklist",
+    "registry_outage",
     "rollback_rehearsal",
     "rollout_history",
     "etcd_snapshot",

@@ -34,6 +34,7 @@ _REPOSITORY = r"(?:[a-zA-Z0-9.-]+(?::[0-9]+)?/)?[a-z0-9]+(?:[._-]+[a-z0-9]+)*(?:
 IMAGE_REPOSITORY = rf"^{_REPOSITORY}$"
 # registry[:port]/path[:tag][@sha256:digest], lower-case path components, as the distribution spec allows
 IMAGE_REF = rf"^{_REPOSITORY}(?::[A-Za-z0-9_][A-Za-z0-9._-]{{0,127}})?(?:@sha256:[a-f0-9]{{64}})?$"
+IMAGE_DIGEST = r"^sha256:[a-f0-9]{64}$"
 # Prefect's rule for block document names
 BLOCK_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 OCI_CHART = r"^oci://[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+$"
@@ -108,6 +109,9 @@ ImageRepository = Annotated[
     str, _schema(IMAGE_REPOSITORY, 512), _text_rule("image repository", _REPO, IMAGE_REPOSITORY, 512)
 ]
 ImageRef = Annotated[str, _schema(IMAGE_REF, 1024), _text_rule("image reference", _REF, IMAGE_REF, 1024)]
+ImageDigest = Annotated[
+    str, _schema(IMAGE_DIGEST, 71), _text_rule("image digest", "sha256: and 64 lower-case hex digits", IMAGE_DIGEST, 71)
+]
 BlockName = Annotated[
     str,
     _schema(BLOCK_NAME, 255),
@@ -272,6 +276,7 @@ __all__ = [
     "ChartRef",
     "DnsLabel",
     "FormOptional",
+    "ImageDigest",
     "ImageRef",
     "ImageRepository",
     "ImageTag",

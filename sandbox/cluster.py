@@ -308,6 +308,13 @@ class Sandbox:
         """Start a service `stop_service` took away; returns once it is ready again (its pid)."""
         return self.supervisor.start(self.service_spec(name))
 
+    def start_registry(self, *, mirror: bool = False) -> None:
+        """Start a registry `stop_service` took away and publish the demo images on it again: crane's registry
+        keeps manifests in memory, so a restart loses them (a real registry keeps them). Images a test pushed
+        itself are gone."""
+        self.start_service("registry-mirror" if mirror else "registry")
+        SandboxRegistries(self.cfg, self.bins).publish_demo_images()
+
     def set_alert_rules(self, name: str, text: str | None) -> None:
         """Write (or, with None, remove) a Prometheus alerting rule file and make Prometheus reload it."""
         path = prometheus_rules_dir(self.cfg) / f"{name}.yml"

@@ -110,6 +110,10 @@ KUBE_API_LONG = _policy(retries=5, delays=[1, 2, 4, 8, 8], timeout_seconds=300)
 KUBE_WAIT = _policy(retries=0, delays=[], timeout_seconds=3 * 3600)
 # cosign/crane-like tools reaching an OCI registry (each call bounded by the tool's own timeout inside the task).
 REGISTRY_TOOL = _policy(retries=2, delays=[2, 5], timeout_seconds=600)
+# One HTTP request to an OCI registry's API (its /v2/ root, one manifest) during an outage: not retried, as
+# "unreachable" is the answer the caller needs, and it decides how long to keep asking (each request is bounded
+# by its own timeout inside the task).
+REGISTRY_PROBE = _policy(retries=0, delays=[], timeout_seconds=120)
 # A vulnerability scan of several images: not retried (a scan that cannot run is an answer, not an error).
 SCAN = _policy(retries=0, delays=[], timeout_seconds=1800)
 # Read-only queries to an application database (migration status): a dropped connection is retried.

@@ -9,17 +9,10 @@ from typing import Any
 
 from prefect import task
 
-from blocks import ContainerRegistry
 from rollbook.checklist import CheckResult, Status, one_line
 from tasks.policies import CHECK_REGISTRY_TOOL
+from tasks.registry import load_registry
 from tasks.signing import SignatureError, verify_image, write_docker_config
-
-
-def _load_registry(block_name: str) -> ContainerRegistry:
-    block = ContainerRegistry.load(block_name)
-    if not isinstance(block, ContainerRegistry):
-        raise TypeError(f"block {block_name!r} is not a Rollbook Container Registry")
-    return block
 
 
 def signature_result(answers: list[dict[str, Any]], seconds: float = 0.0) -> CheckResult:
@@ -47,7 +40,7 @@ def check_image_signature(images: list[str], public_key_path: str | None, regist
     With a 'Rollbook Container Registry' block, its key and its login (for the registry and its mirrors) are
     used; the block is loaded here so its password never travels as a task parameter or result."""
     started = time.monotonic()
-    registry = _load_registry(registry_block) if registry_block else None
+    registry = load_registry(registry_block) if registry_block else None
     key_pem = registry.cosign_public_key if registry else None
     if not images:
         return CheckResult(check="image-signature", status=Status.ERROR, reason="no image to verify")

@@ -110,6 +110,8 @@ VALID: dict[str, dict[str, Any]] = {
         },
         "controls": CONTROLS,
     },
+    # incidents (issue 15)
+    "registry-outage": {"request": {"registry_block": "prod-registry", "namespaces": ["shop"]}, "controls": CONTROLS},
 }
 assert set(VALID) == set(FLOWS), "every flow in FLOWS needs a valid parameter set here"
 
@@ -229,6 +231,14 @@ def _cases() -> list[Case]:
         migration = {"kind": "golang-migrate", "expected_version": "3", "dsn": "postgresql://u@h/db"}
         for bad in ({"expected_version": 3}, {"expected_version": True}, {"database_block": 5}):
             cases.append(Case(flow, f"{prefix}.migration", {**migration, **bad}, "migration"))
+    add("registry-outage", "request.registry_block", ["Prod Registry", "", "r;m", 5])
+    add("registry-outage", "request.namespaces", [[], ["Shop"], ["a;rm -rf /"], "shop", [""], ["n" * 64]])
+    add("registry-outage", "request.expected_digests", [{"app:1.0": "sha256:xyz"}, {"App:1": "sha256:" + "a" * 64}])
+    add("registry-outage", "request.expected_digests", [["x"], {"a b:1": "sha256:" + "a" * 64}])
+    add("registry-outage", "request.recovery_timeout_seconds", [True, "600", -1, 10**9])
+    add("registry-outage", "request.rollout_timeout_seconds", [True, 0, "300"])
+    add("registry-outage", "request.probe_timeout_seconds", [0, 61, False])
+    add("registry-outage", "request.verify_signatures", ["yes", 1])
     add("rollback-rehearsal", "request.from_tag", BAD_TAGS)
     add("rollback-rehearsal", "request.to_tag", BAD_TAGS)
     add("rollback-rehearsal", "request.image_repository", ["repo:tag", "Repo", "a b", "r;m"])

@@ -1,0 +1,256 @@
+"""registry-outage on the sandbox: the primary registry really stopped and pods really stuck pulling from it
+(kwok's pull fault), the mirror serving the same digests with real cosign signatures."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client
+
+from blocks import ContainerRegistry
+from flows.registry_outage import FallbackIncomplete, RegistryOutageRequest, RegistryOutageResult, registry_outage
+from rollbook import registry_fallback as rules
+from rollbook.change import ChangeControls, subflow_result
+from sandbox.cluster import Sandbox
+from sandbox.registry import SandboxRegistries, _layer, run_tool
+from sandbox.services import wait_until
+
+CONTROLS = ChangeControls(reason="registry outage drill", requested_by="pytest")
+
+
+@pytest.fixture
+def registries(sandbox: Sandbox) -> SandboxRegistries:
+    return SandboxRegistries(sandbox.cfg, sandbox.bins)
+
+
+@pytest.fixture
+def registry_block(sandbox: Sandbox, registries: SandboxRegistries) -> str:
+    name = f"outage-{uuid.uuid4().hex[:6]}"
+    ContainerRegistry(
+        url=f"http://{sandbox.cfg.registry_host()}",
+        mirrors=[f"http://{sandbox.cfg.registry_host(mirror=True)}"],
+        cosign_public_key=registries.public_key.read_text(),
+        insecure=True,
+    ).save(name, overwrite=True)
+    return name
+
+
+@pytest.fixture
+def outage(sandbox: Sandbox) -> Iterator[None]:
+    """Whatever a test breaks, the primary registry is back for the next one."""
+    try:
+        yield
+    finally:
+        heal(sandbox)
+
+
+def break_primary(sandbox: Sandbox) -> None:
+    """The primary registry stopped, and pods pulling from it held in ImagePullBackOff (kwok's pull fault)."""
+    sandbox.stop_service("registry")
+    sandbox.set_unreachable_registries([sandbox.cfg.registry_host()])
+
+
+def heal(sandbox: Sandbox) -> None:
+    sandbox.set_unreachable_registries([])
+    try:
+        up = sandbox.service_spec("registry").ready()
+    except httpx.HTTPError:
+        up = False
+    if not up:
+        sandbox.start_registry()
+
+
+def _request(sandbox: Sandbox, block: str, namespace: str, **kw: Any) -> RegistryOutageRequest:
+    return RegistryOutageRequest(
+        kubeconfig_path=str(sandbox.cfg.kubeconfig),
+        registry_block=block,
+        namespaces=[namespace],
+        rollout_timeout_seconds=120,
+        **kw,
+    )
+
+
+def _run(request: RegistryOutageRequest, controls: ChangeControls) -> RegistryOutageResult:
+    return subflow_result(registry_outage(request, controls))
+
+
+def _deploy(sandbox: Sandbox, namespace: str, name: str, image: str, *, wait: bool = True) -> None:
+    sandbox.kubectl("create", "deployment", name, f"--image={image}", "--replicas=2", "-n", namespace)
+    if wait:
+        sandbox.kubectl("rollout", "status", f"deployment/{name}", "--timeout=90s", "-n", namespace)
+
+
+def _images(apps: client.AppsV1Api, namespace: str, name: str) -> list[str]:
+    return [c.image for c in apps.read_namespaced_deployment(name, namespace).spec.template.spec.containers]
+
+
+def _annotations(apps: client.AppsV1Api, namespace: str, name: str) -> dict[str, str]:
+    return apps.read_namespaced_deployment(name, namespace).metadata.annotations or {}
+
+
+def _stuck(core: client.CoreV1Api, namespace: str, count: int) -> None:
+    def enough() -> bool:
+        pods = core.list_namespaced_pod(namespace).items
+        waiting = [
+            cs.state.waiting.reason
+            for p in pods
+            for cs in (p.status.container_statuses or [])
+            if cs.state and cs.state.waiting
+        ]
+        return waiting.count("ImagePullBackOff") >= count
+
+    wait_until(enough, timeout=60, what=f"{count} pods in ImagePullBackOff in {namespace}")
+
+
+def _all_ready(apps: client.AppsV1Api, namespace: str, name: str) -> bool:
+    d = apps.read_namespaced_deployment(name, namespace)
+    status = d.status
+    return (
+        (status.updated_replicas or 0) == d.spec.replicas
+        and (status.ready_replicas or 0) == d.spec.replicas
+        and (status.replicas or 0) == d.spec.replicas
+        and status.observed_generation == d.metadata.generation
+    )
+
+
+def test_outage_drill_moves_stuck_pods_to_the_mirror_by_digest_and_back_once_the_registry_returns(
+    sandbox: Sandbox,
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+    namespace: str,
+    registries: SandboxRegistries,
+    registry_block: str,
+    outage: None,
+) -> None:
+    good, new = registries.image("1.0.0"), registries.image("1.1.0")
+    _deploy(sandbox, namespace, "web", good)
+    digest = registries.digest(new)
+    break_primary(sandbox)
+    sandbox.kubectl("set", "image", "deployment/web", f"demo-app={new}", "-n", namespace)
+    _stuck(core, namespace, 1)
+
+    # plan: the exact change, nothing written
+    planned = _run(
+        _request(sandbox, registry_block, namespace, expected_digests={new: digest}),
+        CONTROLS.model_copy(update={"plan": True}),
+    )
+    mirror_ref = f"{sandbox.cfg.registry_host(mirror=True)}/rollbook/demo-app@{digest}"
+    assert planned.outcome == "planned"
+    [row] = planned.workloads
+    assert (row.action, row.images[0].mirror_ref, row.images[0].digest_source) == (
+        "would-switch-to-mirror",
+        mirror_ref,
+        "operator",
+    )
+    assert row.stuck_pods >= 1 and row.since
+    assert [p["up"] for p in planned.probes] == [False, True]
+    assert _images(apps, namespace, "web") == [new]
+
+    # the fallback, with the registry still down: the watch ends at once and leaves the detour in place
+    first = _run(
+        _request(sandbox, registry_block, namespace, expected_digests={new: digest}, recovery_timeout_seconds=0),
+        CONTROLS,
+    )
+    assert first.outcome == "changed" and first.primary_recovered is False
+    assert first.workloads[0].action == "switched-to-mirror"
+    assert "run the same request again" in first.summary
+    assert _images(apps, namespace, "web") == [mirror_ref]
+    assert _all_ready(apps, namespace, "web")
+    notes = _annotations(apps, namespace, "web")
+    record = json.loads(notes[rules.FALLBACK_ANNOTATION])
+    assert record["originals"] == {"demo-app": new} and record["mirrored"] == {"demo-app": mirror_ref}
+    assert notes["rollbook.dev/action"] == "registry-fallback" and notes["rollbook.dev/requested-by"] == "pytest"
+    assert {"detect", "decide", "fallback"} <= set(first.phases)
+
+    # the same request again, the registry back after a few seconds: it watches, then switches back
+    healer = threading.Timer(8, heal, args=(sandbox,))
+    healer.start()
+    try:
+        second = _run(_request(sandbox, registry_block, namespace, recovery_timeout_seconds=180), CONTROLS)
+    finally:
+        healer.join()
+    assert second.outcome == "changed" and second.primary_recovered is True
+    assert second.workloads[0].action == "switched-back"
+    assert second.phases["primary-wait"] >= 5
+    assert _images(apps, namespace, "web") == [new]
+    assert _all_ready(apps, namespace, "web")
+    notes = _annotations(apps, namespace, "web")
+    assert rules.FALLBACK_ANNOTATION not in notes and notes["rollbook.dev/action"] == "registry-switch-back"
+
+    third = _run(_request(sandbox, registry_block, namespace), CONTROLS)
+    assert third.outcome == "unchanged" and third.workloads == []
+
+
+def test_a_mirror_without_the_digest_a_retagged_mirror_an_unsigned_copy_and_an_unknown_digest_are_refused(
+    sandbox: Sandbox,
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+    namespace: str,
+    registries: SandboxRegistries,
+    registry_block: str,
+    outage: None,
+) -> None:
+    tag = f"drill-{uuid.uuid4().hex[:6]}"
+    primary_only = registries.push(f"{tag}-only", f"only on the primary {tag}\n")
+    retagged = registries.push(f"{tag}-retag", f"primary content {tag}\n")
+    registries._push_layer(registries.image(f"{tag}-retag", mirror=True), _layer(f"other content {tag}\n"))
+    unsigned = registries.push(f"{tag}-unsigned", f"copied, never signed {tag}\n")
+    run_tool([registries.crane, "copy", unsigned, registries.image(f"{tag}-unsigned", mirror=True)])
+    unknown = registries.push(f"{tag}-unknown", f"digest never told {tag}\n")
+    images = {"lacking": primary_only, "retagged": retagged, "unsigned": unsigned, "unknown": unknown}
+    digests = {image: registries.digest(image) for name, image in images.items() if name != "unknown"}
+    break_primary(sandbox)
+    for name, image in images.items():
+        _deploy(sandbox, namespace, name, image, wait=False)
+    _stuck(core, namespace, 8)
+
+    request = _request(sandbox, registry_block, namespace, expected_digests=digests, recovery_timeout_seconds=0)
+    with pytest.raises(FallbackIncomplete) as failed:
+        _run(request, CONTROLS)
+    message = str(failed.value)
+    assert "4 workload(s) stuck" in message
+    assert f"does not serve rollbook/demo-app@{digests[primary_only]}" in message
+    other = registries.digest(registries.image(f"{tag}-retag", mirror=True))
+    assert f"its tag {tag}-retag is {other}" in message
+    assert "does not verify with the registry's cosign key" in message
+    assert f"the digest of {unknown} is unknown" in message and "expected_digests" in message
+    for name, image in images.items():  # refused means untouched
+        assert _images(apps, namespace, name) == [image]
+        assert rules.FALLBACK_ANNOTATION not in _annotations(apps, namespace, name)
+
+
+def test_bad_input_and_a_rejected_gate_change_nothing(
+    sandbox: Sandbox,
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+    namespace: str,
+    registries: SandboxRegistries,
+    registry_block: str,
+    outage: None,
+) -> None:
+    break_primary(sandbox)
+    with pytest.raises(ValueError, match="no 'Rollbook Container Registry' block named 'no-such-registry'"):
+        _run(_request(sandbox, "no-such-registry", namespace), CONTROLS)
+    elsewhere = _run(_request(sandbox, registry_block, namespace), CONTROLS)
+    assert elsewhere.outcome == "unchanged" and "runs an image from" in elsewhere.summary
+    with pytest.raises(ValueError, match="not-a-namespace-here"):
+        _run(
+            _request(sandbox, registry_block, namespace).model_copy(update={"namespaces": ["not-a-namespace-here"]}),
+            CONTROLS,
+        )
+
+    new = registries.image("1.1.0")
+    digest = json.loads((sandbox.cfg.work_dir / "demo-images.json").read_text())["1.1.0"]
+    _deploy(sandbox, namespace, "web", new, wait=False)
+    _stuck(core, namespace, 2)
+    gate = CONTROLS.model_copy(update={"require_approval": True, "approval_timeout_seconds": 10})
+    refused = _run(_request(sandbox, registry_block, namespace, expected_digests={new: digest}), gate)
+    assert refused.outcome == "not-approved"
+    assert _images(apps, namespace, "web") == [new]
+    assert rules.FALLBACK_ANNOTATION not in _annotations(apps, namespace, "web")
