@@ -49,7 +49,7 @@ def pick_last_known_good(
         if verify_images:
             assert public_key is not None  # enforced by the request models
             results = [verify_image(image, public_key) for image in images]
-            failed = [str(r["image"]) for r in results if not r["verified"]]
+            failed = [f"{r['image']} ({r.get('failure') or 'unknown'})" for r in results if not r["verified"]]
             row["signatures"] = "verified" if not failed else "NOT verified: " + ", ".join(failed)
             if failed:
                 continue

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from prefect import task
 
+from rollbook.signature_failures import classify
 from tasks.policies import REGISTRY_TOOL
 
 COSIGN_TIMEOUT_SECONDS = 60
@@ -35,7 +36,10 @@ def cosign_binary() -> str:
 def verify_image(
     image: str, public_key: str, allow_http_registry: bool = True, docker_config: str | None = None
 ) -> dict[str, object]:
-    """Whether `image` carries a signature made with the key `public_key`; {"image", "verified", "detail"}.
+    """Whether `image` carries a signature made with the key `public_key`; {"image", "verified", "detail", "failure"}.
+
+    "failure" is None when verified, else why not (rollbook.signature_failures.Kind: the registry could not be
+    reached, no such image, no signature, a bad or foreign signature...), so an outage is not reported as forgery.
 
     `docker_config` is a directory holding the registry login (see `write_docker_config`): cosign reads it
     from $DOCKER_CONFIG, so no password is ever on a command line.
@@ -59,7 +63,9 @@ def verify_image(
         raise TimeoutError(f"cosign verify {image} timed out after {COSIGN_TIMEOUT_SECONDS}s") from None
     lines = (proc.stderr or proc.stdout).strip().splitlines()
     detail = lines[-1][:300] if lines else ""
-    return {"image": image, "verified": proc.returncode == 0, "detail": detail}
+    verified = proc.returncode == 0
+    failure = None if verified else classify(proc.returncode, f"{proc.stderr or ''}\n{proc.stdout or ''}")
+    return {"image": image, "verified": verified, "detail": detail, "failure": failure}
 
 
 def write_docker_config(directory: Path, hosts: list[str], username: str, password: str) -> Path:

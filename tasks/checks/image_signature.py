@@ -10,6 +10,7 @@ from typing import Any
 from prefect import task
 
 from rollbook.checklist import CheckResult, Status, one_line
+from rollbook.signature_failures import explain
 from tasks.policies import CHECK_REGISTRY_TOOL
 from tasks.registry import load_registry
 from tasks.signing import SignatureError, verify_image, write_docker_config
@@ -20,10 +21,15 @@ def signature_result(answers: list[dict[str, Any]], seconds: float = 0.0) -> Che
     evidence = {
         "verified": [a["image"] for a in answers if a["verified"]],
         "failed": {a["image"]: a["detail"] for a in failed},
+        "failure_kinds": {a["image"]: a.get("failure") or "unknown" for a in failed},
     }
     if failed:
         first = failed[0]
-        reason = f"{len(failed)} of {len(answers)} image(s) failed verification: {first['image']}: {first['detail']}"
+        kind = first.get("failure") or "unknown"
+        reason = (
+            f"{len(failed)} of {len(answers)} image(s) failed verification: {first['image']}: {kind} "
+            f"({explain(kind)}): {first['detail']}"
+        )
         status = Status.FAIL
     else:
         reason = f"all {len(answers)} image(s) signed with the given key"
