@@ -23,6 +23,7 @@ from flows.etcd_restore import etcd_restore
 from flows.etcd_snapshot import etcd_snapshot
 from flows.helm_history import helm_history
 from flows.helm_rollback import helm_rollback
+from flows.image_trust_failure import image_trust_failure
 from flows.last_known_good import last_known_good
 from flows.predeploy_checklist import predeploy_checklist
 from flows.registry_outage import registry_outage
@@ -105,6 +106,11 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
         "Registry down: move stuck workloads to a verified mirror by digest, then back once it recovers.",
         ("recovery", "registry"),
     ),
+    CatalogueEntry(
+        image_trust_failure,
+        "cosign failed: outage or trust? Try the mirror, fall back to the last signed good image, tell security.",
+        ("recovery", "registry", "security"),
+    ),
     # full-cluster recovery (issue 11): scheduled snapshots and retention never overlap their previous run
     CatalogueEntry(
         etcd_snapshot,
@@ -146,6 +152,7 @@ __all__ = [
     "hello_cluster",
     "helm_history",
     "helm_rollback",
+    "image_trust_failure",
     "last_known_good",
     "predeploy_checklist",
     "registry_outage",

@@ -35,6 +35,8 @@ IMAGE_REPOSITORY = rf"^{_REPOSITORY}$"
 # registry[:port]/path[:tag][@sha256:digest], lower-case path components, as the distribution spec allows
 IMAGE_REF = rf"^{_REPOSITORY}(?::[A-Za-z0-9_][A-Za-z0-9._-]{{0,127}})?(?:@sha256:[a-f0-9]{{64}})?$"
 IMAGE_DIGEST = r"^sha256:[a-f0-9]{64}$"
+# Prefect's "<block-type-slug>/<block-name>", which names a saved block of any type
+BLOCK_REF = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?/[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # Prefect's rule for block document names
 BLOCK_NAME = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 OCI_CHART = r"^oci://[A-Za-z0-9.-]+(:[0-9]+)?(/[a-z0-9]+([._-][a-z0-9]+)*)+$"
@@ -111,6 +113,11 @@ ImageRepository = Annotated[
 ImageRef = Annotated[str, _schema(IMAGE_REF, 1024), _text_rule("image reference", _REF, IMAGE_REF, 1024)]
 ImageDigest = Annotated[
     str, _schema(IMAGE_DIGEST, 71), _text_rule("image digest", "sha256: and 64 lower-case hex digits", IMAGE_DIGEST, 71)
+]
+BlockRef = Annotated[
+    str,
+    _schema(BLOCK_REF, 300),
+    _text_rule("block reference", "<block-type-slug>/<name>, e.g. slack-webhook/security", BLOCK_REF, 300),
 ]
 BlockName = Annotated[
     str,
@@ -273,6 +280,7 @@ FormOptional = Annotated[T | None, InnerTypeSchema(), Field(json_schema_extra=_n
 __all__ = [
     "AuditText",
     "BlockName",
+    "BlockRef",
     "ChartRef",
     "DnsLabel",
     "FormOptional",

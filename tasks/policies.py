@@ -114,6 +114,11 @@ REGISTRY_TOOL = _policy(retries=2, delays=[2, 5], timeout_seconds=600)
 # "unreachable" is the answer the caller needs, and it decides how long to keep asking (each request is bounded
 # by its own timeout inside the task).
 REGISTRY_PROBE = _policy(retries=0, delays=[], timeout_seconds=120)
+# A message through a notification block (Slack, a webhook): a lost answer may mean a repeated message, which
+# beats a lost one.
+NOTIFY = _policy(retries=2, delays=[2, 5], timeout_seconds=60)
+# A small file written on the worker itself (a public key for a tool that wants a path).
+LOCAL_FILE = _policy(retries=1, delays=[1], timeout_seconds=10)
 # A vulnerability scan of several images: not retried (a scan that cannot run is an answer, not an error).
 SCAN = _policy(retries=0, delays=[], timeout_seconds=1800)
 # Read-only queries to an application database (migration status): a dropped connection is retried.

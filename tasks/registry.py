@@ -19,7 +19,7 @@ from prefect import task
 
 from blocks import ContainerRegistry
 from rollbook.image_refs import ImageReference
-from tasks.policies import PREFECT_API, REGISTRY_PROBE, REGISTRY_TOOL
+from tasks.policies import LOCAL_FILE, PREFECT_API, REGISTRY_PROBE, REGISTRY_TOOL
 from tasks.signing import SignatureError, verify_image, write_docker_config
 
 # Every manifest kind a runtime pulls: image indexes first, so a multi-arch image's digest is the index's.
@@ -147,6 +147,21 @@ def manifest_digest(registry: ContainerRegistry, host: str, image: str, timeout_
         return result
     result.update(digest=digest, detail=f"{host} serves {ref.repository}:{ref.reference} as {digest}")
     return result
+
+
+@task(**LOCAL_FILE)
+def public_key_file(registry: ContainerRegistry) -> str:
+    """The block's cosign public key as a file, for what wants a path (deployment-undo's verify_images), under
+    the user's cache and named by its content, so runs reuse it (a public key is not a secret)."""
+    if not registry.cosign_public_key:
+        raise SignatureError("the registry block has no cosign_public_key")
+    pem = registry.cosign_public_key
+    directory = Path.home() / ".cache" / "rollbook" / "keys"
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"cosign-{hashlib.sha256(pem.encode()).hexdigest()[:16]}.pub"
+    if not path.exists() or path.read_text() != pem:
+        path.write_text(pem)
+    return str(path)
 
 
 @task(**REGISTRY_TOOL)

@@ -112,6 +112,10 @@ VALID: dict[str, dict[str, Any]] = {
     },
     # incidents (issue 15)
     "registry-outage": {"request": {"registry_block": "prod-registry", "namespaces": ["shop"]}, "controls": CONTROLS},
+    "image-trust-failure": {
+        "request": {"registry_block": "prod-registry", "namespace": "shop", "deployment": "web"},
+        "controls": CONTROLS,
+    },
 }
 assert set(VALID) == set(FLOWS), "every flow in FLOWS needs a valid parameter set here"
 
@@ -239,6 +243,10 @@ def _cases() -> list[Case]:
     add("registry-outage", "request.rollout_timeout_seconds", [True, 0, "300"])
     add("registry-outage", "request.probe_timeout_seconds", [0, 61, False])
     add("registry-outage", "request.verify_signatures", ["yes", 1])
+    add("image-trust-failure", "request.notify_block", ["security", "Slack/Sec", "a/b/c", "x;y/z", 5])
+    add("image-trust-failure", "request.deployment", ["", "Web", "w;x", "w" * 300])
+    add("image-trust-failure", "request.fall_back", ["yes", 1])
+    add("image-trust-failure", "request.wait_timeout_seconds", [True, 0, "60"])
     add("rollback-rehearsal", "request.from_tag", BAD_TAGS)
     add("rollback-rehearsal", "request.to_tag", BAD_TAGS)
     add("rollback-rehearsal", "request.image_repository", ["repo:tag", "Repo", "a b", "r;m"])
