@@ -59,7 +59,7 @@ def registry_outage(
             f"no Deployment in {', '.join(request.namespaces)} runs an image from {run.primary} or carries a "
             "registry detour; nothing changed"
         )
-        return _publish(run, "unchanged", summary, probes, [])
+        return _publish(run, _result(run, "unchanged", summary, probes, []))
 
     rows: list[WorkloadRow] = []
     moves: list[Move] = []
@@ -86,9 +86,8 @@ def registry_outage(
         draft = _result(run, "planned", "", probes, rows)
         decision = request_approval(controls, plan_markdown(draft, "Move these workloads to the mirror?"))
         if not decision.approved:
-            refused_result = _publish(
-                run, "not-approved", f"not approved: nothing changed ({decision.comment})", probes, rows
-            )
+            summary = f"not approved: nothing changed ({decision.comment})"
+            refused_result = _publish(run, _result(run, "not-approved", summary, probes, rows))
             return not_approved_state(refused_result, decision)
         run.approved_in_run = controls.require_approval
         for move in moves:
@@ -114,7 +113,8 @@ def _recover_and_report(
         if recovered:
             changed = steps.switch_back(run, controls, detoured) or changed
     outcome: Outcome = "planned" if controls.plan else "changed" if changed else "unchanged"
-    result = _publish(run, outcome, _summary(run, rows, recovered, planned=controls.plan), probes, rows, recovered)
+    summary = _summary(run, rows, recovered, planned=controls.plan)
+    result = _publish(run, _result(run, outcome, summary, probes, rows, recovered))
     if run.failures:
         raise FallbackIncomplete(
             f"{len(run.failures)} workload(s) stuck on {run.primary} not recovered: " + "; ".join(run.failures)
@@ -158,15 +158,7 @@ def _result(
     )
 
 
-def _publish(
-    run: Run,
-    outcome: Outcome,
-    summary: str,
-    probes: list[dict[str, Any]],
-    rows: list[WorkloadRow],
-    recovered: bool | None = None,
-) -> RegistryOutageResult:
-    result = _result(run, outcome, summary, probes, rows, recovered)
-    get_run_logger().info("%s", summary)
+def _publish(run: Run, result: RegistryOutageResult) -> RegistryOutageResult:
+    get_run_logger().info("%s", result.summary)
     create_markdown_artifact(result_markdown(result), key=run.key)
     return result

@@ -13,6 +13,7 @@ from kubernetes import client
 
 from sandbox.cluster import Sandbox
 from sandbox.config import SandboxConfig, free_base_port
+from sandbox.registry import SandboxRegistries
 
 # The test sandbox takes the first free port block from here (ROLLBOOK_TEST_SANDBOX_PORT moves the start),
 # so test sessions can run beside a demo sandbox and beside each other.
@@ -57,3 +58,23 @@ def namespace(sandbox: Sandbox, core: client.CoreV1Api, request: pytest.FixtureR
 @pytest.fixture(scope="session")
 def demo_chart() -> Path:
     return Path(__file__).resolve().parents[2] / "charts" / "demo-app"
+
+
+@pytest.fixture
+def registries(sandbox: Sandbox) -> SandboxRegistries:
+    return SandboxRegistries(sandbox.cfg, sandbox.bins)
+
+
+@pytest.fixture
+def registry_block(sandbox: Sandbox, registries: SandboxRegistries) -> str:
+    """A saved 'Rollbook Container Registry' block: the sandbox's primary registry, its mirror, its cosign key."""
+    from blocks import ContainerRegistry
+
+    name = f"registry-{uuid.uuid4().hex[:6]}"
+    ContainerRegistry(
+        url=f"http://{sandbox.cfg.registry_host()}",
+        mirrors=[f"http://{sandbox.cfg.registry_host(mirror=True)}"],
+        cosign_public_key=registries.public_key.read_text(),
+        insecure=True,
+    ).save(name, overwrite=True)
+    return name

@@ -16,7 +16,7 @@ import pytest
 from kubernetes import client
 from prefect.blocks.notifications import CustomWebhookNotificationBlock
 
-from blocks import ContainerRegistry, KubernetesCluster
+from blocks import KubernetesCluster
 from flows.image_trust_failure import ImageTrustRequest, ImageTrustResult, image_trust_failure
 from rollbook.change import ChangeControls, subflow_result
 from sandbox.cluster import Sandbox
@@ -24,23 +24,6 @@ from sandbox.registry import SandboxRegistries, run_tool
 from tasks.kube import mark_rollout_complete
 
 CONTROLS = ChangeControls(reason="cosign verification failed", requested_by="pytest")
-
-
-@pytest.fixture
-def registries(sandbox: Sandbox) -> SandboxRegistries:
-    return SandboxRegistries(sandbox.cfg, sandbox.bins)
-
-
-@pytest.fixture
-def registry_block(sandbox: Sandbox, registries: SandboxRegistries) -> str:
-    name = f"trust-{uuid.uuid4().hex[:6]}"
-    ContainerRegistry(
-        url=f"http://{sandbox.cfg.registry_host()}",
-        mirrors=[f"http://{sandbox.cfg.registry_host(mirror=True)}"],
-        cosign_public_key=registries.public_key.read_text(),
-        insecure=True,
-    ).save(name, overwrite=True)
-    return name
 
 
 @pytest.fixture

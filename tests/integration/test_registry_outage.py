@@ -13,7 +13,6 @@ import httpx
 import pytest
 from kubernetes import client
 
-from blocks import ContainerRegistry
 from flows.registry_outage import FallbackIncomplete, RegistryOutageRequest, RegistryOutageResult, registry_outage
 from rollbook import registry_fallback as rules
 from rollbook.change import ChangeControls, subflow_result
@@ -22,23 +21,6 @@ from sandbox.registry import SandboxRegistries, _layer, run_tool
 from sandbox.services import wait_until
 
 CONTROLS = ChangeControls(reason="registry outage drill", requested_by="pytest")
-
-
-@pytest.fixture
-def registries(sandbox: Sandbox) -> SandboxRegistries:
-    return SandboxRegistries(sandbox.cfg, sandbox.bins)
-
-
-@pytest.fixture
-def registry_block(sandbox: Sandbox, registries: SandboxRegistries) -> str:
-    name = f"outage-{uuid.uuid4().hex[:6]}"
-    ContainerRegistry(
-        url=f"http://{sandbox.cfg.registry_host()}",
-        mirrors=[f"http://{sandbox.cfg.registry_host(mirror=True)}"],
-        cosign_public_key=registries.public_key.read_text(),
-        insecure=True,
-    ).save(name, overwrite=True)
-    return name
 
 
 @pytest.fixture

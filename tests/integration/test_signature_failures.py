@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import io
 import json
 import socket
 import subprocess
-import tarfile
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,7 +25,7 @@ import httpx
 import pytest
 
 from sandbox import toolchain
-from sandbox.registry import run_tool
+from sandbox.registry import _layer, run_tool
 from tasks.signing import verify_image
 
 BINS = toolchain.bin_dir()
@@ -101,16 +99,6 @@ def keys(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         run_tool([str(COSIGN), "generate-key-pair", "--output-key-prefix", "cosign"], cwd=directory)
         found[name] = directory / "cosign"
     return found
-
-
-def _layer(text: str) -> bytes:
-    content = text.encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        info = tarfile.TarInfo("app/VERSION")
-        info.size, info.mtime, info.mode = len(content), 0, 0o644
-        tar.addfile(info, io.BytesIO(content))
-    return buf.getvalue()
 
 
 def push(registry: Registry, tag: str) -> str:
