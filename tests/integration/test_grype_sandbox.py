@@ -54,11 +54,6 @@ def sandbox_db(grype_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> st
     return grype_env["ROLLBOOK_GRYPE"]
 
 
-@pytest.fixture
-def registries(sandbox: Sandbox) -> SandboxRegistries:
-    return SandboxRegistries(sandbox.cfg, sandbox.bins)
-
-
 def test_real_grype_reports_the_sandbox_advisories(registries: SandboxRegistries, sandbox_db: str) -> None:
     image = registries.scan_image("1.0.0")
     report = GrypeScanner(sandbox_db).scan(image)

@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from sandbox.cluster import Sandbox
 from sandbox.registry import DEMO_VERSIONS, RegistryError, SandboxRegistries
-
-
-@pytest.fixture
-def registries(sandbox: Sandbox) -> SandboxRegistries:
-    return SandboxRegistries(sandbox.cfg, sandbox.bins)
 
 
 def test_mirror_holds_same_digests(registries: SandboxRegistries) -> None:
