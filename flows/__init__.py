@@ -23,6 +23,7 @@ from flows.etcd_restore import etcd_restore
 from flows.etcd_snapshot import etcd_snapshot
 from flows.helm_history import helm_history
 from flows.helm_rollback import helm_rollback
+from flows.image_prepull import image_prepull
 from flows.last_known_good import last_known_good
 from flows.predeploy_checklist import predeploy_checklist
 from flows.registry_outage import registry_outage
@@ -105,6 +106,12 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
         "Registry down: move stuck workloads to a verified mirror by digest, then back once it recovers.",
         ("recovery", "registry"),
     ),
+    # prevention (issue 15): keep the images on every node before the registry goes down
+    CatalogueEntry(
+        image_prepull,
+        "Keep chosen Deployments' images on every node with a pre-pull DaemonSet, before a registry outage.",
+        ("prevention", "registry"),
+    ),
     # full-cluster recovery (issue 11): scheduled snapshots and retention never overlap their previous run
     CatalogueEntry(
         etcd_snapshot,
@@ -146,6 +153,7 @@ __all__ = [
     "hello_cluster",
     "helm_history",
     "helm_rollback",
+    "image_prepull",
     "last_known_good",
     "predeploy_checklist",
     "registry_outage",
