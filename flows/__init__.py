@@ -24,6 +24,7 @@ from flows.etcd_snapshot import etcd_snapshot
 from flows.helm_history import helm_history
 from flows.helm_rollback import helm_rollback
 from flows.image_trust_failure import image_trust_failure
+from flows.image_prepull import image_prepull
 from flows.last_known_good import last_known_good
 from flows.predeploy_checklist import predeploy_checklist
 from flows.registry_outage import registry_outage
@@ -111,6 +112,12 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
         "cosign failed: outage or trust? Try the mirror, fall back to the last signed good image, tell security.",
         ("recovery", "registry", "security"),
     ),
+    # prevention (issue 15): keep the images on every node before the registry goes down
+    CatalogueEntry(
+        image_prepull,
+        "Keep chosen Deployments' images on every node with a pre-pull DaemonSet, before a registry outage.",
+        ("prevention", "registry"),
+    ),
     # full-cluster recovery (issue 11): scheduled snapshots and retention never overlap their previous run
     CatalogueEntry(
         etcd_snapshot,
@@ -153,6 +160,7 @@ __all__ = [
     "helm_history",
     "helm_rollback",
     "image_trust_failure",
+    "image_prepull",
     "last_known_good",
     "predeploy_checklist",
     "registry_outage",

@@ -119,6 +119,34 @@ BlockRef = Annotated[
     _schema(BLOCK_REF, 300),
     _text_rule("block reference", "<block-type-slug>/<name>, e.g. slack-webhook/security", BLOCK_REF, 300),
 ]
+# Kubernetes label keys ([prefix/]name: a DNS subdomain prefix, a name of at most 63 characters) and values
+# (at most 63 characters, may be empty), as the API server validates them (IsQualifiedName / IsValidLabelValue)
+_LABEL_NAME = r"[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+LABEL_KEY = rf"^({DNS_SUBDOMAIN[1:-1]}/)?{_LABEL_NAME}$"
+LABEL_VALUE = rf"^({_LABEL_NAME})?$"
+# an absolute path inside a container image: no spaces, quotes or shell characters
+CONTAINER_PATH = r"^(/[A-Za-z0-9._+-]+)+$"
+_LABEL_KEY_RULE = (
+    "[prefix/]name: an optional DNS subdomain and '/', then at most 63 letters, digits, '-', '_' or '.', "
+    "starting and ending with a letter or digit"
+)
+_LABEL_VALUE_RULE = "at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit (or empty)"
+_CONTAINER_PATH_RULE = "an absolute path of letters, digits, '.', '_', '+' or '-' between '/' (no spaces)"
+
+
+def _label_value(value: object) -> object:
+    if not isinstance(value, str):
+        raise _refuse(f"label value must be text, got {shown(value)}")
+    if len(value) > 63 or not re.fullmatch(LABEL_VALUE, value):
+        raise _refuse(f"not a valid label value: {shown(value)}; {_LABEL_VALUE_RULE}")
+    return value
+
+
+LabelKey = Annotated[str, _schema(LABEL_KEY, 317), _text_rule("label key", _LABEL_KEY_RULE, LABEL_KEY, 317)]
+LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE), BeforeValidator(_label_value)]
+ContainerPath = Annotated[
+    str, _schema(CONTAINER_PATH, 255), _text_rule("path in the image", _CONTAINER_PATH_RULE, CONTAINER_PATH, 255)
+]
 BlockName = Annotated[
     str,
     _schema(BLOCK_NAME, 255),
@@ -282,6 +310,7 @@ __all__ = [
     "BlockName",
     "BlockRef",
     "ChartRef",
+    "ContainerPath",
     "DnsLabel",
     "FormOptional",
     "ImageDigest",
@@ -289,6 +318,8 @@ __all__ = [
     "ImageRepository",
     "ImageTag",
     "InnerTypeSchema",
+    "LabelKey",
+    "LabelValue",
     "LocalPath",
     "MemoryBytes",
     "Millicores",

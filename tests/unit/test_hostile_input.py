@@ -116,6 +116,14 @@ VALID: dict[str, dict[str, Any]] = {
         "request": {"registry_block": "prod-registry", "namespace": "shop", "deployment": "web"},
         "controls": CONTROLS,
     },
+    "image-prepull": {
+        "request": {
+            "namespace": "infra",
+            "sources": [{"namespace": "shop", "selector": {"app.kubernetes.io/name": "web"}}],
+            "sleep_image": "docker.io/library/busybox:1.36.1",
+        },
+        "controls": CONTROLS,
+    },
 }
 assert set(VALID) == set(FLOWS), "every flow in FLOWS needs a valid parameter set here"
 
@@ -247,6 +255,19 @@ def _cases() -> list[Case]:
     add("image-trust-failure", "request.deployment", ["", "Web", "w;x", "w" * 300])
     add("image-trust-failure", "request.fall_back", ["yes", 1])
     add("image-trust-failure", "request.wait_timeout_seconds", [True, 0, "60"])
+    add("image-prepull", "request.name", [*BAD_NAMES, "n" * 64, "cache.v2"])
+    add("image-prepull", "request.sources", [[], "shop", [{"namespace": "Shop"}], [{"selector": {"app": "web"}}]])
+    add("image-prepull", "request.sources", [[{"namespace": "shop", "bogus": 1}], [{"namespace": "shop"}] * 51])
+    bad_selectors = [{"App Name": "web"}, {"app": "web;rm"}, {"app": "v" * 64}, {"-app": "web"}, {"app": 5}, ["app"]]
+    cases.extend(
+        Case("image-prepull", "request.sources", [{"namespace": "shop", "selector": s}], "sources.0")
+        for s in bad_selectors
+    )
+    add("image-prepull", "request.sleep_image", ["", "Busybox", "busybox:1 ;rm -rf /", "a b", 7, None])
+    add("image-prepull", "request.sleep_image", [DELETE], "request.sleep_image: required, but not given")
+    add("image-prepull", "request.sleep_binary", ["sleep", "/bin/sleep now", "/bin/$(reboot)", "", "/" + "s" * 300, 1])
+    add("image-prepull", "request.node_selector", [{"pool name": "web"}, {"pool": "a b"}, {"pool": True}, "pool=web"])
+    add("image-prepull", "request.rollout_timeout_seconds", [True, "600", 0, 10**9])
     add("rollback-rehearsal", "request.from_tag", BAD_TAGS)
     add("rollback-rehearsal", "request.to_tag", BAD_TAGS)
     add("rollback-rehearsal", "request.image_repository", ["repo:tag", "Repo", "a b", "r;m"])
@@ -360,6 +381,9 @@ def test_the_valid_set_of_each_flow_passes(flow: str) -> None:
         ("rollback-rehearsal", "request.image_repository", "127.0.0.1:5000/rollbook/demo-app"),
         ("blue-green-retire", "controls.reason", "  retire blue after the switch  "),
         ("hello-cluster", "request.kubeconfig_path", "/home/me/.kube/config"),
+        ("image-prepull", "request.sources", [{"namespace": "shop"}, {"namespace": "api", "selector": {"tier": ""}}]),
+        ("image-prepull", "request.node_selector", {"kubernetes.io/os": "linux", "pool": "web_1.a"}),
+        ("image-prepull", "request.sleep_image", "127.0.0.1:5000/tools/sleep@sha256:" + "a" * 64),
         ("canary-rollout", "request.analysis.metrics", [{"name": "request-duration", "max": 250, "window": "2m"}]),
         (
             "blue-green",
