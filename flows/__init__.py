@@ -23,8 +23,8 @@ from flows.etcd_restore import etcd_restore
 from flows.etcd_snapshot import etcd_snapshot
 from flows.helm_history import helm_history
 from flows.helm_rollback import helm_rollback
-from flows.image_trust_failure import image_trust_failure
 from flows.image_prepull import image_prepull
+from flows.image_trust_failure import image_trust_failure
 from flows.last_known_good import last_known_good
 from flows.predeploy_checklist import predeploy_checklist
 from flows.registry_outage import registry_outage
