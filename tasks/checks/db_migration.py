@@ -14,14 +14,18 @@ from blocks import DatabaseConnection
 from rollbook import redaction
 from rollbook.checklist import CheckResult, Status, one_line
 from tasks.migrations import PROVIDERS, MigrationCheck, MigrationStatus, MigrationUnavailable, make_provider
-from tasks.migrations.base import engine_for
+from tasks.migrations.base import engine_for, version_key
 from tasks.policies import CHECK_DATABASE_READ
 
 
 def _versions_differ(current: str, expected: str) -> str:
     """Why `current` is not `expected`: behind or ahead when both are numbers (golang-migrate, Flyway)."""
-    if current.isdigit() and expected.isdigit():
-        if int(current) < int(expected):
+    try:
+        ordered = version_key(current) < version_key(expected)
+    except ValueError:
+        ordered = None
+    if ordered is not None:
+        if ordered:
             return f"database behind: at version {current}, the release expects {expected}"
         return (
             f"database ahead: at version {current}, the release expects {expected} "
@@ -31,23 +35,36 @@ def _versions_differ(current: str, expected: str) -> str:
 
 
 def migration_result(status: MigrationStatus, expected: str, seconds: float = 0.0) -> CheckResult:
-    """Pass only when exactly one version is recorded, it is `expected`, and nothing is dirty or running."""
+    """Pass only when exactly one version is recorded, it is `expected`, and nothing is dirty or running; a
+    provider that knows more than the version text (the applied set, the scripts' heads and revision graph) says
+    how the database stands to `expected` in `relation`, and that is the reason given."""
     evidence = {**status.model_dump(), "expected": expected}
     version = ", ".join(status.current) or "none"
     if status.in_progress:
-        reason = f"{status.provider}: a migration is running now (at {version}); deploy after it finished"
+        reason = (
+            f"{status.provider}: a migration is running now (at {version}); deploy after it finished ({status.detail})"
+        )
     elif not status.table_found:
         reason = f"{status.provider}: {status.detail}: no migration has run here (expected version {expected})"
+    elif status.dirty and status.dirty_reason:
+        reason = f"{status.provider}: {status.dirty_reason}"
     elif status.dirty:
         reason = (
             f"{status.provider}: version {version} is dirty: a migration started and did not finish; repair the "
             "schema and clear the flag (`migrate force <version>`) before deploying"
         )
+    elif len(status.heads) > 1:
+        reason = (
+            f"{status.provider}: the migration scripts have several heads ({', '.join(status.heads)}): merge them "
+            f"(alembic merge heads) and declare the merge revision; the database is at {version}"
+        )
     elif not status.current:
         reason = f"{status.provider}: no migration applied yet (expected version {expected})"
-    elif len(status.current) > 1:
+    elif status.relation not in (None, "at"):
+        reason = f"{status.provider}: {status.relation_detail}"
+    elif status.relation is None and len(status.current) > 1:
         reason = f"{status.provider}: several versions recorded ({version}), expected one: {expected}"
-    elif status.current[0] != expected:
+    elif status.relation is None and status.current[0] != expected:
         reason = f"{status.provider}: {_versions_differ(status.current[0], expected)}"
     else:
         reason = f"{status.provider}: at version {expected}, clean"
@@ -94,6 +111,6 @@ def check_db_migration(config: MigrationCheck | None) -> CheckResult:
 def _read(config: MigrationCheck) -> MigrationStatus:
     engine = engine_for(_dsn(config))
     try:
-        return make_provider(config.kind, engine, table_name=config.table).read()
+        return make_provider(config.kind, engine, options=config.options()).read()
     finally:
         engine.dispose()

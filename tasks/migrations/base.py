@@ -7,10 +7,11 @@ where the database allows it, and no provider runs DDL.
 
 from __future__ import annotations
 
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
@@ -18,8 +19,27 @@ from sqlalchemy.pool import NullPool
 CONNECT_TIMEOUT_SECONDS = 5
 STATEMENT_TIMEOUT_MS = 10_000
 # Postgres refuses every write in these sessions, so a provider bug cannot change the schema it inspects.
-_PG_READ_ONLY = f"-c default_transaction_read_only=on -c statement_timeout={STATEMENT_TIMEOUT_MS}"
+# lock_timeout: a migration that takes its lock between our look at pg_locks and our SELECT makes the read fail
+# (and be retried) instead of waiting behind it.
+LOCK_TIMEOUT_MS = 3_000
+_PG_READ_ONLY = (
+    f"-c default_transaction_read_only=on -c statement_timeout={STATEMENT_TIMEOUT_MS} -c lock_timeout={LOCK_TIMEOUT_MS}"
+)
+_SHAPE_WORDS = ("no such column", "no such table")
 _AUTH_WORDS = ("password authentication failed", "authentication failed", "access denied", "no password supplied")
+
+
+Relation = Literal["at", "behind", "ahead", "diverged", "unknown"]
+
+
+@dataclass(frozen=True)
+class ProviderOptions:
+    """What a check gives a provider besides the engine: all optional but `expected`."""
+
+    expected: str = ""  # the release's declared version, for providers that judge the relation themselves
+    table_name: str | None = None  # the version table, `schema.table` or `table`
+    script_location: str | None = None  # Alembic: the app's script directory
+    advisory_lock_key: int | None = None  # a bigint advisory lock the deploy tooling holds while migrating
 
 
 class MigrationStatus(BaseModel):
@@ -32,6 +52,16 @@ class MigrationStatus(BaseModel):
     in_progress: bool = Field(default=False, description="A migration is running right now.")
     table_found: bool = True
     detail: str = Field(default="", description="What was read, for the report's evidence.")
+    heads: list[str] = Field(
+        default=[], description="Every head of the tool's own scripts, when read (Alembic's script directory)."
+    )
+    relation: Relation | None = Field(
+        default=None,
+        description="How the database stands to the release's expected version, when the provider can tell from "
+        "more than the version text (the applied set, Alembic's revision graph); None: judged by the text.",
+    )
+    relation_detail: str = Field(default="", description="Why, in words, when `relation` is not 'at'.")
+    dirty_reason: str = Field(default="", description="The tool's own words for a dirty state and its repair.")
 
 
 class MigrationStatusProvider(Protocol):
@@ -82,5 +112,87 @@ def unavailable(engine: Engine, exc: SQLAlchemyError) -> MigrationUnavailable:
     """A database error as a clear message: which database, the driver's own first line; auth is permanent."""
     orig = exc.orig if isinstance(exc, DBAPIError) else exc
     first = " ".join(str(orig).strip().splitlines()[:1]) or type(orig).__name__
-    permanent = any(word in first.lower() for word in _AUTH_WORDS)
+    # a wrong password, or a table not shaped as the tool makes it (SQLSTATE class 42: undefined column, no
+    # privilege...): asking again cannot help
+    sqlstate = str(getattr(orig, "sqlstate", "") or "")
+    permanent = any(word in first.lower() for word in _AUTH_WORDS + _SHAPE_WORDS) or sqlstate.startswith("42")
     return MigrationUnavailable(f"cannot read migration status from {where(engine)}: {first}", transient=not permanent)
+
+
+def split_table(name: str) -> tuple[str | None, str]:
+    """`schema.table` or `table` as (schema or None, table)."""
+    schema, _, table_name = name.rpartition(".")
+    return schema or None, table_name
+
+
+# Lock modes that plain reads and writes never take and DDL does: ALTER/DROP TABLE, TRUNCATE, LOCK TABLE
+# (AccessExclusive), ADD FOREIGN KEY, CREATE TRIGGER (ShareRowExclusive), CREATE INDEX (Share), REFRESH ...
+# CONCURRENTLY (Exclusive). ShareUpdateExclusive is left out: autovacuum takes it all day long.
+DDL_LOCK_MODES = ("AccessExclusiveLock", "ExclusiveLock", "ShareRowExclusiveLock", "ShareLock")
+_DDL_LOCKS = text(
+    "SELECT l.pid, l.mode, l.granted, c.relname FROM pg_locks l "
+    "JOIN pg_class c ON c.oid = l.relation JOIN pg_namespace n ON n.oid = c.relnamespace "
+    "WHERE l.locktype = 'relation' AND l.pid <> pg_backend_pid() AND n.nspname = :schema "
+    "AND l.mode = ANY(:modes) ORDER BY c.relname, l.pid, l.mode"
+)
+_ADVISORY = text(
+    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() "
+    "AND classid::bigint = :high AND objid::bigint = :low AND objsubid = 1 ORDER BY pid"
+)
+
+
+def advisory_lock_held(conn: Connection, key: int) -> list[int]:
+    """The pids (not ours) holding the bigint advisory lock `key` (pg_advisory_lock(bigint)), PostgreSQL only."""
+    high, low = (key >> 32) & 0xFFFFFFFF, key & 0xFFFFFFFF
+    return [int(pid) for (pid,) in conn.execute(_ADVISORY, {"high": high, "low": low})]
+
+
+@dataclass(frozen=True)
+class Activity:
+    """What shows a migration running now: sentences for the report, and the tables held AccessExclusive (a
+    SELECT on one of them would wait for the migration, so a provider does not read it)."""
+
+    found: list[str]
+    exclusive: frozenset[str]
+
+    def __bool__(self) -> bool:
+        return bool(self.found)
+
+
+def migration_activity(conn: Connection, schema: str | None, lock_keys: dict[str, int]) -> Activity | None:
+    """Another session holding (or waiting for) a DDL lock on a table of `schema` (the version table's; the
+    session's current schema when None), or one of `lock_keys` (name -> bigint advisory key) held. None where
+    the database cannot tell (not PostgreSQL). Reads pg_locks only: no lock is taken, nothing waits."""
+    if conn.dialect.name != "postgresql":
+        return None
+    if schema is None:
+        schema = str(conn.execute(text("SELECT current_schema()")).scalar())
+    found: list[str] = []
+    exclusive: set[str] = set()
+    for pid, mode, granted, relname in conn.execute(_DDL_LOCKS, {"schema": schema, "modes": list(DDL_LOCK_MODES)}):
+        found.append(f"pid {pid} {'holds' if granted else 'waits for'} {mode} on {schema}.{relname}")
+        if mode == "AccessExclusiveLock":  # waiting too: later readers queue behind it
+            exclusive.add(str(relname))
+    for name, key in lock_keys.items():
+        found += [f"pid {pid} holds {name} (advisory lock {key})" for pid in advisory_lock_held(conn, key)]
+    return Activity(found, frozenset(exclusive))
+
+
+def locked_out(table_name: str, where: str, activity: Activity | None) -> str:
+    """'' when the version table can be read; else why it is not read now (a migration holds it)."""
+    if activity is not None and table_name in activity.exclusive:
+        return f"{where} is locked by a running migration: not read, so the version shown may be stale or none"
+    return ""
+
+
+def cannot_tell_running(dialect: str) -> str:
+    return f"whether a migration is running cannot be told on {dialect} (pg_locks is PostgreSQL's)"
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    """A dotted numeric version (Flyway's `1.2.10`, a timestamp) as comparable numbers, trailing zeros dropped,
+    so 1.2 == 1.2.0 < 1.10; ValueError when a part is not a number."""
+    parts = [int(part) for part in version.replace("_", ".").split(".")]
+    while len(parts) > 1 and parts[-1] == 0:
+        parts.pop()
+    return tuple(parts)

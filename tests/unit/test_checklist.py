@@ -178,7 +178,7 @@ def test_request_refuses_bad_input(tmp_path: Path) -> None:
 def test_db_migration_not_configured_is_said_clearly_and_never_blocks() -> None:
     answer = check_db_migration.fn(None)
     assert answer.status == Status.WARN and answer.reason.startswith("not configured")
-    assert answer.evidence["available_providers"] == ["golang-migrate"]
+    assert answer.evidence["available_providers"] == ["alembic", "flyway", "golang-migrate", "rails"]
     verdict = decide([answer], CheckPolicy(), [], NOW)  # db-migration is required by default: a warn still passes
     assert (
         verdict.ready

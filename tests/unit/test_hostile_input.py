@@ -243,6 +243,20 @@ def _cases() -> list[Case]:
         migration = {"kind": "golang-migrate", "expected_version": "3", "dsn": "postgresql://u@h/db"}
         for bad in ({"expected_version": 3}, {"expected_version": True}, {"database_block": 5}):
             cases.append(Case(flow, f"{prefix}.migration", {**migration, **bad}, "migration"))
+        alembic = {**migration, "kind": "alembic", "expected_version": "ae1027a6acf"}
+        for bad in (
+            {"script_location": "migrations"},  # relative: resolved against nobody knows which directory
+            {"script_location": "/srv/app/../../etc"},
+            {"script_location": "/srv/app\nalembic"},
+            {"script_location": 5},
+            {"advisory_lock_key": "42"},
+            {"advisory_lock_key": 2**63},
+            {"advisory_lock_key": True},
+        ):
+            cases.append(Case(flow, f"{prefix}.migration", {**alembic, **bad}, "migration"))
+        for kind in ("flyway", "rails", "golang-migrate"):  # Alembic's own fields on another tool
+            for bad in ({"script_location": "/srv/app/alembic"}, {"advisory_lock_key": 1}):
+                cases.append(Case(flow, f"{prefix}.migration", {**migration, "kind": kind, **bad}, "migration"))
     add("registry-outage", "request.registry_block", ["Prod Registry", "", "r;m", 5])
     add("registry-outage", "request.namespaces", [[], ["Shop"], ["a;rm -rf /"], "shop", [""], ["n" * 64]])
     add("registry-outage", "request.expected_digests", [{"app:1.0": "sha256:xyz"}, {"App:1": "sha256:" + "a" * 64}])
@@ -399,6 +413,28 @@ def test_the_valid_set_of_each_flow_passes(flow: str) -> None:
             "predeploy-checklist",
             "request.migration",
             {"kind": "golang-migrate", "expected_version": "3", "dsn": "postgresql://u@h/db"},
+        ),
+        (
+            "predeploy-checklist",
+            "request.migration",
+            {
+                "kind": "alembic",
+                "expected_version": "ae1027a6acf",
+                "dsn": "postgresql://u@h/db",
+                "table": "app.alembic_version",
+                "script_location": "/srv/app/alembic",
+                "advisory_lock_key": -7,
+            },
+        ),
+        (
+            "predeploy-checklist",
+            "request.migration",
+            {"kind": "flyway", "expected_version": "1.10.2", "database_block": "app-db"},
+        ),
+        (
+            "canary-rollout",
+            "request.checklist.migration",
+            {"kind": "rails", "expected_version": "20260101120000", "dsn": "postgresql://u@h/db"},
         ),
     ],
 )
