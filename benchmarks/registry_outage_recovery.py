@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -45,6 +46,7 @@ def main() -> None:
         sb = Sandbox(SandboxConfig(Path(work), free_base_port(args.base_port)))
         try:
             print(f"sandbox up in {sb.up(nodes=3).seconds}s")
+            os.environ["ROLLBOOK_COSIGN"] = str(sb.bins / "cosign")  # as `rollbook sandbox env` exports it
             registries = SandboxRegistries(sb.cfg, sb.bins)
             core = client.CoreV1Api(sb.api_client())
             old, new = registries.image("1.0.0"), registries.image("1.1.0")
