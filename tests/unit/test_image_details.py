@@ -301,3 +301,30 @@ def test_one_grype_run_gives_the_report_and_the_sbom(tmp_path: Path) -> None:
     assert kept["components"] == 1 and kept["document"]["bomFormat"] == "CycloneDX"
     plain = check_vulnerabilities.fn(["reg/web:2"], "grype", "high", Status.WARN, str(script))
     assert "sbom" not in plain.evidence  # no directory given: no SBOM asked for
+
+
+def test_a_bearer_challenge_is_answered_with_the_blocks_login(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The streamed reads keep the registry login: 401 with a Bearer challenge, a token from the realm (asked with
+    the block's user and password), the same GET again with it."""
+    seen: list[httpx.Request] = []
+    manifest = b'{"schemaVersion":2,"config":{"digest":"sha256:c","size":1},"layers":[]}'
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/token":
+            return httpx.Response(200, json={"token": "t0k"})
+        if request.headers.get("authorization") != "Bearer t0k":
+            challenge = 'Bearer realm="https://r.example.com/token",service="r.example.com"'
+            return httpx.Response(401, headers={"www-authenticate": challenge})
+        return httpx.Response(200, content=manifest)
+
+    real = httpx.Client
+    monkeypatch.setattr(registry_api.httpx, "Client", lambda **kw: real(transport=httpx.MockTransport(handler), **kw))
+    block = ContainerRegistry(url="r.example.com", username="bot", password="s3cret")  # type: ignore[arg-type]
+    got = registry_api.read_manifest(block, "r.example.com", "team/web", "1", 5)
+    assert got.body == manifest
+    token = next(r for r in seen if r.url.path == "/token")
+    assert token.url.params["scope"] == "repository:team/web:pull" and token.headers["authorization"].startswith(
+        "Basic "
+    )
+    assert [r.url.path for r in seen] == ["/v2/team/web/manifests/1", "/token", "/v2/team/web/manifests/1"]
