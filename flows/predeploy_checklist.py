@@ -11,14 +11,17 @@ Deploy flows run it first as a subflow: it returns the `Verdict` when the releas
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.exceptions import UnfinishedRun
 from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
 from pydantic import Field, field_validator, model_validator
 
 from blocks import KubernetesCluster
@@ -28,7 +31,9 @@ from rollbook.artifacts import artifact_key
 from rollbook.capacity import Need, release_needs
 from rollbook.checklist import CHECKS, CheckPolicy, CheckResult, Status, Verdict, Waiver, decide, one_line
 from rollbook.form_rules import given, not_both
+from rollbook.paths import data_dir
 from rollbook.reports.checklist import log_lines, markdown, table_rows
+from rollbook.sbom import markdown as sbom_markdown
 from rollbook.types import (
     BlockName,
     ChartRef,
@@ -47,6 +52,7 @@ from tasks.checks.cluster_health import check_cluster_health, list_nodes
 from tasks.checks.common import ApiServerUnreachable, reach_api_server
 from tasks.checks.current_release import check_current_release
 from tasks.checks.db_migration import check_db_migration
+from tasks.checks.image_details import check_image_details
 from tasks.checks.image_signature import check_image_signature
 from tasks.checks.vulnerabilities import check_vulnerabilities
 from tasks.cluster import resolve_cluster
@@ -208,8 +214,17 @@ def _submit_cluster_checks(
     return futures, {"nodes": nodes, "requested": requested}
 
 
-def _submit_other_checks(request: ChecklistRequest, images: list[str]) -> Futures:
-    """The checks that need no API server: signatures, the scan and the database."""
+def report_dir(key: str) -> Path:
+    """Where files of this run's report are kept (an SBOM too large for an artifact): rollbook's data directory,
+    reports/<the report's artifact key>/<the flow run's id, or the time outside a run>."""
+    run = flow_run.get_id() or dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    return data_dir() / "reports" / key / str(run)
+
+
+def _submit_other_checks(
+    request: ChecklistRequest, images: list[str], rendered: Rendered, sbom_dir: Path | None = None
+) -> Futures:
+    """The checks that need no API server: signatures, the scan, the images' details and the database."""
     wanted = request.policy.level
     futures: Futures = {}
     if wanted("image-signature") != "skip":
@@ -219,8 +234,15 @@ def _submit_other_checks(request: ChecklistRequest, images: list[str]) -> Future
     if wanted("vulnerabilities") != "skip":
         unavailable = Status.FAIL if request.policy.scanner_unavailable == "fail" else Status.WARN
         futures["vulnerabilities"] = check_vulnerabilities.submit(
-            images, request.scanner, request.severity_threshold, unavailable, request.scanner_executable
+            images,
+            request.scanner,
+            request.severity_threshold,
+            unavailable,
+            request.scanner_executable,
+            str(sbom_dir) if sbom_dir else None,
         )
+    if wanted("image-details") != "skip":
+        futures["image-details"] = check_image_details.submit(images, rendered.manifests, request.registry_block)
     if wanted("db-migration") != "skip":
         futures["db-migration"] = check_db_migration.submit(request.migration)
     return futures
@@ -250,15 +272,20 @@ def predeploy_checklist(request: ChecklistRequest) -> Verdict:
     cause = _unreachable_cause(cluster) if needs_cluster else ""
     rendered = _render(request, cluster, values)
     futures, upstream = ({}, {}) if cause else _submit_cluster_checks(request, cluster, values, rendered)
-    futures |= _submit_other_checks(request, request.images or images_in(rendered.manifests))
+    key = artifact_key("predeploy", request.namespace, request.release)
+    images = request.images or images_in(rendered.manifests)
+    futures |= _submit_other_checks(request, images, rendered, report_dir(key))
 
     results = [_answer(name, request, rendered, cause) or _collect(name, futures, upstream, started) for name in CHECKS]
     cause = cause or next((r.reason for r in results if r.reason.startswith(UNREACHABLE)), "")
     verdict = decide(results, request.policy, request.waivers, cause=cause)
     title = f"{request.namespace}/{request.release}"
-    key = artifact_key("predeploy", request.namespace, request.release)
     create_table_artifact(table_rows(verdict), key=key + "-table", description=f"pre-deploy checks of {title}")
     create_markdown_artifact(markdown(verdict, title), key=key, description=verdict.summary)
+    scan = next((r for r in results if r.check == "vulnerabilities"), None)
+    if scan is not None and scan.evidence.get("sbom"):
+        sboms = {image: s for image, s in scan.evidence["sbom"].items() if "components" in s}
+        create_markdown_artifact(sbom_markdown(sboms, title), key=key + "-sbom", description=f"SBOM of {title}")
     for line in log_lines(verdict):
         log.info("%s", line)
     if not verdict.ready:

@@ -24,6 +24,7 @@ CheckName = Literal[
     "current-release",
     "image-signature",
     "vulnerabilities",
+    "image-details",
     "chart",
     "capacity",
     "db-migration",

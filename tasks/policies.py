@@ -114,6 +114,9 @@ REGISTRY_TOOL = _policy(retries=2, delays=[2, 5], timeout_seconds=600)
 # "unreachable" is the answer the caller needs, and it decides how long to keep asking (each request is bounded
 # by its own timeout inside the task).
 REGISTRY_PROBE = _policy(retries=0, delays=[], timeout_seconds=120)
+# Reading an image's manifest and config blob over a registry's HTTP API (each request bounded by its own
+# timeout; an unreachable registry is an answer, so little to retry).
+REGISTRY_READ = _policy(retries=1, delays=[2], timeout_seconds=300)
 # A message through a notification block (Slack, a webhook): a lost answer may mean a repeated message, which
 # beats a lost one.
 NOTIFY = _policy(retries=2, delays=[2, 5], timeout_seconds=60)
@@ -141,6 +144,7 @@ CHECK_KUBE_LIST = bounded_by_calls(KUBE_LIST)
 CHECK_KUBE_API_LONG = bounded_by_calls(KUBE_API_LONG)
 CHECK_REGISTRY_TOOL = bounded_by_calls(REGISTRY_TOOL)
 CHECK_SCAN = bounded_by_calls(SCAN)
+CHECK_REGISTRY_READ = bounded_by_calls(REGISTRY_READ)
 CHECK_DATABASE_READ = bounded_by_calls(DATABASE_READ)
 # Pure computation on data already read (capacity arithmetic): no call to bound, no retry.
 CHECK_COMPUTE: dict[str, Any] = {"retries": 0, "timeout_seconds": None}

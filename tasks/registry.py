@@ -59,7 +59,8 @@ def resolve_registry(block_name: str) -> ContainerRegistry:
 class _Answer:
     status: int | None  # None: no HTTP answer at all
     detail: str
-    body: bytes = b""
+    body: bytes = b""  # at most the `limit` asked for, plus one byte (so "too large" can be told)
+    content_type: str = ""
 
 
 def _base_url(registry: ContainerRegistry, host: str) -> str:
@@ -85,21 +86,94 @@ def _token(client: httpx.Client, challenge: str, registry: ContainerRegistry, sc
     return str(data.get("token") or data.get("access_token") or "") or None
 
 
-def _get(registry: ContainerRegistry, url: str, *, scope: str, timeout: float, headers: dict[str, str]) -> _Answer:
+def _read(
+    client: httpx.Client, url: str, headers: dict[str, str], limit: int, auth: tuple[str, str] | None = None
+) -> tuple[httpx.Response, bytes]:
+    """One GET, its body read only up to `limit` + 1 bytes: a huge or endless answer is never held whole."""
+    with client.stream("GET", url, headers=headers, auth=auth) as resp:
+        body = bytearray()
+        for chunk in resp.iter_bytes():
+            body += chunk
+            if len(body) > limit:
+                break
+        return resp, bytes(body[: limit + 1])
+
+
+def _get(
+    registry: ContainerRegistry,
+    url: str,
+    *,
+    scope: str,
+    timeout: float,
+    headers: dict[str, str],
+    limit: int = MAX_MANIFEST_BYTES,
+) -> _Answer:
     try:
         with httpx.Client(timeout=timeout, verify=not registry.insecure, follow_redirects=True) as client:
-            resp = client.get(url, headers=headers)
+            resp, body = _read(client, url, headers, limit)
             challenge = resp.headers.get("www-authenticate", "")
             if resp.status_code == 401 and challenge.lower().startswith("bearer"):
                 token = _token(client, challenge, registry, scope)
                 if token:
-                    resp = client.get(url, headers={**headers, "Authorization": f"Bearer {token}"})
+                    resp, body = _read(client, url, {**headers, "Authorization": f"Bearer {token}"}, limit)
             elif resp.status_code == 401 and registry.credentials():
-                resp = client.get(url, headers=headers, auth=registry.credentials())
-            body = resp.content[: MAX_MANIFEST_BYTES + 1]
-            return _Answer(resp.status_code, f"HTTP {resp.status_code}", body)
+                resp, body = _read(client, url, headers, limit, auth=registry.credentials())
+            content_type = resp.headers.get("content-type", "").split(";", 1)[0].strip()
+            return _Answer(resp.status_code, f"HTTP {resp.status_code}", body, content_type)
     except httpx.HTTPError as exc:
         return _Answer(None, f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else 'no answer'}")
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A manifest or blob as the registry sent it: `body` is None when it could not be had, and `detail` says why;
+    `digest` is the sha256 of the bytes received (never a header), checked against the digest asked for."""
+
+    body: bytes | None
+    digest: str
+    media_type: str
+    detail: str
+
+
+def _fetch(registry: ContainerRegistry, host: str, repository: str, path: str, want: str | None, **get: Any) -> Fetched:
+    url = f"{_base_url(registry, host)}/v2/{repository}/{path}"
+    limit = int(get.pop("limit"))
+    answer = _get(registry, url, scope=f"repository:{repository}:pull", limit=limit, **get)
+    if answer.status != 200:
+        detail = "HTTP 404: no such manifest or blob" if answer.status == 404 else answer.detail
+        return Fetched(None, "", answer.content_type, f"GET {host}/v2/{repository}/{path}: {detail}")
+    if len(answer.body) > limit:
+        return Fetched(None, "", answer.content_type, f"{repository}/{path} is larger than {limit} bytes")
+    digest = "sha256:" + hashlib.sha256(answer.body).hexdigest()
+    if want and want.startswith("sha256:") and digest != want:
+        return Fetched(None, digest, answer.content_type, f"{host} answered {repository}@{want} with {digest}")
+    return Fetched(answer.body, digest, answer.content_type, f"{host} serves {repository}/{path} as {digest}")
+
+
+def read_manifest(
+    registry: ContainerRegistry, host: str, repository: str, reference: str, timeout_seconds: float
+) -> Fetched:
+    """The manifest (or index) `host` serves for `repository:reference` (a tag or a digest), bounded in size."""
+    want = reference if reference.startswith("sha256:") else None
+    return _fetch(
+        registry,
+        host,
+        repository,
+        f"manifests/{reference}",
+        want,
+        timeout=timeout_seconds,
+        headers={"Accept": MANIFEST_TYPES},
+        limit=MAX_MANIFEST_BYTES,
+    )
+
+
+def read_blob(
+    registry: ContainerRegistry, host: str, repository: str, digest: str, timeout_seconds: float, max_bytes: int
+) -> Fetched:
+    """A blob (an image config) by digest, refused past `max_bytes` or when its content has another digest."""
+    return _fetch(
+        registry, host, repository, f"blobs/{digest}", digest, timeout=timeout_seconds, headers={}, limit=max_bytes
+    )
 
 
 @task(**REGISTRY_PROBE)

@@ -6,6 +6,7 @@ vulnerability database, image unreachable).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
@@ -53,11 +54,12 @@ def severity_rank(severity: str) -> int:
 
 
 class Scanner(Protocol):
-    """Scans one image reference (pulled from its registry, no container runtime needed)."""
+    """Scans one image reference (pulled from its registry, no container runtime needed); with `sbom`, the same
+    scan also writes the image's SBOM (CycloneDX JSON) to that path (a scanner that cannot leaves it absent)."""
 
     name: str
 
-    def scan(self, image: str) -> ScanReport: ...
+    def scan(self, image: str, sbom: Path | None = None) -> ScanReport: ...
 
 
 def severity_ok(value: str) -> str:

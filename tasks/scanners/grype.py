@@ -16,7 +16,10 @@ What was learned from the real grype (0.121.2): the database location and update
 environment (GRYPE_DB_CACHE_DIR, GRYPE_DB_AUTO_UPDATE; `rollbook sandbox env` prints the sandbox's), which the
 scan inherits; a registry on a loopback address (127.0.0.1:PORT) is reached over plain HTTP without
 GRYPE_REGISTRY_INSECURE_USE_HTTP (go-containerregistry treats loopback as insecure); exit 2 means a
-`fail-on-severity` from a grype config file was crossed, and the report is still on stdout.
+`fail-on-severity` from a grype config file was crossed, and the report is still on stdout. One scan writes
+several reports: `-o json -o cyclonedx-json=FILE` prints the JSON report and writes the image's SBOM (CycloneDX
+1.7, grype's own syft catalogue of the packages, with the vulnerabilities) to FILE; grype creates FILE empty
+before it loads its database, so a scan that fails (no database) leaves an empty file, not an SBOM.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import os
 import re
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 from tasks.scanners.base import Finding, ScannerUnavailable, ScanReport
@@ -82,7 +86,7 @@ class GrypeScanner:
         self.executable = executable or os.environ.get("ROLLBOOK_GRYPE") or "grype"
         self.timeout_seconds = timeout_seconds
 
-    def scan(self, image: str) -> ScanReport:
+    def scan(self, image: str, sbom: Path | None = None) -> ScanReport:
         binary = shutil.which(self.executable)
         if binary is None:
             raise ScannerUnavailable(
@@ -91,6 +95,8 @@ class GrypeScanner:
             )
         # registry: scans the image from the registry without a container runtime
         argv = [binary, f"registry:{image}", "-o", "json"]
+        if sbom is not None:  # the same scan writes the SBOM too: no second pass over the image
+            argv += ["-o", f"cyclonedx-json={sbom}"]
         # a checklist must not phone home for a newer grype; any GRYPE_* the caller set wins
         env = {"GRYPE_CHECK_FOR_APP_UPDATE": "false", **os.environ}
         try:

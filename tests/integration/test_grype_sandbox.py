@@ -34,6 +34,7 @@ OTHER_CHECKS: list[CheckName] = [
     "cluster-health",
     "current-release",
     "image-signature",
+    "image-details",
     "chart",
     "capacity",
     "db-migration",
@@ -215,14 +216,23 @@ def test_healthy_release_with_the_real_grype_is_ready_and_the_gate_lets_it_throu
         migration=MigrationCheck(kind="golang-migrate", expected_version="3", dsn=SecretStr(dsn), table=table),
     )
     through = gated_deploy(req)
-    assert through["went_ahead"] and through["summary"] == "READY to deploy", through["summary"]
+    # image-details only informs: the scan-demo image exposes no port and has no entrypoint (kwok never runs it)
+    assert through["went_ahead"] and through["summary"] == "READY to deploy (warnings: image-details)", through[
+        "summary"
+    ]
     verdict = through["verdict"]
-    assert {r.check: (r.status, r.outcome) for r in verdict.rows} == {name: ("pass", "ok") for name in CHECKS}, [
+    expected = {name: ("pass", "ok") for name in CHECKS} | {"image-details": ("warn", "warning")}
+    assert {r.check: (r.status, r.outcome) for r in verdict.rows} == expected, [
         (r.check, r.reason) for r in verdict.rows
     ]
     results = {r.check: r for r in verdict.results}
     assert results["image-signature"].evidence["verified"] == [image]
     assert results["vulnerabilities"].evidence["counts"] == {image: {}}
+    sbom = results["vulnerabilities"].evidence["sbom"][image]  # written by the same grype scan
+    assert {"name": SCAN_DEMO_PACKAGE, "version": "2.0.0", "type": "python"} in sbom["packages"]
+    details = results["image-details"].evidence
+    assert details["images"][image]["digest"] == registries.digest(image) and details["unreadable"] == {}
+    assert any("declares containerPort 8080/tcp" in m for m in details["mismatches"]), details["mismatches"]
     assert results["db-migration"].reason == "golang-migrate: at version 3, clean"
 
     newer = MigrationCheck(kind="golang-migrate", expected_version="4", dsn=SecretStr(dsn), table=table)
