@@ -236,3 +236,28 @@ def test_bad_input_and_a_rejected_gate_change_nothing(
     assert refused.outcome == "not-approved"
     assert _images(apps, namespace, "web") == [new]
     assert rules.FALLBACK_ANNOTATION not in _annotations(apps, namespace, "web")
+
+
+def test_pods_still_stuck_on_the_mirror_get_one_restart_and_the_run_fails_naming_them(
+    sandbox: Sandbox,
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+    namespace: str,
+    registries: SandboxRegistries,
+    registry_block: str,
+    outage: None,
+) -> None:
+    new = registries.image("1.1.0")
+    digest = json.loads((sandbox.cfg.work_dir / "demo-images.json").read_text())["1.1.0"]
+    break_primary(sandbox)
+    # the nodes cannot pull from the mirror either (the flow, on the worker, still can: it checks and moves)
+    sandbox.set_unreachable_registries([sandbox.cfg.registry_host(), sandbox.cfg.registry_host(mirror=True)])
+    _deploy(sandbox, namespace, "web", new, wait=False)
+    _stuck(core, namespace, 2)
+    request = _request(sandbox, registry_block, namespace, expected_digests={new: digest}, recovery_timeout_seconds=0)
+    with pytest.raises(FallbackIncomplete, match="did not roll out, even after a restart"):
+        _run(request.model_copy(update={"rollout_timeout_seconds": 10}), CONTROLS)
+    deployment = apps.read_namespaced_deployment("web", namespace)
+    assert deployment.spec.template.spec.containers[0].image.endswith(f"@{digest}")
+    assert "kubectl.kubernetes.io/restartedAt" in (deployment.spec.template.metadata.annotations or {})
+    assert rules.FALLBACK_ANNOTATION in (deployment.metadata.annotations or {})  # the detour stays recorded
