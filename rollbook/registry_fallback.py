@@ -57,12 +57,16 @@ class Workload:
         return "stuck" if self.stuck else "healthy"
 
 
-def template_containers(deployment: JSON) -> dict[str, str]:
-    spec = ((deployment.get("spec") or {}).get("template") or {}).get("spec") or {}
+def _containers(pod_spec: JSON) -> dict[str, str]:
+    """container name -> image, init containers included, of a pod spec."""
     return {
         str(c.get("name")): str(c.get("image") or "")
-        for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+        for c in [*(pod_spec.get("initContainers") or []), *(pod_spec.get("containers") or [])]
     }
+
+
+def template_containers(deployment: JSON) -> dict[str, str]:
+    return _containers(((deployment.get("spec") or {}).get("template") or {}).get("spec") or {})
 
 
 def on_registry(image: str, host: str) -> bool:
@@ -158,13 +162,7 @@ def known_digests(pod_list: list[JSON]) -> dict[str, str]:
     """image reference -> digest, from pods whose runtime reported what it pulled (`imageID`)."""
     spec_images: dict[str, str] = {}
     for pod in pod_list:
-        by_name = {
-            str(c.get("name")): str(c.get("image") or "")
-            for c in [
-                *((pod.get("spec") or {}).get("initContainers") or []),
-                *((pod.get("spec") or {}).get("containers") or []),
-            ]
-        }
+        by_name = _containers(pod.get("spec") or {})
         status = pod.get("status") or {}
         for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
             digest = digest_of_image_id(str(cs.get("imageID") or ""))

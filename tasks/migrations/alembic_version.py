@@ -30,19 +30,18 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 
-from sqlalchemy import Connection, Engine, column, inspect, select, table
+from sqlalchemy import Connection, column, inspect, select, table
 from sqlalchemy.exc import SQLAlchemyError
 
 from tasks.migrations.base import (
     Activity,
     MigrationStatus,
     MigrationUnavailable,
-    ProviderOptions,
     Relation,
+    VersionTableReader,
     cannot_tell_running,
     locked_out,
     migration_activity,
-    split_table,
     unavailable,
 )
 
@@ -126,13 +125,9 @@ def relation(current: list[str], expected: str, scripts: Scripts | None) -> tupl
     return "diverged", f"database at revision {shown}, on another branch than the release's {expected}"
 
 
-class Alembic:
+class Alembic(VersionTableReader):
     kind = "alembic"
-
-    def __init__(self, engine: Engine, options: ProviderOptions) -> None:
-        self.engine = engine
-        self.options = options
-        self.schema, self.table_name = split_table(options.table_name or DEFAULT_TABLE)
+    default_table = DEFAULT_TABLE
 
     def _running(self, conn: Connection) -> Activity | None:
         keys = (
@@ -144,7 +139,7 @@ class Alembic:
 
     def read(self) -> MigrationStatus:
         scripts = Scripts(self.options.script_location) if self.options.script_location else None
-        where = f"{self.schema}.{self.table_name}" if self.schema else self.table_name
+        where = self.where
         try:
             with self.engine.connect() as conn:
                 running = self._running(conn)

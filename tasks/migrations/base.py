@@ -8,7 +8,7 @@ where the database allows it, and no provider runs DDL.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 from pydantic import BaseModel, Field
 from sqlalchemy import Connection, Engine, create_engine, text
@@ -123,6 +123,23 @@ def split_table(name: str) -> tuple[str | None, str]:
     """`schema.table` or `table` as (schema or None, table)."""
     schema, _, table_name = name.rpartition(".")
     return schema or None, table_name
+
+
+class VersionTableReader:
+    """What every provider holds: its engine, the check's options and the version table (the tool's default
+    name unless the check names another), split into schema and table."""
+
+    default_table: ClassVar[str]
+
+    def __init__(self, engine: Engine, options: ProviderOptions) -> None:
+        self.engine = engine
+        self.options = options
+        self.schema, self.table_name = split_table(options.table_name or self.default_table)
+
+    @property
+    def where(self) -> str:
+        """The table as the report names it."""
+        return f"{self.schema}.{self.table_name}" if self.schema else self.table_name
 
 
 # Lock modes that plain reads and writes never take and DDL does: ALTER/DROP TABLE, TRUNCATE, LOCK TABLE

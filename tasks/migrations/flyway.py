@@ -31,17 +31,16 @@ Rules read here:
 
 from __future__ import annotations
 
-from sqlalchemy import Engine, column, inspect, select, table
+from sqlalchemy import column, inspect, select, table
 from sqlalchemy.exc import SQLAlchemyError
 
 from tasks.migrations.base import (
     MigrationStatus,
-    ProviderOptions,
     Relation,
+    VersionTableReader,
     cannot_tell_running,
     locked_out,
     migration_activity,
-    split_table,
     unavailable,
     version_key,
 )
@@ -49,16 +48,12 @@ from tasks.migrations.base import (
 DEFAULT_TABLE = "flyway_schema_history"
 
 
-class Flyway:
+class Flyway(VersionTableReader):
     kind = "flyway"
-
-    def __init__(self, engine: Engine, options: ProviderOptions) -> None:
-        self.engine = engine
-        self.options = options
-        self.schema, self.table_name = split_table(options.table_name or DEFAULT_TABLE)
+    default_table = DEFAULT_TABLE
 
     def read(self) -> MigrationStatus:
-        where = f"{self.schema}.{self.table_name}" if self.schema else self.table_name
+        where = self.where
         try:
             with self.engine.connect() as conn:
                 running = migration_activity(conn, self.schema, {})

@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import zlib
 
-from sqlalchemy import Engine, column, inspect, select, table, text
+from sqlalchemy import column, inspect, select, table, text
 from sqlalchemy.exc import SQLAlchemyError
 
 from tasks.migrations.base import (
     MigrationStatus,
-    ProviderOptions,
     Relation,
+    VersionTableReader,
     cannot_tell_running,
     locked_out,
     migration_activity,
-    split_table,
     unavailable,
 )
 
@@ -42,16 +41,12 @@ def advisory_lock_id(database: str) -> int:
     return MIGRATOR_SALT * zlib.crc32(database.encode())
 
 
-class Rails:
+class Rails(VersionTableReader):
     kind = "rails"
-
-    def __init__(self, engine: Engine, options: ProviderOptions) -> None:
-        self.engine = engine
-        self.options = options
-        self.schema, self.table_name = split_table(options.table_name or DEFAULT_TABLE)
+    default_table = DEFAULT_TABLE
 
     def read(self) -> MigrationStatus:
-        where = f"{self.schema}.{self.table_name}" if self.schema else self.table_name
+        where = self.where
         try:
             with self.engine.connect() as conn:
                 dialect = conn.dialect.name
