@@ -373,3 +373,26 @@ def test_a_switch_back_the_nodes_cannot_pull_puts_the_mirror_back(
         record = json.loads(_annotations(apps, namespace, name)[rules.FALLBACK_ANNOTATION])
         assert record["originals"] == {"demo-app": new}  # the detour is recorded again: a later run finishes it
     assert _annotations(apps, namespace, failed.name)["rollbook.dev/action"] == "registry-fallback"
+
+
+def test_the_checklist_reads_and_verifies_images_where_the_nodes_would_pull_them_from(
+    sandbox: Sandbox, registries: SandboxRegistries, registry_block: str, outage: None
+) -> None:
+    from rollbook.checklist import Status
+    from tasks.checks.image_details import check_image_details
+    from tasks.checks.image_signature import check_image_signature
+
+    new = registries.image("1.1.0")
+    mirror = sandbox.cfg.registry_host(mirror=True)
+    digest = registries.digest(new)
+    pinned = f"{mirror}/rollbook/demo-app@{digest}"
+    break_primary(sandbox)  # the block's mirror comes first in its pull order anyway; now it is the only one up
+    signed = check_image_signature.fn([new], None, registry_block)
+    assert signed.status == Status.PASS and signed.evidence["served_by"] == {new: pinned}
+    described = check_image_details.fn([new], [], registry_block)
+    assert described.evidence["images"][new]["served_by"] == mirror
+    assert described.evidence["images"][new]["digest"] == digest
+    assert described.evidence["unreadable"] == {}
+    without_block = check_image_signature.fn([new], str(registries.public_key), None)  # no pull order: the primary
+    assert without_block.status == Status.FAIL
+    assert without_block.evidence["failure_kinds"] == {new: "registry-unreachable"}
