@@ -16,14 +16,20 @@ from blocks import ContainerRegistry, KubernetesCluster
 from flows._cluster_source import ClusterSource
 from rollbook import registry_fallback as rules
 from rollbook.artifacts import artifact_key
-from rollbook.change import ChangeControls, change_annotations, request_approval
+from rollbook.change import ChangeControls, change_annotations
 from rollbook.image_refs import ImageReference, registry_host
 from rollbook.reports.registry import ImageRow, WorkloadRow
 from rollbook.types import BlockName, ImageDigest, ImageRef, Namespace
-from tasks.kube import read_deployment
-from tasks.kube import wait_for_rollout as wait_for_rollout_task
+from tasks.kube import wait_for_rollout as wait_for_deployment_rollout
 from tasks.registry import manifest_digest, probe_registry, verify_signature
-from tasks.workload_images import read_namespace_workloads, restart_deployment, set_deployment_images
+from tasks.workload_images import (
+    delete_pods,
+    read_namespace_workloads,
+    read_workload,
+    restart_workload,
+    set_workload_images,
+    wait_for_workload_rollout,
+)
 
 # Pauses between looks at the primary while waiting for it to come back: soon at first, then every 15 s.
 PRIMARY_WATCH_BACKOFF = (2.0, 4.0, 8.0, 15.0)
@@ -77,7 +83,7 @@ class Run:
 
     def failed(self, row: WorkloadRow, why: str) -> None:
         row.reason = why
-        self.failures.append(f"{row.namespace}/{row.deployment}: {why}")
+        self.failures.append(f"{row.kind} {row.namespace}/{row.name}: {why}")
 
     @property
     def key(self) -> str:
@@ -93,11 +99,33 @@ def detect(run: Run) -> tuple[list[dict[str, Any]], list[rules.Workload], dict[s
     for namespace in run.request.namespaces:
         found = read_namespace_workloads(run.cluster, namespace)
         pods += found["pods"]
-        workloads += rules.find_workloads(
-            found["deployments"], found["replica_sets"], found["pods"], found["events"], primary=run.primary
-        )
+        workloads += _workloads_in(run, found)
     run.phase("detect")
     return probes, workloads, rules.known_digests(pods)
+
+
+def _workloads_in(run: Run, found: dict[str, list[Any]]) -> list[rules.Workload]:
+    controllers: list[tuple[rules.WorkloadKind, Any]] = [
+        *(("Deployment", d) for d in found["deployments"]),
+        *(("StatefulSet", s) for s in found["statefulsets"]),
+        *(("DaemonSet", d) for d in found["daemonsets"]),
+    ]
+    return rules.find_workloads(controllers, found["replica_sets"], found["pods"], found["events"], primary=run.primary)
+
+
+def stuck_now(
+    run: Run, kind: rules.WorkloadKind, namespace: str, name: str
+) -> tuple[rules.Workload | None, dict[str, str]]:
+    """The workload as it is now, with its pods stuck pulling from the primary, and those pods' uids."""
+    found = read_namespace_workloads(run.cluster, namespace)
+    workload = next((w for w in _workloads_in(run, found) if (w.kind, w.name) == (kind, name)), None)
+    stuck = {s.pod for s in workload.stuck} if workload else set()
+    uids = {
+        str(p["metadata"]["name"]): str(p["metadata"].get("uid") or "")
+        for p in found["pods"]
+        if p["metadata"]["name"] in stuck and not p["metadata"].get("deletionTimestamp")
+    }
+    return workload, uids
 
 
 def row_for(
@@ -115,8 +143,9 @@ def row_for(
         for s in switches
     ]
     return WorkloadRow(
+        kind=workload.kind,
         namespace=workload.namespace,
-        deployment=workload.name,
+        name=workload.name,
         action=action,
         stuck_pods=len({s.pod for s in workload.stuck}),
         since=workload.since,
@@ -200,8 +229,9 @@ def move_to_mirror(run: Run, controls: ChangeControls, move: Move) -> None:
         **change_annotations(controls, "registry-fallback"),
         rules.FALLBACK_ANNOTATION: record,
     }
-    set_deployment_images(
+    set_workload_images(
         run.cluster,
+        workload.kind,
         workload.namespace,
         workload.name,
         images=move.images,
@@ -209,36 +239,63 @@ def move_to_mirror(run: Run, controls: ChangeControls, move: Move) -> None:
         resource_version=workload.resource_version,
     )
     move.row.action = "switched-to-mirror"
-    get_run_logger().info("%s/%s now pulls from the mirror: %s", workload.namespace, workload.name, move.images)
+    get_run_logger().info(
+        "%s %s/%s now pulls from the mirror: %s", workload.kind, workload.namespace, workload.name, move.images
+    )
 
 
-def wait_ready(run: Run, namespace: str, name: str, row: WorkloadRow) -> bool:
-    """Wait for the rollout; pods still stuck after it get one `rollout restart` (the guide's "unstick") and a
-    second wait. A rollout that still does not complete is a failure of the run, named in its message."""
-    waiter = wait_for_rollout_task.with_options(timeout_seconds=run.request.rollout_timeout_seconds + 60)
-    wait = float(run.request.rollout_timeout_seconds)
+def _wait(run: Run, row: WorkloadRow) -> dict[str, Any]:
+    wait, bound = float(run.request.rollout_timeout_seconds), run.request.rollout_timeout_seconds + 60
+    if row.kind == "Deployment":
+        waiter = wait_for_deployment_rollout.with_options(timeout_seconds=bound)
+        return waiter(run.cluster, row.namespace, row.name, wait)
+    return wait_for_workload_rollout.with_options(timeout_seconds=bound)(
+        run.cluster, row.kind, row.namespace, row.name, wait
+    )
+
+
+def _delete_stuck_pods(run: Run, row: WorkloadRow) -> None:
+    _, pods = stuck_now(run, row.kind, row.namespace, row.name)
+    if pods:
+        deleted = delete_pods(run.cluster, row.namespace, pods)
+        get_run_logger().info("%s %s/%s: deleted stuck pods %s", row.kind, row.namespace, row.name, deleted)
+
+
+def wait_ready(run: Run, row: WorkloadRow) -> bool:
+    """Wait for the rollout and unstick what stays stuck (the guide's "unstick"), the way each controller needs:
+    a Deployment gets one `rollout restart` and a second wait; a StatefulSet never replaces a pod stuck on an
+    image it cannot pull (it waits for it to become Ready), so its stuck pods are deleted at once, and again
+    after a wait (a DaemonSet the same, which also covers OnDelete). A rollout that still does not complete is
+    a failure of the run, named in its message."""
     started = time.monotonic()
-    status = waiter(run.cluster, namespace, name, wait)
+    if row.kind != "Deployment":
+        _delete_stuck_pods(run, row)
+    status = _wait(run, row)
     if not status["done"]:
-        get_run_logger().warning("%s/%s did not roll out (%s): restarting it", namespace, name, status["message"])
-        restart_deployment(run.cluster, namespace, name, stamp=dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
-        status = waiter(run.cluster, namespace, name, wait)
+        get_run_logger().warning("%s %s/%s did not roll out (%s)", row.kind, row.namespace, row.name, status["message"])
+        if row.kind == "Deployment":
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+            restart_workload(run.cluster, row.kind, row.namespace, row.name, stamp=stamp)
+        else:
+            _delete_stuck_pods(run, row)
+        status = _wait(run, row)
     row.rollout_seconds = round(time.monotonic() - started, 2)
     if not status["done"]:
-        run.failed(row, f"did not roll out, even after a restart: {status['message']}")
+        run.failed(row, f"did not roll out, even after unsticking it: {status['message']}")
     return bool(status["done"])
 
 
-def workload_now(run: Run, namespace: str, name: str) -> rules.Workload:
-    """The Deployment as it is now (re-read: the plan may be minutes old)."""
-    deployment = read_deployment(run.cluster, namespace, name)
+def workload_now(run: Run, kind: rules.WorkloadKind, namespace: str, name: str) -> rules.Workload:
+    """The workload as it is now (re-read: the plan may be minutes old)."""
+    current = read_workload(run.cluster, kind, namespace, name)
     return rules.Workload(
+        kind=kind,
         namespace=namespace,
         name=name,
-        resource_version=str(deployment["metadata"].get("resourceVersion") or ""),
-        images=rules.template_containers(deployment),
+        resource_version=str(current["metadata"].get("resourceVersion") or ""),
+        images=rules.template_containers(current),
         primary_images={},
-        record=rules.read_record(deployment),
+        record=rules.read_record(current),
     )
 
 
@@ -257,7 +314,7 @@ def wait_for_primary(run: Run, rows: list[WorkloadRow]) -> bool:
     deadline = time.monotonic() + run.request.recovery_timeout_seconds
     attempt = 0
     while True:
-        if all(primary_serves(run, workload_now(run, r.namespace, r.deployment)) for r in rows):
+        if all(primary_serves(run, workload_now(run, r.kind, r.namespace, r.name)) for r in rows):
             run.phase("primary-wait")
             return True
         remaining = deadline - time.monotonic()
@@ -268,40 +325,3 @@ def wait_for_primary(run: Run, rows: list[WorkloadRow]) -> bool:
         get_run_logger().info("%s does not serve the detoured digests yet; looking again in %.0fs", run.primary, pause)
         time.sleep(pause)
         attempt += 1
-
-
-def switch_back(run: Run, controls: ChangeControls, rows: list[WorkloadRow]) -> bool:
-    """Put the original references back (approval first when asked for, or when this run has not been through
-    a gate yet and the controls want one). Returns whether anything was written."""
-    ask = run.request.approve_switch_back or (controls.require_approval and not run.approved_in_run)
-    gate = controls.model_copy(update={"require_approval": ask})
-    decision = request_approval(
-        gate, f"### {run.primary} serves the images again: switch {len(rows)} workload(s) back?\n"
-    )
-    if not decision.approved:
-        for row in rows:
-            row.reason = f"switch-back not approved ({decision.comment}): still on the mirror"
-        return False
-    written = False
-    for row in rows:
-        workload = workload_now(run, row.namespace, row.deployment)
-        originals = rules.switch_back_images(workload)
-        if workload.state != "on-mirror" or not originals:
-            row.action, row.reason = "left-alone", "its images changed since the detour: not switched back"
-            continue
-        annotations: dict[str, str | None] = {
-            **change_annotations(controls, "registry-switch-back"),
-            rules.FALLBACK_ANNOTATION: None,
-        }
-        set_deployment_images(
-            run.cluster,
-            row.namespace,
-            row.deployment,
-            images=originals,
-            annotations=annotations,
-            resource_version=workload.resource_version,
-        )
-        row.action, written = "switched-back", True
-        wait_ready(run, row.namespace, row.deployment, row)
-    run.phase("switch-back")
-    return written

@@ -1,17 +1,20 @@
 """Registry outage: pods stuck in ImagePullBackOff because the registry is unreachable. The guide's runbook:
 check the registry (`curl /v2/`), fall back to a mirror, unstick the pods, wait for the registry, and go back.
 
-1. Detect: probe the primary and each mirror, find the Deployments of the chosen namespaces whose pods cannot
-   pull from the primary, and since when (the blast radius).
+1. Detect: probe the primary and each mirror, find the Deployments, StatefulSets and DaemonSets of the chosen
+   namespaces whose pods cannot pull from the primary, and since when (the blast radius).
 2. Fall back, by digest only: a workload moves to a mirror when the mirror serves the very digest it runs and
    (by default) that copy's cosign signature verifies; the new reference is `mirror/repo@sha256:...`. Anything
    less is refused for that workload, with the reason. The originals are recorded on the Deployment in the
    same patch (`rollbook.dev/registry-fallback`).
-3. Unstick: wait for the rollouts; pods still in back-off are restarted once, the supported way.
+3. Unstick: wait for the rollouts; what stays in back-off is unstuck the way its controller needs (a
+   Deployment's `rollout restart`; a StatefulSet's or DaemonSet's stuck pods deleted).
 4. Recover: watch the primary until it serves those digests again, then put the original references back, so
-   the mirror is a detour, not a new normal. A primary still down when the watch ends leaves the workloads on
-   the mirror; the same request run again reads the detour from the cluster and finishes it.
-A run that leaves a stuck workload stuck (refused, or not rolled out) fails, after its report, naming each.
+   the mirror is a detour, not a new normal. Each switch-back is watched: if the nodes still cannot pull from
+   the primary, the mirror is put back (flows/_registry_switch_back.py). A primary still down when the watch
+   ends leaves the workloads on the mirror; the same request run again reads the detour and finishes it.
+A run that leaves a stuck workload stuck (refused, or not rolled out) fails, after its report, naming each; a
+plan only reports, refusals included.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from prefect.states import State
 
 from flows import _registry_outage_steps as steps
 from flows._registry_outage_steps import Move, RegistryOutageRequest, Run
+from flows._registry_switch_back import switch_back
 from rollbook import registry_fallback as rules
 from rollbook.change import ChangeControls, Outcome, not_approved_state, request_approval
 from rollbook.reports.registry import RegistryOutageResult, WorkloadRow, plan_markdown, result_markdown
@@ -56,8 +60,8 @@ def registry_outage(
     probes, workloads, pod_digests = steps.detect(run)
     if not workloads:
         summary = (
-            f"no Deployment in {', '.join(request.namespaces)} runs an image from {run.primary} or carries a "
-            "registry detour; nothing changed"
+            f"no Deployment, StatefulSet or DaemonSet in {', '.join(request.namespaces)} runs an image from "
+            f"{run.primary} or carries a registry detour; nothing changed"
         )
         return _publish(run, _result(run, "unchanged", summary, probes, []))
 
@@ -93,7 +97,7 @@ def registry_outage(
         for move in moves:
             steps.move_to_mirror(run, controls, move)
         for move in moves:
-            steps.wait_ready(run, move.workload.namespace, move.workload.name, move.row)
+            steps.wait_ready(run, move.row)
         run.phase("fallback")
     return _recover_and_report(run, controls, probes, rows, changed=bool(moves) and not controls.plan)
 
@@ -111,11 +115,11 @@ def _recover_and_report(
     elif run.request.switch_back and detoured:
         recovered = steps.wait_for_primary(run, detoured)
         if recovered:
-            changed = steps.switch_back(run, controls, detoured) or changed
+            changed = switch_back(run, controls, detoured) or changed
     outcome: Outcome = "planned" if controls.plan else "changed" if changed else "unchanged"
     summary = _summary(run, rows, recovered, planned=controls.plan)
     result = _publish(run, _result(run, outcome, summary, probes, rows, recovered))
-    if run.failures:
+    if run.failures and not controls.plan:  # a plan only reports: its refusals are in the plan
         raise FallbackIncomplete(
             f"{len(run.failures)} workload(s) stuck on {run.primary} not recovered: " + "; ".join(run.failures)
         )
@@ -129,6 +133,11 @@ def _summary(run: Run, rows: list[WorkloadRow], recovered: bool | None, *, plann
     text = ", ".join(f"{n} {action}" for action, n in sorted(counts.items())) or "no workload stuck"
     if planned:
         return f"plan only: {text}; nothing changed"
+    if any(r.action == "switch-back-failed" for r in rows):
+        return (
+            f"{text}; the nodes still cannot pull from {run.primary} although the worker reaches it, so the "
+            "workloads stay on the mirror: run the same request again later to switch back"
+        )
     if recovered is False:
         return (
             f"{text}; {run.primary} did not serve the detoured digests again within "

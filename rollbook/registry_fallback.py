@@ -3,7 +3,7 @@ registry, when a mirror may stand in for it, and how the detour is recorded so i
 
 A workload moves to a mirror only by digest: the mirror must serve the very digest the workload runs (known
 from the reference itself, the primary, a pod that pulled it, or the operator), never "the same tag", which a
-mirror may hold with other content. The original references are recorded on the Deployment in the same patch
+mirror may hold with other content. The original references are recorded on the workload in the same patch
 that moves it, so a re-run, a colleague or the switch-back reads the detour from the cluster, not from memory.
 """
 
@@ -21,6 +21,9 @@ FALLBACK_ANNOTATION = "rollbook.dev/registry-fallback"
 PULL_FAILURE_REASONS = frozenset({"ErrImagePull", "ImagePullBackOff"})
 
 DigestSource = Literal["reference", "primary", "pod", "operator"]
+# The controllers whose pods pull images and which rollbook can point at a mirror (and back).
+WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
+WORKLOAD_KINDS: tuple[WorkloadKind, ...] = ("Deployment", "StatefulSet", "DaemonSet")
 WorkloadState = Literal["stuck", "on-mirror", "changed-since-fallback", "record-unreadable", "healthy"]
 
 
@@ -35,8 +38,9 @@ class StuckPod:
 
 @dataclass
 class Workload:
-    """One Deployment with images on the primary registry, as found."""
+    """One Deployment, StatefulSet or DaemonSet with images on the primary registry, as found."""
 
+    kind: WorkloadKind
     namespace: str
     name: str
     resource_version: str
@@ -65,8 +69,9 @@ def _containers(pod_spec: JSON) -> dict[str, str]:
     }
 
 
-def template_containers(deployment: JSON) -> dict[str, str]:
-    return _containers(((deployment.get("spec") or {}).get("template") or {}).get("spec") or {})
+def template_containers(workload: JSON) -> dict[str, str]:
+    """container name -> image of a Deployment's, StatefulSet's or DaemonSet's pod template."""
+    return _containers(((workload.get("spec") or {}).get("template") or {}).get("spec") or {})
 
 
 def on_registry(image: str, host: str) -> bool:
@@ -76,10 +81,10 @@ def on_registry(image: str, host: str) -> bool:
         return False
 
 
-def read_record(deployment: JSON) -> dict[str, Any] | None:
-    """The detour rollbook recorded on this Deployment, or None; an unreadable record counts as a record
+def read_record(workload: JSON) -> dict[str, Any] | None:
+    """The detour rollbook recorded on this workload, or None; an unreadable record counts as a record
     (with nothing mirrored), so it is reported rather than overwritten."""
-    text = revisions.annotations_of(deployment).get(FALLBACK_ANNOTATION)
+    text = revisions.annotations_of(workload).get(FALLBACK_ANNOTATION)
     if text is None:
         return None
     try:
@@ -97,15 +102,21 @@ def record_text(*, primary: str, mirror: str, originals: dict[str, str], mirrore
     )
 
 
-def _owned_by_deployment(pod: JSON, replica_set_uids: set[str]) -> bool:
-    return any(revisions.is_controlled_by(pod, uid) for uid in replica_set_uids)
+def _controlled_by_any(pod: JSON, owner_uids: set[str]) -> bool:
+    return any(revisions.is_controlled_by(pod, uid) for uid in owner_uids)
 
 
 def find_workloads(
-    deployments: list[JSON], replica_sets: list[JSON], pod_list: list[JSON], events: list[JSON], *, primary: str
+    controllers: list[tuple[WorkloadKind, JSON]],
+    replica_sets: list[JSON],
+    pod_list: list[JSON],
+    events: list[JSON],
+    *,
+    primary: str,
 ) -> list[Workload]:
-    """Every Deployment with a container on `primary` (or a recorded detour from it), with its pods stuck
-    pulling from it and since when (the oldest pull-failure event of those pods, else their creation)."""
+    """Every workload with a container on `primary` (or a recorded detour from it), with its pods stuck
+    pulling from it and since when (the oldest pull-failure event of those pods, else their creation).
+    A Deployment's pods belong to its ReplicaSets; a StatefulSet's and a DaemonSet's to the controller itself."""
     rs_by_deployment: dict[str, set[str]] = {}
     for rs in replica_sets:
         for ref in revisions.meta(rs).get("ownerReferences") or []:
@@ -121,18 +132,19 @@ def find_workloads(
         if when and (pod_name not in first_failure or when < first_failure[pod_name]):
             first_failure[pod_name] = when
     found = []
-    for deployment in deployments:
-        meta = revisions.meta(deployment)
-        images = template_containers(deployment)
+    for kind, controller in controllers:
+        meta = revisions.meta(controller)
+        images = template_containers(controller)
         primary_images = {c: i for c, i in images.items() if on_registry(i, primary)}
-        record = read_record(deployment)
+        record = read_record(controller)
         if not primary_images and record is None:
             continue
-        owners = rs_by_deployment.get(str(meta.get("uid")), set())
+        uid = str(meta.get("uid"))
+        owners = rs_by_deployment.get(uid, set()) if kind == "Deployment" else {uid}
         stuck = [
             StuckPod(p.pod, p.container, p.image, p.reason, p.message)
             for pod in pod_list
-            if _owned_by_deployment(pod, owners)
+            if _controlled_by_any(pod, owners)
             for p in pods.problems(pod)
             if p.reason in PULL_FAILURE_REASONS and on_registry(p.image, primary)
         ]
@@ -145,6 +157,7 @@ def find_workloads(
         ]
         found.append(
             Workload(
+                kind=kind,
                 namespace=str(meta.get("namespace")),
                 name=str(meta.get("name")),
                 resource_version=str(meta.get("resourceVersion") or ""),

@@ -18,7 +18,7 @@ import httpx
 from prefect import task
 
 from blocks import ContainerRegistry
-from rollbook.image_refs import ImageReference
+from rollbook.image_refs import ImageReference, registry_host
 from tasks.policies import LOCAL_FILE, PREFECT_API, REGISTRY_PROBE, REGISTRY_TOOL
 from tasks.signing import SignatureError, verify_image, write_docker_config
 
@@ -221,6 +221,28 @@ def manifest_digest(registry: ContainerRegistry, host: str, image: str, timeout_
         return result
     result.update(digest=digest, detail=f"{host} serves {ref.repository}:{ref.reference} as {digest}")
     return result
+
+
+@task(**REGISTRY_PROBE)
+def locate_image(registry: ContainerRegistry, image: str, timeout_seconds: float) -> dict[str, Any]:
+    """Where a node that uses the block's mirrors would pull `image` from: the first host in the block's pull
+    order (mirrors, then the registry) that serves it. {"image", "host", "digest", "reference", "tried"}, with
+    `reference` pinned by digest on that host, so what is checked is the very content that would run; when no
+    host serves it, host, digest and reference are None and `tried` says what each answered. An image from
+    another registry is not looked up (the block's login is never sent elsewhere): its reference is itself."""
+    ref = ImageReference.parse(image)
+    hosts = [registry_host(address) for address in registry.pull_order()]
+    if ref.registry not in hosts:
+        return {"image": image, "host": ref.registry, "digest": ref.digest, "reference": image, "tried": []}
+    tried: list[str] = []
+    for host in hosts:
+        answer = manifest_digest.fn(registry, host, image, timeout_seconds)
+        if answer["digest"]:
+            pinned = ref.pinned(answer["digest"], registry=host)
+            return {"image": image, "host": host, "digest": answer["digest"], "reference": pinned, "tried": tried}
+        detail = str(answer["detail"])
+        tried.append(detail if detail.startswith(host) else f"{host}: {detail}")
+    return {"image": image, "host": None, "digest": None, "reference": None, "tried": tried}
 
 
 @task(**LOCAL_FILE)

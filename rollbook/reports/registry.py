@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from rollbook.change import ChangeResult
+from rollbook.registry_fallback import WorkloadKind
 
 Action = Literal[
     "switched-to-mirror",
@@ -16,6 +17,7 @@ Action = Literal[
     "already-on-mirror",
     "switched-back",
     "would-switch-back",
+    "switch-back-failed",
     "left-alone",
 ]
 
@@ -30,8 +32,9 @@ class ImageRow(BaseModel):
 
 
 class WorkloadRow(BaseModel):
+    kind: WorkloadKind = Field(default="Deployment", description="Deployment, StatefulSet or DaemonSet.")
     namespace: str
-    deployment: str
+    name: str
     action: Action
     stuck_pods: int = Field(description="Pods in ErrImagePull/ImagePullBackOff on the primary when found.")
     since: str = Field(default="", description="The first pull failure of those pods (their events).")
@@ -73,13 +76,13 @@ def plan_markdown(result: RegistryOutageResult, heading: str) -> str:
     lines += ["", "| workload | stuck pods | since | action | why |", "|---|---|---|---|---|"]
     for row in result.workloads:
         lines.append(
-            f"| `{row.namespace}/{row.deployment}` | {row.stuck_pods} | {row.since or '-'} | {row.action} | "
+            f"| {row.kind} `{row.namespace}/{row.name}` | {row.stuck_pods} | {row.since or '-'} | {row.action} | "
             f"{row.reason or '-'} |"
         )
     for row in result.workloads:
         detail = _image_lines(row)
         if detail:
-            lines += ["", f"- `{row.namespace}/{row.deployment}`:", *detail]
+            lines += ["", f"- {row.kind} `{row.namespace}/{row.name}`:", *detail]
     return "\n".join(lines) + "\n"
 
 

@@ -33,7 +33,7 @@ from rollbook.image_config import (
 from rollbook.image_refs import BadImageReference, ImageReference, registry_host
 from tasks.checks.common import JSON, NAMES_SHOWN
 from tasks.policies import CHECK_REGISTRY_READ
-from tasks.registry import load_registry, read_blob, read_manifest
+from tasks.registry import load_registry, locate_image, read_blob, read_manifest
 
 REQUEST_TIMEOUT_SECONDS = 20.0
 LOOPBACK = ("127.", "localhost", "[::1]")
@@ -61,26 +61,33 @@ def _json(fetched: Any, what: str) -> JSON:
 
 
 def describe(image: str, block: ContainerRegistry | None, timeout: float = REQUEST_TIMEOUT_SECONDS) -> JSON:
-    """{"digest", "platform", "platforms", "size", "size_human", "config"} of one image, read from its registry."""
+    """{"digest", "platform", "platforms", "served_by", "size", "size_human", "config"} of one image, read from
+    where a node would pull it: with a block, the first of its mirrors (then the registry) that serves it."""
     ref = ImageReference.parse(image)
-    registry = registry_for(ref.registry, block)
-    top = read_manifest(registry, ref.registry, ref.repository, ref.reference, timeout)
+    host, reference = ref.registry, ref.reference
+    if block is not None:  # where a node using the block's mirrors would pull it from (tasks.registry)
+        located = locate_image.fn(block, image, timeout)
+        if located["host"] is None:
+            raise _Unreadable("; ".join(located["tried"]) or f"no registry serves {image}")
+        host, reference = str(located["host"]), str(located["digest"] or reference)
+    registry = registry_for(host, block)
+    top = read_manifest(registry, host, ref.repository, reference, timeout)
     manifest = _json(top, f"the manifest of {image}")
-    details: JSON = {"digest": top.digest, "platform": "", "platforms": []}
+    details: JSON = {"digest": top.digest, "platform": "", "platforms": [], "served_by": host}
     if is_index(manifest, top.media_type):
         try:
             chosen, platform, platforms = choose_platform(manifest)
         except NotAnImage as exc:
             raise _Unreadable(str(exc)) from None
         details.update(platform=platform, platforms=platforms)
-        entry = read_manifest(registry, ref.registry, ref.repository, chosen, timeout)
+        entry = read_manifest(registry, host, ref.repository, chosen, timeout)
         manifest = _json(entry, f"the {platform} manifest of {image}")
         details["platform_digest"] = entry.digest
     try:
         size, digest = compressed_size(manifest), config_digest(manifest)
     except NotAnImage as exc:
         raise _Unreadable(str(exc)) from None
-    blob = read_blob(registry, ref.registry, ref.repository, digest, timeout, MAX_CONFIG_BYTES)
+    blob = read_blob(registry, host, ref.repository, digest, timeout, MAX_CONFIG_BYTES)
     try:
         config = ImageConfig.parse(_json(blob, f"the config of {image}"))
     except NotAnImage as exc:
@@ -99,7 +106,10 @@ def _line(image: str, d: JSON) -> str:
     platform = f" ({d['platform']} of {len(d['platforms'])} platform(s))" if d["platforms"] else ""
     health = "yes" if config["healthcheck"] else "no"
     compared = "" if d.get("containers") else " (no container of the rendered chart runs it: not compared)"
-    return f"{image} {d['digest'][:19]}… {d['size_human']}{platform}, healthcheck {health}, ports {ports}{compared}"
+    served = d.get("served_by")
+    source = f" from {served}" if served and served != ImageReference.parse(image).registry else ""
+    line = f"{image}{source} {d['digest'][:19]}… {d['size_human']}{platform}, healthcheck {health}, ports {ports}"
+    return line + compared
 
 
 def image_details_result(

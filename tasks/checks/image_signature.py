@@ -9,19 +9,26 @@ from typing import Any
 
 from prefect import task
 
+from blocks import ContainerRegistry
 from rollbook.checklist import CheckResult, Status, one_line
+from rollbook.image_refs import BadImageReference
 from rollbook.signature_failures import explain
 from tasks.policies import CHECK_REGISTRY_TOOL
-from tasks.registry import load_registry
+from tasks.registry import load_registry, locate_image
 from tasks.signing import SignatureError, verify_image, write_docker_config
 
+LOCATE_TIMEOUT_SECONDS = 10.0
 
-def signature_result(answers: list[dict[str, Any]], seconds: float = 0.0) -> CheckResult:
+
+def signature_result(
+    answers: list[dict[str, Any]], seconds: float = 0.0, *, served_by: dict[str, str] | None = None
+) -> CheckResult:
     failed = [a for a in answers if not a["verified"]]
     evidence = {
         "verified": [a["image"] for a in answers if a["verified"]],
         "failed": {a["image"]: a["detail"] for a in failed},
         "failure_kinds": {a["image"]: a.get("failure") or "unknown" for a in failed},
+        "served_by": served_by or {},
     }
     if failed:
         first = failed[0]
@@ -44,7 +51,10 @@ def check_image_signature(images: list[str], public_key_path: str | None, regist
     """cosign verify (key-based, no transparency log) of every image; unsigned or tampered images fail.
 
     With a 'Rollbook Container Registry' block, its key and its login (for the registry and its mirrors) are
-    used; the block is loaded here so its password never travels as a task parameter or result."""
+    used, and each image is verified where a node using its mirrors would pull it from (`locate_image`: the
+    first mirror serving it, else the registry), pinned by that copy's digest, so a mirror's content is what is
+    checked when it is what would run. The block is loaded here so its password never travels as a task
+    parameter or result."""
     started = time.monotonic()
     registry = load_registry(registry_block) if registry_block else None
     key_pem = registry.cosign_public_key if registry else None
@@ -65,8 +75,24 @@ def check_image_signature(images: list[str], public_key_path: str | None, regist
         config = None
         if registry and login:
             config = str(write_docker_config(Path(tmp) / "docker", registry.pull_order(), *login))
+        sources = {image: _source(registry, image) for image in images}
         try:
-            answers = [verify_image.fn(image, key, docker_config=config) for image in images]
+            answers = [
+                {**verify_image.fn(sources[image], key, docker_config=config), "image": image} for image in images
+            ]
         except SignatureError as exc:
             return CheckResult(check="image-signature", status=Status.ERROR, reason=one_line(str(exc)))
-    return signature_result(answers, time.monotonic() - started)
+    served_by = {image: source for image, source in sources.items() if source != image}
+    return signature_result(answers, time.monotonic() - started, served_by=served_by)
+
+
+def _source(registry: ContainerRegistry | None, image: str) -> str:
+    """The copy of `image` to verify: the one the block's pull order finds, or the image itself (no block, or
+    no host serves it: then cosign's own answer says why)."""
+    if registry is None:
+        return image
+    try:
+        located = locate_image.fn(registry, image, LOCATE_TIMEOUT_SECONDS)
+    except BadImageReference:
+        return image
+    return str(located["reference"] or image)

@@ -193,6 +193,9 @@ def test_a_mirror_without_the_digest_a_retagged_mirror_an_unsigned_copy_and_an_u
     _stuck(core, namespace, 8)
 
     request = _request(sandbox, registry_block, namespace, expected_digests=digests, recovery_timeout_seconds=0)
+    planned = _run(request, CONTROLS.model_copy(update={"plan": True}))  # a plan reports its refusals, it does not fail
+    assert planned.outcome == "planned" and [w.action for w in planned.workloads] == ["refused"] * 4
+    assert all(w.reason for w in planned.workloads)
     with pytest.raises(FallbackIncomplete) as failed:
         _run(request, CONTROLS)
     message = str(failed.value)
@@ -255,9 +258,141 @@ def test_pods_still_stuck_on_the_mirror_get_one_restart_and_the_run_fails_naming
     _deploy(sandbox, namespace, "web", new, wait=False)
     _stuck(core, namespace, 2)
     request = _request(sandbox, registry_block, namespace, expected_digests={new: digest}, recovery_timeout_seconds=0)
-    with pytest.raises(FallbackIncomplete, match="did not roll out, even after a restart"):
+    with pytest.raises(FallbackIncomplete, match="did not roll out, even after unsticking it"):
         _run(request.model_copy(update={"rollout_timeout_seconds": 10}), CONTROLS)
     deployment = apps.read_namespaced_deployment("web", namespace)
     assert deployment.spec.template.spec.containers[0].image.endswith(f"@{digest}")
     assert "kubectl.kubernetes.io/restartedAt" in (deployment.spec.template.metadata.annotations or {})
     assert rules.FALLBACK_ANNOTATION in (deployment.metadata.annotations or {})  # the detour stays recorded
+
+
+def _controller(kind: str, name: str, image: str) -> dict[str, Any]:
+    labels = {"app": name}
+    pod = {"metadata": {"labels": labels}, "spec": {"containers": [{"name": "demo-app", "image": image}]}}
+    spec: dict[str, Any] = {"selector": {"matchLabels": labels}, "template": pod}
+    if kind == "StatefulSet":
+        spec |= {"replicas": 2, "serviceName": name}
+    return {"apiVersion": "apps/v1", "kind": kind, "metadata": {"name": name}, "spec": spec}
+
+
+def _template_image(apps: client.AppsV1Api, kind: str, namespace: str, name: str) -> str:
+    read = apps.read_namespaced_stateful_set if kind == "StatefulSet" else apps.read_namespaced_daemon_set
+    return str(read(name, namespace).spec.template.spec.containers[0].image)
+
+
+def _controller_done(apps: client.AppsV1Api, kind: str, namespace: str, name: str) -> bool:
+    from rollbook.controller_rollouts import rollout_state
+
+    read = apps.read_namespaced_stateful_set if kind == "StatefulSet" else apps.read_namespaced_daemon_set
+    return rollout_state(kind, apps.api_client.sanitize_for_serialization(read(name, namespace))).done
+
+
+def test_statefulsets_and_daemonsets_move_to_the_mirror_and_back_their_stuck_pods_replaced(
+    sandbox: Sandbox,
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+    namespace: str,
+    registries: SandboxRegistries,
+    registry_block: str,
+    outage: None,
+) -> None:
+    good, new = registries.image("1.0.0"), registries.image("1.1.0")
+    digest = registries.digest(new)
+    apps.create_namespaced_stateful_set(namespace, _controller("StatefulSet", "db", good))
+    apps.create_namespaced_daemon_set(namespace, _controller("DaemonSet", "agent", good))
+    for kind, name in (("StatefulSet", "db"), ("DaemonSet", "agent")):
+        wait_until(
+            lambda k=kind, n=name: _controller_done(apps, k, namespace, n), timeout=90, what=f"{kind} {name} ready"
+        )
+    break_primary(sandbox)
+    patch = {"spec": {"template": {"spec": {"containers": [{"name": "demo-app", "image": new}]}}}}
+    apps.patch_namespaced_stateful_set("db", namespace, patch)
+    apps.patch_namespaced_daemon_set("agent", namespace, patch)
+    _stuck(core, namespace, 2)  # the StatefulSet's highest ordinal and at least one DaemonSet pod
+
+    first = _run(
+        _request(sandbox, registry_block, namespace, expected_digests={new: digest}, recovery_timeout_seconds=0),
+        CONTROLS,
+    )
+    mirror_ref = f"{sandbox.cfg.registry_host(mirror=True)}/rollbook/demo-app@{digest}"
+    assert {(w.kind, w.name, w.action) for w in first.workloads} == {
+        ("StatefulSet", "db", "switched-to-mirror"),
+        ("DaemonSet", "agent", "switched-to-mirror"),
+    }
+    for kind, name in (("StatefulSet", "db"), ("DaemonSet", "agent")):
+        assert _template_image(apps, kind, namespace, name) == mirror_ref
+        assert _controller_done(apps, kind, namespace, name)  # a stuck StatefulSet pod is never replaced unaided
+    pods = core.list_namespaced_pod(namespace).items
+    assert {c.image for p in pods if not p.metadata.deletion_timestamp for c in p.spec.containers} == {mirror_ref}
+
+    heal(sandbox)
+    back = _run(_request(sandbox, registry_block, namespace, recovery_timeout_seconds=60), CONTROLS)
+    assert back.primary_recovered is True
+    assert {(w.kind, w.action) for w in back.workloads} == {
+        ("StatefulSet", "switched-back"),
+        ("DaemonSet", "switched-back"),
+    }
+    for kind, name in (("StatefulSet", "db"), ("DaemonSet", "agent")):
+        assert _template_image(apps, kind, namespace, name) == new
+        assert _controller_done(apps, kind, namespace, name)
+
+
+def test_a_switch_back_the_nodes_cannot_pull_puts_the_mirror_back(
+    sandbox: Sandbox,
+    apps: client.AppsV1Api,
+    core: client.CoreV1Api,
+    namespace: str,
+    registries: SandboxRegistries,
+    registry_block: str,
+    outage: None,
+) -> None:
+    new = registries.image("1.1.0")
+    digest = registries.digest(new)
+    break_primary(sandbox)
+    for name in ("web", "api"):
+        _deploy(sandbox, namespace, name, new, wait=False)
+    _stuck(core, namespace, 4)
+    first = _run(
+        _request(sandbox, registry_block, namespace, expected_digests={new: digest}, recovery_timeout_seconds=0),
+        CONTROLS,
+    )
+    assert [w.action for w in first.workloads] == ["switched-to-mirror"] * 2
+    mirror_ref = f"{sandbox.cfg.registry_host(mirror=True)}/rollbook/demo-app@{digest}"
+
+    # the registry answers the worker again, but the nodes still cannot reach it (kwok's pull fault stays)
+    sandbox.start_registry()
+    second = _run(_request(sandbox, registry_block, namespace, recovery_timeout_seconds=30), CONTROLS)
+    assert second.primary_recovered is True and second.outcome == "changed"
+    failed, rest = second.workloads
+    assert failed.action == "switch-back-failed" and "the nodes cannot pull from it" in failed.reason
+    assert rest.action == "already-on-mirror" and "not switched back" in rest.reason
+    assert "stay on the mirror" in second.summary
+    for name in ("web", "api"):
+        assert _images(apps, namespace, name) == [mirror_ref]
+        wait_until(lambda n=name: _all_ready(apps, namespace, n), timeout=60, what=f"{name} ready on the mirror")
+        record = json.loads(_annotations(apps, namespace, name)[rules.FALLBACK_ANNOTATION])
+        assert record["originals"] == {"demo-app": new}  # the detour is recorded again: a later run finishes it
+    assert _annotations(apps, namespace, failed.name)["rollbook.dev/action"] == "registry-fallback"
+
+
+def test_the_checklist_reads_and_verifies_images_where_the_nodes_would_pull_them_from(
+    sandbox: Sandbox, registries: SandboxRegistries, registry_block: str, outage: None
+) -> None:
+    from rollbook.checklist import Status
+    from tasks.checks.image_details import check_image_details
+    from tasks.checks.image_signature import check_image_signature
+
+    new = registries.image("1.1.0")
+    mirror = sandbox.cfg.registry_host(mirror=True)
+    digest = registries.digest(new)
+    pinned = f"{mirror}/rollbook/demo-app@{digest}"
+    break_primary(sandbox)  # the block's mirror comes first in its pull order anyway; now it is the only one up
+    signed = check_image_signature.fn([new], None, registry_block)
+    assert signed.status == Status.PASS and signed.evidence["served_by"] == {new: pinned}
+    described = check_image_details.fn([new], [], registry_block)
+    assert described.evidence["images"][new]["served_by"] == mirror
+    assert described.evidence["images"][new]["digest"] == digest
+    assert described.evidence["unreadable"] == {}
+    without_block = check_image_signature.fn([new], str(registries.public_key), None)  # no pull order: the primary
+    assert without_block.status == Status.FAIL
+    assert without_block.evidence["failure_kinds"] == {new: "registry-unreachable"}

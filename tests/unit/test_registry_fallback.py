@@ -75,7 +75,13 @@ def _replica_set(deployment: str) -> dict[str, Any]:
 
 
 def _pod(
-    name: str, owner: str, image: str, reason: str | None, created: str = "2026-12-04T10:00:00Z"
+    name: str,
+    owner: str,
+    image: str,
+    reason: str | None,
+    created: str = "2026-12-04T10:00:00Z",
+    *,
+    owner_uid: str | None = None,
 ) -> dict[str, Any]:
     status: dict[str, Any] = {"phase": "Pending"}
     if reason:
@@ -84,11 +90,30 @@ def _pod(
         "metadata": {
             "name": name,
             "creationTimestamp": created,
-            "ownerReferences": [{"kind": "ReplicaSet", "uid": f"rs-{owner}", "controller": True}],
+            "ownerReferences": [{"kind": "ReplicaSet", "uid": owner_uid or f"rs-{owner}", "controller": True}],
         },
         "spec": {"containers": [{"name": "app", "image": image}]},
         "status": status,
     }
+
+
+def _as(kind: rules.WorkloadKind, objects: list[dict[str, Any]]) -> list[tuple[rules.WorkloadKind, Any]]:
+    return [(kind, o) for o in objects]
+
+
+def test_statefulset_and_daemonset_pods_belong_to_the_controller_itself() -> None:
+    image = f"{PRIMARY}/shop/db:16"
+    db, agent = _deployment("db", {"app": image}), _deployment("agent", {"app": image})
+    pods = [
+        _pod("db-0", "db", image, "ImagePullBackOff", owner_uid="uid-db"),
+        _pod("agent-x1", "agent", image, "ErrImagePull", owner_uid="uid-agent"),
+        _pod("agent-x2", "agent", image, None, owner_uid="uid-agent"),
+        _pod("stray", "other", image, "ImagePullBackOff", owner_uid="uid-other"),
+    ]
+    controllers = [*_as("StatefulSet", [db]), *_as("DaemonSet", [agent])]
+    found = {w.name: w for w in rules.find_workloads(controllers, [], pods, [], primary=PRIMARY)}
+    assert (found["db"].kind, [s.pod for s in found["db"].stuck]) == ("StatefulSet", ["db-0"])
+    assert (found["agent"].kind, [s.pod for s in found["agent"].stuck]) == ("DaemonSet", ["agent-x1"])
 
 
 def test_stuck_workloads_are_those_whose_pods_cannot_pull_from_the_primary() -> None:
@@ -112,7 +137,10 @@ def test_stuck_workloads_are_those_whose_pods_cannot_pull_from_the_primary() -> 
         }
     ]
     replica_sets = [_replica_set(d) for d in ("api", "web", "cache")]
-    found = {w.name: w for w in rules.find_workloads(deployments, replica_sets, pods, events, primary=PRIMARY)}
+    found = {
+        w.name: w
+        for w in rules.find_workloads(_as("Deployment", deployments), replica_sets, pods, events, primary=PRIMARY)
+    }
     assert set(found) == {"api", "web"}
     assert found["api"].state == "stuck" and len(found["api"].stuck) == 2
     assert found["api"].since == "2026-12-04T09:59:00Z"  # api-2 has no event: its creation counts
@@ -127,7 +155,10 @@ def test_a_recorded_detour_is_found_even_when_no_image_is_on_the_primary_any_mor
     on_mirror = _deployment("api", {"app": mirrored}, {rules.FALLBACK_ANNOTATION: record})
     moved_on = _deployment("web", {"app": f"{MIRROR}/shop/api:2"}, {rules.FALLBACK_ANNOTATION: record})
     garbled = _deployment("old", {"app": mirrored}, {rules.FALLBACK_ANNOTATION: "{not json"})
-    found = {w.name: w for w in rules.find_workloads([on_mirror, moved_on, garbled], [], [], [], primary=PRIMARY)}
+    found = {
+        w.name: w
+        for w in rules.find_workloads(_as("Deployment", [on_mirror, moved_on, garbled]), [], [], [], primary=PRIMARY)
+    }
     assert found["api"].state == "on-mirror"
     assert rules.switch_back_images(found["api"]) == {"app": f"{PRIMARY}/shop/api:1"}
     assert found["web"].state == "changed-since-fallback"  # someone deployed since: never switched back

@@ -16,7 +16,7 @@ import pytest
 from pydantic import SecretStr
 
 from blocks import ContainerRegistry
-from tasks.registry import manifest_digest, probe_registry
+from tasks.registry import locate_image, manifest_digest, probe_registry
 
 MANIFEST = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json"}).encode()
 DIGEST = "sha256:" + hashlib.sha256(MANIFEST).hexdigest()
@@ -98,3 +98,30 @@ def test_missing_manifests_wrong_logins_and_dead_registries_are_answers_not_erro
     assert probe_registry.fn(_block(host), host, 5)["up"] is True
     dead = probe_registry.fn(_block("127.0.0.1:9"), "127.0.0.1:9", 2)
     assert dead["up"] is False and dead["status"] is None and "ConnectError" in dead["detail"]
+
+
+def test_an_image_is_located_where_a_node_using_the_mirrors_would_pull_it(registry: tuple[str, Any]) -> None:
+    """The block's pull order: a mirror first (here one that does not answer at all), then the registry."""
+    host, seen = registry
+    dead = "127.0.0.1:9"  # the discard port: nothing listens
+    block = ContainerRegistry(
+        url=f"http://{host}", mirrors=[f"http://{dead}"], username="ci", password=SecretStr("s3cret"), insecure=True
+    )
+    found = locate_image.fn(block, f"{host}/shop/api:1.0.0", 2)
+    assert (found["host"], found["digest"], found["reference"]) == (host, DIGEST, f"{host}/shop/api@{DIGEST}")
+    assert len(found["tried"]) == 1 and dead in found["tried"][0]
+
+    # the block's own address as a mirror of a dead primary: the mirror serves it
+    swapped = ContainerRegistry(
+        url=f"http://{dead}", mirrors=[f"http://{host}"], username="ci", password=SecretStr("s3cret"), insecure=True
+    )
+    on_mirror = locate_image.fn(swapped, f"{dead}/shop/api:1.0.0", 2)
+    assert (on_mirror["host"], on_mirror["reference"], on_mirror["tried"]) == (host, f"{host}/shop/api@{DIGEST}", [])
+
+    missing = locate_image.fn(block, f"{host}/shop/api:9.9.9", 2)
+    assert missing["host"] is None and missing["reference"] is None and len(missing["tried"]) == 2
+    assert "has no manifest shop/api:9.9.9" in missing["tried"][1]
+
+    before = len(seen)
+    foreign = locate_image.fn(block, "ghcr.io/other/app:1", 2)  # never looked up: the login stays home
+    assert (foreign["reference"], foreign["host"], len(seen)) == ("ghcr.io/other/app:1", "ghcr.io", before)
