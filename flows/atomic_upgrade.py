@@ -1,8 +1,19 @@
-"""Runbook: upgrade a Helm release atomically (--rollback-on-failure --wait) and say what is live afterwards."""
+"""Runbook: upgrade a Helm release atomically (--rollback-on-failure --wait) and say what is live afterwards.
+
+A first install that never finished (the worker killed or the API server restarted mid-install leaves revision 1
+`pending-install`, and helm refuses every later command on it) is cleared by a re-run of the same request: when
+the request installs and that revision holds exactly this request's chart and values, the plan says so with the
+evidence, and once approved the run takes the app's rollout lock, waits until a helm begun with this request's
+`--timeout` has certainly given up, reads the release again and, if it is still that very revision, removes it
+with `helm uninstall --wait` and installs anew (see `flows._interrupted_install`). A pending install of anything
+else is refused with the command that clears it: it may belong to a helm still at work.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import datetime as dt
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -14,8 +25,10 @@ from pydantic import Field
 from blocks import KubernetesCluster
 from flows._checklist_gate import ChecklistOptions, checklist_gate
 from flows._helm_target import HelmReleaseTarget
+from flows._interrupted_install import clear_interrupted_install, own_interrupted_install, refuse_unless_installing
 from rollbook.artifacts import artifact_key
 from rollbook.change import ChangeControls, change_annotations, not_approved_state, request_approval
+from rollbook.helm_recovery import StuckRelease, helm_may_still_run, interrupted_install
 from rollbook.helm_releases import (
     RevisionInfo,
     already_live,
@@ -33,6 +46,7 @@ from tasks.cluster import resolve_cluster
 from tasks.helm_changes import UpgradeOutcome, upgrade_release
 from tasks.helm_release import RevisionDetails, release_history, render_upgrade, revision_details
 from tasks.release_workloads import annotate_release_deployments, release_pods_ready
+from tasks.rollout_lock import rollout_lock
 
 ACTION = "helm-atomic-upgrade"
 
@@ -81,7 +95,9 @@ def atomic_upgrade(
     cluster = resolve_cluster(request.cluster_block, request.kubeconfig_path, request.context)
 
     history = _history(cluster, request)
-    live = latest(history) if history else None
+    stuck = interrupted_install(history, release=name, namespace=ns)  # nothing was ever deployed from it
+    refuse_unless_installing(stuck, install=request.install, action=ACTION)
+    live = latest(history) if history and stuck is None else None
     live_details = revision_details(cluster, ns, name, live.revision, request.helm_executable) if live else None
     values = _values(request, live_details)
     verdict = checklist_gate(  # a failed verdict raises ChecklistFailed: nothing changed
@@ -94,7 +110,7 @@ def atomic_upgrade(
         values=values,
         helm=request.helm_executable,
     )
-    result, plan_md = _plan(cluster, request, controls, history, live_details, values)
+    result, plan_md = _plan(cluster, request, controls, history, live_details, values, stuck=stuck)
     result = result.model_copy(update={"checklist": verdict})
 
     if controls.plan:
@@ -110,19 +126,28 @@ def atomic_upgrade(
         return not_approved_state(result.model_copy(update=update), decision)
 
     description = f"rollbook {ACTION} ({flow_run.name or flow_run.id}): {controls.reason}"[:240]
-    outcome: UpgradeOutcome = upgrade_release(
-        cluster,
-        ns,
-        name,
-        request.chart,
-        values,
-        description,
-        live.revision if live else None,
-        install=request.install,
-        timeout_seconds=request.timeout_seconds,
-        helm=request.helm_executable,
-    )
-    result = _record(cluster, request, controls, result.model_copy(update={"approval": decision.comment}), outcome)
+    result = result.model_copy(update={"approval": decision.comment})
+    with contextlib.ExitStack() as held:
+        if stuck is not None:  # no other rollbook run clears or installs the release meanwhile
+            held.enter_context(rollout_lock(cluster, ns, name))
+            found = clear_interrupted_install(
+                cluster, stuck, timeout_seconds=request.timeout_seconds, helm=request.helm_executable
+            )
+            if found == "finished":
+                return _interrupted_finished(cluster, request, result, key)
+        outcome: UpgradeOutcome = upgrade_release(
+            cluster,
+            ns,
+            name,
+            request.chart,
+            values,
+            description,
+            live.revision if live else None,
+            install=request.install,
+            timeout_seconds=request.timeout_seconds,
+            helm=request.helm_executable,
+        )
+        result = _record(cluster, request, controls, result, outcome)
     create_markdown_artifact(upgrade_report(result) + "\n\n## Plan\n\n" + plan_md, key=key)
     if not outcome.succeeded:
         raise UpgradeRolledBack(_failure_message(result), result)
@@ -160,16 +185,28 @@ def _plan(
     history: list[RevisionInfo],
     live: RevisionDetails | None,
     values: dict[str, Any],
+    *,
+    stuck: StuckRelease | None,
 ) -> tuple[AtomicUpgradeResult, str]:
-    """A server-side dry run of the upgrade, compared with the live revision."""
+    """A server-side dry run of the upgrade, compared with the live revision. An interrupted first install is
+    planned as a fresh install (helm refuses even a dry-run upgrade of a pending release), once it is known to be
+    this request's own."""
     ns, name = request.namespace, request.release
     rendered = render_upgrade(
-        cluster, ns, name, request.chart, values, install=request.install, helm=request.helm_executable
-    )
+        cluster, ns, name, request.chart, values, install=request.install, anew=stuck is not None,
+        helm=request.helm_executable,
+    )  # fmt: skip
+    if stuck is not None:
+        own_interrupted_install(
+            cluster, stuck, install=request.install, rendered=rendered, values=values, action=ACTION,
+            helm=request.helm_executable,
+        )  # fmt: skip
+    now = dt.datetime.now(dt.UTC)
+    shown = latest(history) if history and stuck is None else None
     before = live.manifest if live else []
     start = f"revision {live.revision}" if live else "not installed"
     same = already_live(
-        latest(history) if history else None,
+        shown,
         live_chart=live.chart if live else "",
         live_values=live.values if live else {},
         live_manifest=before,
@@ -190,19 +227,36 @@ def _plan(
         to_chart=rendered.chart,
         value_changes=values_changes(live.values if live else {}, values),
         image_changes=image_changes(before, rendered.manifest),
+        interrupted_install=stuck.evidence(now) if stuck else "",
     )
     plan_md = upgrade_plan(
         result,
         history,
-        live=latest(history) if history else None,
+        live=shown,
         chart_source=request.chart,
         app_version=rendered.app_version,
         timeout_seconds=request.timeout_seconds,
         requested_by=controls.requested_by,
         reason=controls.reason,
         manifest_diff=manifest_changes(before, rendered.manifest),
+        interrupted=stuck,
+        interrupted_wait=helm_may_still_run(stuck, now, helm_timeout_seconds=request.timeout_seconds) if stuck else 0,
+        now=now,
     )
     return result, plan_md
+
+
+def _interrupted_finished(
+    cluster: KubernetesCluster, request: AtomicUpgradeRequest, result: AtomicUpgradeResult, key: str
+) -> AtomicUpgradeResult:
+    """The interrupted install's own helm completed it while the run waited: it holds this request's chart and
+    values, so there is nothing left to install; it is reported as it is, and its pods checked."""
+    after = release_history(cluster, request.namespace, request.release, request.helm_executable)
+    summary = (
+        f"{request.release} in {request.namespace}: the interrupted first install finished after all "
+        "(revision 1 deployed with this request's chart and values); nothing to install"
+    )
+    return _already_live(cluster, request, result.model_copy(update={"summary": summary}), latest(after), key)
 
 
 def _already_live(

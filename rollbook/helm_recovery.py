@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable, Mapping
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
@@ -222,3 +223,45 @@ def helm_may_still_run(stuck: StuckRelease, now: dt.datetime, *, helm_timeout_se
     span = float(helm_timeout_seconds + INSTALL_CLEANUP_SECONDS)
     age = stuck.age_seconds(now)
     return span if age is None else max(0.0, span - age)
+
+
+def install_refusal(stuck: StuckRelease, now: dt.datetime, *, install: bool, ours: bool, action: str) -> str | None:
+    """Why `action` must not clear an interrupted first install, or None when it is this request's own.
+
+    It is ours when the request installs (`install`) and the pending revision holds exactly the chart and values
+    this request would install: a re-run of the request whose run was killed or whose helm lost the API server.
+    A pending install of anything else may be a person's or another tool's helm still at work, so it is left
+    alone and the refusal names the command that clears it once no helm works on it.
+    """
+    where = f"`helm uninstall {stuck.release} -n {stuck.namespace}`"
+    if not install:
+        return (
+            f"{stuck.evidence(now)}: a first install never finished, so there is nothing to upgrade. Run {action} "
+            f"again with request.install=true and the values of that install: it removes the interrupted install "
+            f"once its helm has certainly given up, then installs anew; or, if no helm works on it, {where} removes "
+            "it; nothing changed"
+        )
+    if not ours:
+        return (
+            f"{stuck.evidence(now)}, with another chart or other values than this request's: not an interrupted "
+            f"run of this request, and its helm may still be at work. If no helm works on it, {where} removes it "
+            "(it never finished installing), then run again; nothing changed"
+        )
+    return None
+
+
+Recheck = Literal["gone", "finished", "stuck", "changed"]
+
+
+def recheck_install(history: Iterable[RevisionInfo], stuck: StuckRelease) -> Recheck:
+    """What became of an interrupted first install once its helm has certainly given up, read again just
+    before acting on it: gone (its helm's --rollback-on-failure removed it), finished (revision 1 deployed after
+    all), still the very same stuck revision (same revision and timestamp: safe to remove), or changed (someone
+    acted on it meanwhile: never touched)."""
+    revisions = sorted(history, key=lambda r: r.revision)
+    if not revisions:
+        return "gone"
+    if len(revisions) == 1 and revisions[0].status == "deployed":
+        return "finished"
+    again = interrupted_install(revisions, release=stuck.release, namespace=stuck.namespace)
+    return "stuck" if again == stuck else "changed"

@@ -63,6 +63,9 @@ class AtomicUpgradeResult(ReleaseChange):
         default=False, description="The deployed revision already was this chart with these values: nothing to do."
     )
     checklist: str | None = Field(default=None, description="The pre-deploy checklist's verdict, when it ran.")
+    interrupted_install: str = Field(
+        default="", description="Evidence of an earlier first install that never finished, removed and made anew."
+    )
     succeeded: bool | None = None
     live_revision: int | None = None
     live_status: str = ""

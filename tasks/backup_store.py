@@ -22,7 +22,7 @@ from prefect import task
 
 from blocks import BackupBucket
 from rollbook.etcd_backup import Encryption, ObjectChecksum, composite_sha256, same_s3_checksum
-from tasks.policies import PREFECT_API, S3_READ, S3_TRANSFER
+from tasks.policies import PREFECT_API, PREFLIGHT, S3_READ, S3_TRANSFER
 
 DEFAULT_PART_SIZE = 16 * 1024 * 1024
 NO_ENCRYPTION = Encryption()
@@ -88,9 +88,10 @@ def _error(exc: Exception, what: str, bucket: BackupBucket) -> BackupStoreError:
     return BackupStoreError(f"{what} in bucket {name!r} failed: {exc}", transient=True)
 
 
-@task(**S3_READ)
+@task(**PREFLIGHT)
 def check_bucket(bucket: BackupBucket) -> None:
-    """Fail before anything is taken when the bucket is missing or the credentials are refused."""
+    """Fail before anything is taken when the bucket is missing or the credentials are refused; an endpoint
+    unreachable for ~15 s is ridden out (PREFLIGHT), a missing bucket or refused credentials fail at once."""
     try:
         _s3(bucket).head_bucket(Bucket=bucket.bucket.bucket_name)
     except (ClientError, BotoCoreError) as exc:

@@ -160,9 +160,10 @@ def _check_upgrade_start(
     if live is not None and live.status == "pending-install" and len(before) == 1:  # nothing to roll back to
         raise ReleaseBusy(
             f"upgrade: revision 1 is pending-install and the release has no other revision: a first install never "
-            f"finished. helm-rollback cannot help (there is nothing to roll back to); once no helm works on it "
-            f"(older than the install's --timeout), `helm uninstall {release} -n {namespace}` removes it; then "
-            "run this upgrade again; nothing changed",
+            f"finished. helm-rollback cannot help (there is nothing to roll back to); run helm-atomic-upgrade again "
+            f"with request.install=true and the same chart and values: it removes the interrupted install by itself "
+            f"once its helm has certainly given up, and installs anew. Or, once no helm works on it (older than the "
+            f"install's --timeout), `helm uninstall {release} -n {namespace}` removes it; nothing changed",
             release,
             namespace,
         )

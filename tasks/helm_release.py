@@ -173,18 +173,23 @@ def render_upgrade(
     values: dict[str, Any],
     *,
     install: bool = False,
+    anew: bool = False,
     helm: str = DEFAULT_HELM,
 ) -> RenderedUpgrade:
     """Render an upgrade against the cluster without changing anything (`--dry-run=server --hide-secret`).
+
+    `anew` renders a fresh `helm install` instead, for a release whose only revision is an interrupted install:
+    helm refuses every upgrade of a pending release, even a dry run, but an install's dry run skips the check
+    that the name is free.
 
     Called directly rather than through pyhelm3: its `dry_run=True` passes a bare `--dry-run`, which helm v4
     deprecates and treats as a client-side render (no validation by the API server), and it has no way to
     pass `--hide-secret`, so Secret contents would land in the plan.
     """
     with kubeconfig_file(cluster) as kubeconfig:
-        args = ["upgrade", release, chart, "--namespace", namespace, "--dry-run=server", "--hide-secret"]
-        args += ["--output", "json", "--values", "-"]
-        if install:
+        args = ["install" if anew else "upgrade", release, chart, "--namespace", namespace, "--dry-run=server"]
+        args += ["--hide-secret", "--output", "json", "--values", "-"]
+        if install and not anew:
             args.append("--install")
         argv = helm_argv(cluster, helm, kubeconfig, *args)
         try:

@@ -89,21 +89,35 @@ def _policy(
     }
 
 
+# The one schedule for riding out a short outage of a service a flow depends on (an API-server restart, a
+# Prometheus blip): 6 tries, the last one 23 s after the first, so ~15 s of unreachability passes with a margin
+# for the time each failed try itself takes. Every policy below that says "rides out an outage" uses it.
+OUTAGE_DELAYS: tuple[float, ...] = (1, 2, 4, 8, 8)
+OUTAGE_WAIT_SECONDS = sum(OUTAGE_DELAYS)
+
 # Reads and idempotent writes against the Kubernetes API: ride out an API-server restart of ~15 s.
-KUBE_API = _policy(retries=5, delays=[1, 2, 4, 8, 8], timeout_seconds=60)
+KUBE_API = _policy(retries=len(OUTAGE_DELAYS), delays=list(OUTAGE_DELAYS), timeout_seconds=60)
 # The same, for calls that page through many objects.
-KUBE_LIST = _policy(retries=5, delays=[1, 2, 4, 8, 8], timeout_seconds=180)
+KUBE_LIST = _policy(retries=len(OUTAGE_DELAYS), delays=list(OUTAGE_DELAYS), timeout_seconds=180)
 # Reading a saved block or other Prefect API state.
 PREFECT_API = _policy(retries=3, delays=[1, 2, 4], timeout_seconds=30)
-# Queries to a metrics backend (Prometheus).
+# Queries to a metrics backend (Prometheus) during an analysis: a provider error is asked again inside the check
+# (tasks.metrics.checks), and what outlasts that counts as a failed analysis, which `threshold` tolerates.
 METRICS_API = _policy(retries=2, delays=[1, 2], timeout_seconds=60)
+# A pre-flight check that a service the run depends on answers, before anything changes (Prometheus before a
+# canary or blue/green, the backup bucket before a snapshot): a blip must not fail a run that has not started,
+# so it rides out an outage on the KUBE_API schedule. Only errors that may pass are retried (connection refused,
+# timeouts, 5xx, 429, or an error declaring itself transient); a refused query or credentials, a 403 or 404
+# fail at once. Budget: 6 tries, 23 s of waiting between them, each try bounded by its own request timeout and
+# by this task timeout, so at most 6 x 60 s + 23 s even when every request hangs until its timeout.
+PREFLIGHT = _policy(retries=len(OUTAGE_DELAYS), delays=list(OUTAGE_DELAYS), timeout_seconds=60)
 # Read-only helm commands (history, status, get, template): helm itself is bounded to 90 s inside the task.
 HELM_READ = _policy(retries=4, delays=[2, 4, 8, 8], timeout_seconds=200, condition=retry_declared)
 # helm rollback/upgrade: the task re-reads the history before acting, so a retry never repeats a change; its
 # own deadline is the request's helm --timeout (at most an hour) plus a margin.
 HELM_CHANGE = _policy(retries=3, delays=[5, 10, 10], timeout_seconds=3800, condition=retry_declared)
 # Tasks that wait inside one attempt (a namespace to finish terminating): the same retries, a longer bound.
-KUBE_API_LONG = _policy(retries=5, delays=[1, 2, 4, 8, 8], timeout_seconds=300)
+KUBE_API_LONG = _policy(retries=len(OUTAGE_DELAYS), delays=list(OUTAGE_DELAYS), timeout_seconds=300)
 # Waits that ride out API-server outages themselves, within their own deadline (`wait_for_rollout`): a task
 # retry would restart the wait from zero and stretch its bound, so there is none. Callers narrow the timeout
 # with `.with_options(timeout_seconds=...)` to their wait plus a margin.

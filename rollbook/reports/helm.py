@@ -115,8 +115,12 @@ def upgrade_plan(
     requested_by: str,
     reason: str,
     manifest_diff: list[str],
+    interrupted: StuckRelease | None = None,
+    interrupted_wait: float = 0.0,
+    now: dt.datetime | None = None,
 ) -> str:
-    """The plan and approval form of helm-atomic-upgrade."""
+    """The plan and approval form of helm-atomic-upgrade; an interrupted first install found (`interrupted`,
+    its helm possibly at work for `interrupted_wait` more seconds) is said with its evidence and what is done."""
     start = f"revision **{live.revision}** ({live.status}, chart `{live.chart}`)" if live else "not installed"
     lines = [
         f"## Upgrade `{result.release}` in `{result.namespace}`",
@@ -128,6 +132,20 @@ def upgrade_plan(
     ]
     if result.checklist:
         lines.append(f"- pre-deploy checklist: {result.checklist}")
+    if interrupted is not None:
+        when = (
+            f"in about {interrupted_wait:.0f}s, once its helm (`--timeout {timeout_seconds}s`) has certainly given up"
+            if interrupted_wait > 0
+            else "now (its helm has certainly given up)"
+        )
+        evidence = interrupted.evidence(now or dt.datetime.now(dt.UTC))
+        lines += [
+            "",
+            "### Interrupted first install",
+            "",
+            f"The first install of `{result.release}` never finished: {evidence}. It holds this request's chart and "
+            f"values and serves nothing, so it is removed (`helm uninstall --wait`) {when}, then installed anew.",
+        ]
     lines += ["", changes_markdown(result.value_changes, result.image_changes, manifest_diff)]
     if history:
         lines += ["", "### History", "", history_table(history)]

@@ -8,7 +8,7 @@ from blocks.prometheus import PrometheusConnection
 from tasks.metrics.checks import CheckResult, MetricCheck, evaluate
 from tasks.metrics.registry import open_provider
 from tasks.observers.base import Target
-from tasks.policies import METRICS_API, PREFECT_API
+from tasks.policies import METRICS_API, PREFECT_API, PREFLIGHT
 
 
 @task(**PREFECT_API)
@@ -22,8 +22,10 @@ def resolve_prometheus(block_name: str | None, url: object | None) -> Prometheus
     return PrometheusConnection.model_validate({"url": str(url)})
 
 
-@task(**METRICS_API)
+@task(**PREFLIGHT)
 def check_prometheus(connection: PrometheusConnection) -> None:
+    """Fail before any change when Prometheus cannot answer `vector(1)`; an outage of ~15 s is ridden out
+    (PREFLIGHT), a refused query or a 4xx other than 429 fails at once (the error says it is not transient)."""
     with open_provider(connection) as provider:
         provider.ping()
 

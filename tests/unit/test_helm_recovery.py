@@ -12,7 +12,9 @@ from rollbook.helm_recovery import (
     as_failed,
     failed_rollback_target,
     helm_may_still_run,
+    install_refusal,
     interrupted_install,
+    recheck_install,
     recovery_target,
     refusal,
     rollback_record,
@@ -147,3 +149,33 @@ def test_an_interrupted_first_install_is_recognised_and_waited_out() -> None:
     assert interrupted_install([_row(1, "deployed")], release="d", namespace="p") is None
     assert interrupted_install([_row(1, "pending-upgrade")], release="d", namespace="p") is None
     assert interrupted_install([], release="d", namespace="p") is None
+
+
+def test_only_this_requests_own_interrupted_install_may_be_cleared() -> None:
+    """helm-atomic-upgrade clears a pending first install only when the request installs and it holds this
+    request's chart and values; otherwise the refusal shows the evidence and the command, and nothing changes."""
+    stuck = interrupted_install([_row(1, "pending-install", minutes_ago=30)], release="web", namespace="prod")
+    assert stuck is not None
+    assert install_refusal(stuck, NOW, install=True, ours=True, action="helm-atomic-upgrade") is None
+    others = install_refusal(stuck, NOW, install=True, ours=False, action="helm-atomic-upgrade")
+    assert others is not None and "another chart or other values" in others and "may still be at work" in others
+    assert "stuck in pending-install at revision 1" in others and "1800s ago" in others
+    assert "`helm uninstall web -n prod`" in others and others.endswith("nothing changed")
+    upgrade = install_refusal(stuck, NOW, install=False, ours=True, action="helm-atomic-upgrade")
+    assert upgrade is not None and "Run helm-atomic-upgrade again with request.install=true" in upgrade
+    assert "nothing to upgrade" in upgrade and upgrade.endswith("nothing changed")
+
+
+def test_an_interrupted_install_is_removed_only_while_it_is_still_that_very_revision() -> None:
+    """Read again after the wait: removed by its helm, finished after all, still the same (remove it), or
+    changed by someone meanwhile (a new pending install, a deployed upgrade): never touched."""
+    first = [_row(1, "pending-install", minutes_ago=30)]
+    stuck = interrupted_install(first, release="web", namespace="prod")
+    assert stuck is not None
+    assert recheck_install([], stuck) == "gone"
+    assert recheck_install([_row(1, "deployed", minutes_ago=29)], stuck) == "finished"
+    assert recheck_install(list(first), stuck) == "stuck"
+    # another run removed it and began its own install: same revision and status, but a new timestamp
+    assert recheck_install([_row(1, "pending-install", minutes_ago=0)], stuck) == "changed"
+    assert recheck_install([_row(1, "failed", minutes_ago=29)], stuck) == "changed"
+    assert recheck_install([_row(1, "deployed"), _row(2, "pending-upgrade", minutes_ago=1)], stuck) == "changed"
