@@ -383,3 +383,41 @@ def test_a_canary_override_is_recorded_and_planned_behind_approval(stable: dict[
     assert "schema guard (the revert target): OVERRIDDEN" in result.plan
     assert "approval of this plan" in result.plan  # the override added the gate
     assert stable["routes"][0]["rollbook.dev/schema-guard"].startswith("OVERRIDDEN")
+
+
+def test_a_blue_green_whose_blue_cannot_read_the_schema_installs_nothing(
+    stable: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bg = importlib.import_module("flows.blue_green")
+    progressive = importlib.import_module("tasks.progressive")
+    installs: list[Any] = []
+
+    def routing(_c: Any, _ns: str, release: str) -> Any:
+        if release == "web-green":
+            raise progressive.RoutingNotFound("no green yet")
+        return progressive.ReleaseRouting(release=release, ingress="web-ing", service=release, version="1.0")
+
+    monkeypatch.setattr(bg, "resolve_cluster", lambda *_: SimpleNamespace(namespace="prod"))
+    monkeypatch.setattr(bg, "release_routing", routing)
+    monkeypatch.setattr(bg, "live_values", lambda *_: ({"image": {"tag": "1.0"}}, 4))
+    monkeypatch.setattr(bg, "interrupted_green", lambda *_, **__: None)
+    monkeypatch.setattr(bg, "install_green", lambda *a, **k: installs.append(k))
+    monkeypatch.setattr(bg, "resolve_prometheus", lambda *_: None)
+    monkeypatch.setattr(bg, "check_prometheus", lambda *_: None)
+    request = bg.BlueGreenRequest(
+        namespace="prod",
+        blue_release="web",
+        green_release="web-green",
+        chart="charts/demo-app",
+        version="2.0",
+        prometheus_url="http://127.0.0.1:9090",
+        run_checklist=False,
+        schema_guard=GUARD,
+    )
+    with pytest.raises(SchemaGuardRefused, match="blue release 'web' \\(revision 4\\).*golang-migrate version 7"):
+        bg.blue_green(request=request, controls=CONTROLS)
+    assert installs == []
+    stable["declared"] = "5..8"
+    planned = bg.blue_green(request=request, controls=CONTROLS.model_copy(update={"plan": True}))
+    assert planned.outcome == "planned" and "schema guard (the revert target): compatible: " in planned.plan
+    assert installs == []
