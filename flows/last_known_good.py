@@ -78,7 +78,8 @@ def pick_last_known_good(
     name, namespace = revisions.meta(deployment).get("name"), revisions.meta(deployment).get("namespace")
     why = " with verified images" if verify_images else ""
     if schema is not None:
-        why += f" compatible with the database schema ({schema.state.kind} at {schema.state.shown()}; roll forward)"
+        refused = next((f"; revision {r['revision']}: {r['schema']}" for r in checked if "schema" in r), "")
+        why += f" compatible with the database schema ({schema.state.kind} at {schema.state.shown()}{refused})"
     raise NoKnownGoodRevision(
         f"no known good revision{why} for deployment {name!r} in namespace {namespace!r}: no revision is live and "
         "rolled out, recorded complete by rollbook, or fully available now"

@@ -176,8 +176,9 @@ def test_last_known_good_finds_nothing_when_the_schema_is_past_every_range(
     monkeypatch.setattr(
         undo_module, "read_deployment_and_replica_sets", lambda *_: (fake.deployment, fake.replica_sets)
     )
-    with pytest.raises(ValueError, match="compatible with the database schema .*golang-migrate at 6"):
+    with pytest.raises(ValueError, match="compatible with the database schema .*golang-migrate at 6") as none:
         _undo(last_known_good=True)
+    assert "revision 2: incompatible: " in str(none.value)  # why the newest candidate was skipped
     assert fake.patches == [] and kube.patches == []
 
 
