@@ -21,9 +21,10 @@ from prefect import get_run_logger
 from pydantic import BaseModel, Field, model_validator
 
 from blocks import KubernetesCluster
+from rollbook import revisions
 from rollbook.change import ChangeControls
 from rollbook.form_rules import given, requires
-from rollbook.revisions import RollbackRefused
+from rollbook.revisions import JSON, RollbackRefused
 from rollbook.schema_compat import (
     SchemaState,
     SchemaVerdict,
@@ -178,3 +179,30 @@ def revert_side_decision(
         "forward without a progressive rollout."
     )
     return decide(gate, gate.judge_manifest(docs), what=what, alternative=alternative)
+
+
+def compatible_revision_hint(gate: SchemaGate, deployment: JSON, replica_sets: list[JSON], target: int) -> str:
+    """deployment-undo's safe alternative: the newest other older revision whose declaration includes the current
+    schema (undeclared ones are not offered), or rolling forward."""
+    live = revisions.live_replica_set(deployment, replica_sets)
+    for rs in sorted(replica_sets, key=_revision_or_zero, reverse=True):
+        rev = _revision_or_zero(rs)
+        if rs is live or rev in (0, target):
+            continue
+        if gate.judge_template((rs.get("spec") or {}).get("template") or {}).verdict == "compatible":
+            return (
+                f"Safe alternative: revision {rev} declares a range that includes the current schema: "
+                f"to_revision={rev}, or last_known_good=true (which skips incompatible revisions)."
+            )
+    name = revisions.meta(deployment).get("name")
+    return (
+        f"Safe alternative: roll forward (no older revision of deployment {name!r} declares the "
+        f"{gate.state.kind} schema at {gate.state.shown()}): fix and deploy a new revision."
+    )
+
+
+def _revision_or_zero(rs: JSON) -> int:
+    try:
+        return revisions.revision_of(rs)
+    except (ValueError, TypeError):
+        return 0

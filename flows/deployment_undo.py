@@ -38,6 +38,7 @@ from flows._schema_gate import (
     GateDecision,
     SchemaGate,
     SchemaGuardFields,
+    compatible_revision_hint,
     decide,
     open_gate,
 )
@@ -178,31 +179,6 @@ def _choose_target(
     return revisions.rollback_target(deployment, replica_sets, request.to_revision), []
 
 
-def _newest_compatible(gate: SchemaGate, deployment: JSON, replica_sets: list[JSON], plan: UndoPlan) -> str:
-    """The safe alternative the refusal names: the newest older revision the schema allows, or rolling forward."""
-    live = revisions.live_replica_set(deployment, replica_sets)
-    for rs in sorted(replica_sets, key=_revision_or_zero, reverse=True):
-        rev = _revision_or_zero(rs)
-        if rs is live or rev in (0, plan.to_revision):
-            continue
-        if gate.judge_template((rs.get("spec") or {}).get("template") or {}).verdict == "compatible":
-            return (
-                f"Safe alternative: revision {rev} declares a range that includes the current schema: "
-                f"to_revision={rev}, or last_known_good=true (which skips incompatible revisions)."
-            )
-    return (
-        f"Safe alternative: roll forward (no older revision of deployment {plan.deployment!r} declares the "
-        f"{gate.state.kind} schema at {gate.state.shown()}): fix and deploy a new revision."
-    )
-
-
-def _revision_or_zero(rs: JSON) -> int:
-    try:
-        return revisions.revision_of(rs)
-    except (ValueError, TypeError):
-        return 0
-
-
 def _schema_decision(
     gate: SchemaGate | None, plan: UndoPlan, deployment: JSON, replica_sets: list[JSON]
 ) -> GateDecision:
@@ -211,7 +187,7 @@ def _schema_decision(
         return NO_GUARD
     verdict = gate.judge_template(plan.target_template)
     what = f"to roll deployment {plan.deployment!r} back to revision {plan.to_revision}"
-    alternative = "" if verdict.allowed else _newest_compatible(gate, deployment, replica_sets, plan)
+    alternative = "" if verdict.allowed else compatible_revision_hint(gate, deployment, replica_sets, plan.to_revision)
     return decide(gate, verdict, what=what, alternative=alternative)
 
 
