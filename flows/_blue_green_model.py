@@ -17,6 +17,7 @@ from flows._canary_model import (
     default_metrics,
 )
 from flows._cluster_source import ClusterSource
+from flows._schema_gate import SchemaGuardFields
 from flows._traffic_source import TrafficSource
 from rollbook.change import ChangeResult
 from rollbook.types import ChartRef, FormOptional, ImageTag, LocalPath, Namespace, ReleaseName, Values
@@ -27,7 +28,7 @@ from tasks.webhooks import Webhook
 MAX_CHECKS_PER_STEP = 100
 
 
-class BlueGreenRequest(TrafficSource):
+class BlueGreenRequest(TrafficSource, SchemaGuardFields):
     namespace: Namespace = Field(description="Namespace of both releases.")
     blue_release: ReleaseName = Field(description="Serves users now.")
     green_release: ReleaseName = Field(description="Installed by the run.")

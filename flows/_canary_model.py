@@ -7,6 +7,7 @@ from typing import Any, ClassVar, Literal, Self
 from prefect.input import RunInput
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from flows._schema_gate import SchemaGuardFields
 from flows._traffic_source import TrafficSource
 from rollbook.change import ChangeResult
 from rollbook.form_rules import form_rules_schema, given, requires, when_value
@@ -70,7 +71,7 @@ class CanaryAnalysis(BaseModel):
         return [*weights, self.max_weight]
 
 
-class CanaryRequest(TrafficSource):
+class CanaryRequest(TrafficSource, SchemaGuardFields):
     """Which releases, where the metrics are, and how to decide."""
 
     namespace: Namespace = Field(description="Namespace of both releases.")

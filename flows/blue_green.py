@@ -10,6 +10,10 @@ Ingress, blue loses it, the canary route goes (with the Gateway API router the H
 Deployments are labelled active/retired, and blue is uninstalled now or by a follow-up `blue-green-retire` run
 after `keep_blue_seconds`. The application's rollout lock is held from before green is installed to the end, so
 no other blue/green or canary run of the same app can interleave.
+
+With `schema_guard`, blue (where every revert sends traffic) must still work with the database's schema by its
+own `rollbook.dev/schema-compatible` declaration before green is installed; otherwise the run is refused
+(`override_schema_guard`: asks for approval and is recorded). See `flows._schema_gate`.
 """
 
 from __future__ import annotations
@@ -43,6 +47,7 @@ from flows._blue_green_steps import (
 from flows._canary_model import GateAnswer
 from flows._canary_steps import RolloutStopped, ask, declined, plan_or_approval
 from flows._checklist_gate import checklist_gate
+from flows._schema_gate import NO_GUARD, GateDecision, revert_side_decision
 from flows.canary_rollout import canary_rollout
 from rollbook.artifacts import artifact_key
 from rollbook.change import ChangeControls, change_annotations, subflow_result
@@ -85,6 +90,7 @@ class Found:
     green: ReleaseRouting | None
     green_values: dict[str, Any]
     interrupted: StuckRelease | None = None  # an earlier run's green install that never finished
+    schema: GateDecision = NO_GUARD  # the schema guard's decision on blue, the side a revert returns to
 
 
 @flow(name="blue-green")
@@ -92,6 +98,7 @@ def blue_green(request: BlueGreenRequest, controls: ChangeControls) -> BlueGreen
     """Check, plan and approve; install green at 0%, check it, shift traffic in gated steps, then retire blue."""
     cluster = resolve_cluster(request.cluster_block, request.kubeconfig_path, request.context)
     found = _inspect(request, cluster)  # read-only: bad input fails here, before any change
+    controls = found.schema.controls(controls)  # a schema guard override always asks for approval
     check_prometheus(resolve_prometheus(request.prometheus_block, request.prometheus_url))
     verdict = checklist_gate(  # a failed verdict raises ChecklistFailed: nothing changed
         request,
@@ -150,7 +157,8 @@ def _inspect(request: BlueGreenRequest, cluster: KubernetesCluster) -> Found:
     stuck = interrupted_green(cluster, namespace=ns, release=request.green_release, values=values, helm=helm)
     if stuck is not None:  # its objects may exist, but the install never finished: it is removed and made again
         green = None
-    return Found(blue=blue, green=green, green_values=values, interrupted=stuck)
+    schema = revert_side_decision(request, cluster, namespace=ns, release=request.blue_release, helm=helm, role="blue")
+    return Found(blue=blue, green=green, green_values=values, interrupted=stuck, schema=schema)
 
 
 def _plan_facts(request: BlueGreenRequest, controls: ChangeControls, found: Found, verdict: str) -> BlueGreenPlan:
@@ -180,6 +188,7 @@ def _plan_facts(request: BlueGreenRequest, controls: ChangeControls, found: Foun
         checklist=verdict,
         reason=controls.reason,
         requested_by=controls.requested_by,
+        schema_guard=found.schema.line(),
     )
 
 
@@ -201,7 +210,9 @@ def _deliver(
             update={"outcome": shifted.outcome, "stage": shifted.stage, "summary": shifted.summary}
         )
     green = release_routing(cluster, request.namespace, request.green_release)
-    change = change_annotations(controls, ACTION, green=request.green_release, version=request.version)
+    change = change_annotations(
+        controls, ACTION, green=request.green_release, version=request.version, **found.schema.details()
+    )
     router = make_router(
         request.router,
         namespace=request.namespace,

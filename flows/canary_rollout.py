@@ -13,6 +13,10 @@ blue/green finishes on its own).
 
 The weight is read from the cluster at start: a run started again after a crash continues from the weight
 the cluster serves, without shifting twice.
+
+With `schema_guard`, the stable release (where every revert sends traffic) must still work with the database's
+schema by its own `rollbook.dev/schema-compatible` declaration before anything changes; otherwise the run is
+refused (`override_schema_guard`: asks for approval and is recorded). See `flows._schema_gate`.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ from flows._canary_model import (
 )
 from flows._canary_steps import ACTION, CanaryRun, RolloutStopped, declined, plan_or_approval, promotion_values
 from flows._checklist_gate import checklist_gate
+from flows._schema_gate import GateDecision, revert_side_decision
 from rollbook.artifacts import artifact_key
 from rollbook.change import ChangeControls, change_annotations
 from rollbook.reports.progressive import CanaryPlan, canary_plan
@@ -66,6 +71,7 @@ class Found:
     router: Router
     current: int
     todo: list[int]
+    schema: GateDecision
 
 
 def _remaining(steps: list[int], current: int) -> list[int]:
@@ -81,6 +87,7 @@ def canary_rollout(request: CanaryRequest, controls: ChangeControls) -> CanaryRe
     cluster = resolve_cluster(request.cluster_block, request.kubeconfig_path, request.context)
     prometheus = resolve_prometheus(request.prometheus_block, request.prometheus_url)
     found = _inspect(request, controls, cluster)  # read-only: bad input fails here, before any change
+    controls = found.schema.controls(controls)  # a schema guard override always asks for approval
     check_prometheus(prometheus)
     verdict = checklist_gate(  # the promotion is what it judges; a failed verdict raises ChecklistFailed
         request,
@@ -136,7 +143,12 @@ def _inspect(request: CanaryRequest, controls: ChangeControls, cluster: Kubernet
             f"stable_release {request.stable_release!r} has no Ingress to split traffic from "
             "(use router=gateway-api with http_route, or enable the release's Ingress)"
         )
-    change = change_annotations(controls, ACTION, canary=request.canary_release, version=canary.version)
+    schema = revert_side_decision(
+        request, cluster, namespace=ns, release=request.stable_release, helm=request.helm_executable, role="stable"
+    )
+    change = change_annotations(
+        controls, ACTION, canary=request.canary_release, version=canary.version, **schema.details()
+    )
     router = make_router(
         request.router,
         namespace=ns,
@@ -147,7 +159,7 @@ def _inspect(request: CanaryRequest, controls: ChangeControls, cluster: Kubernet
         change=change,
     )
     current = read_weight(cluster, router)
-    return Found(stable, canary, router, current, _remaining(request.analysis.steps(), current))
+    return Found(stable, canary, router, current, _remaining(request.analysis.steps(), current), schema)
 
 
 def _plan_facts(request: CanaryRequest, controls: ChangeControls, found: Found, verdict: str) -> CanaryPlan:
@@ -177,6 +189,7 @@ def _plan_facts(request: CanaryRequest, controls: ChangeControls, found: Found, 
         checklist=verdict,
         reason=controls.reason,
         requested_by=controls.requested_by,
+        schema_guard=found.schema.line(),
     )
 
 

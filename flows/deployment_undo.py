@@ -13,6 +13,11 @@ if it does not complete.
 Unlike kubectl, it never undoes its own undo by accident (`rollbook.rollback_guard`): a re-run of the same
 request after a failure mid-wait or a killed worker finds its rollback applied and finishes the wait, and any
 other undo without an explicit revision right after a rollbook rollback is refused, naming `to_revision`.
+
+With `schema_guard` it never rolls back onto code that cannot read the database's schema (`flows._schema_gate`):
+a target whose `rollbook.dev/schema-compatible` range excludes the current schema is refused, naming the newest
+compatible revision (`last_known_good` skips incompatible ones) or rolling forward; `override_schema_guard`
+goes ahead through approval and is recorded in the audit annotations.
 """
 
 from __future__ import annotations
@@ -28,6 +33,15 @@ from pydantic import Field, model_validator
 
 from blocks import KubernetesCluster
 from flows._deployment_target import DeploymentTarget
+from flows._schema_gate import (
+    NO_GUARD,
+    GateDecision,
+    SchemaGate,
+    SchemaGuardFields,
+    compatible_revision_hint,
+    decide,
+    open_gate,
+)
 from flows.last_known_good import pick_last_known_good
 from rollbook import revisions, rollback_guard
 from rollbook.artifacts import artifact_key
@@ -59,7 +73,7 @@ class RolloutFailed(RuntimeError):
     """The rollback was applied but its rollout did not complete; the message names the pods' reasons."""
 
 
-class UndoRequest(DeploymentTarget):
+class UndoRequest(DeploymentTarget, SchemaGuardFields):
     """What to roll back and to where; the default is the previous revision, as `kubectl rollout undo`."""
 
     FORM_RULES: ClassVar[tuple[dict[str, Any], ...]] = (
@@ -155,10 +169,26 @@ def _fingerprint(request: UndoRequest, namespace: str) -> str:
     return rollback_guard.request_fingerprint({**fields, "namespace": namespace})
 
 
-def _choose_target(request: UndoRequest, deployment: JSON, replica_sets: list[JSON]) -> tuple[JSON, list[Any]]:
+def _choose_target(
+    request: UndoRequest, deployment: JSON, replica_sets: list[JSON], gate: SchemaGate | None
+) -> tuple[JSON, list[Any]]:
     if request.last_known_good:
-        return pick_last_known_good(deployment, replica_sets, request.verify_images, request.cosign_public_key)
+        return pick_last_known_good(
+            deployment, replica_sets, request.verify_images, request.cosign_public_key, schema=gate
+        )
     return revisions.rollback_target(deployment, replica_sets, request.to_revision), []
+
+
+def _schema_decision(
+    gate: SchemaGate | None, plan: UndoPlan, deployment: JSON, replica_sets: list[JSON]
+) -> GateDecision:
+    """The guard's verdict on the target revision; SchemaGuardRefused (nothing changed) when it must not go."""
+    if gate is None:
+        return NO_GUARD
+    verdict = gate.judge_template(plan.target_template)
+    what = f"to roll deployment {plan.deployment!r} back to revision {plan.to_revision}"
+    alternative = "" if verdict.allowed else compatible_revision_hint(gate, deployment, replica_sets, plan.to_revision)
+    return decide(gate, verdict, what=what, alternative=alternative)
 
 
 def _refuse_if_paused(plan: UndoPlan) -> None:
@@ -191,7 +221,8 @@ def deployment_undo(request: UndoRequest, controls: ChangeControls) -> UndoResul
     if rerun.verdict == "already-applied":
         return _finish_applied(where, request, controls, deployment, replica_sets, rerun)
 
-    target, candidates = _choose_target(request, deployment, replica_sets)
+    gate = open_gate(request)
+    target, candidates = _choose_target(request, deployment, replica_sets, gate)
     plan = undo_plan(deployment, target)
     _refuse_if_paused(plan)
     if plan.skip:
@@ -199,6 +230,9 @@ def deployment_undo(request: UndoRequest, controls: ChangeControls) -> UndoResul
         return _publish(
             UndoResult.from_plan(plan, outcome="unchanged", summary=summary, candidates=candidates), plan, where
         )
+    schema = _schema_decision(gate, plan, deployment, replica_sets)
+    plan = plan.model_copy(update={"schema_guard": schema.line()})
+    controls = schema.controls(controls)  # an override always asks for approval
     if "kubectl.kubernetes.io/last-applied-configuration" in revisions.annotations_of(deployment):
         # kubectl warns likewise: the next `kubectl apply` of the old manifest undoes this rollback
         get_run_logger().warning(
@@ -216,18 +250,20 @@ def deployment_undo(request: UndoRequest, controls: ChangeControls) -> UndoResul
         refused = UndoResult.from_plan(plan, outcome="not-approved", summary=summary)
         return not_approved_state(_publish(refused, plan, where), decision)
     if controls.require_approval:
-        plan = _still_the_approved_plan(where, request, plan)
+        plan = _still_the_approved_plan(where, request, plan, gate)
 
-    _apply(where, plan, controls, fingerprint)
+    _apply(where, plan, controls, fingerprint, schema)
     result = _wait_and_mark(where, request, plan, deployment, outcome="changed", approval=decision.comment)
     return _publish(result.model_copy(update={"candidates": candidates}), plan, where)
 
 
-def _still_the_approved_plan(where: _Target, request: UndoRequest, approved: UndoPlan) -> UndoPlan:
+def _still_the_approved_plan(
+    where: _Target, request: UndoRequest, approved: UndoPlan, gate: SchemaGate | None
+) -> UndoPlan:
     """The approver saw a plan that may be old by now: re-read and insist that it still holds."""
     deployment, replica_sets = read_deployment_and_replica_sets(where.cluster, where.namespace, where.name)
-    target, _ = _choose_target(request, deployment, replica_sets)
-    fresh = undo_plan(deployment, target)
+    target, _ = _choose_target(request, deployment, replica_sets, gate)
+    fresh = undo_plan(deployment, target).model_copy(update={"schema_guard": approved.schema_guard})
     _refuse_if_paused(fresh)
     if (fresh.target_template, fresh.template_changes) != (approved.target_template, approved.template_changes):
         raise revisions.RollbackRefused(
@@ -237,15 +273,18 @@ def _still_the_approved_plan(where: _Target, request: UndoRequest, approved: Und
     return fresh
 
 
-def _apply(where: _Target, plan: UndoPlan, controls: ChangeControls, fingerprint: str) -> None:
-    """One JSON patch: the target template, kubectl's annotations, rollbook's audit and its rollback record."""
+def _apply(
+    where: _Target, plan: UndoPlan, controls: ChangeControls, fingerprint: str, schema: GateDecision = NO_GUARD
+) -> None:
+    """One JSON patch: the target template, kubectl's annotations, rollbook's audit (with the schema guard's
+    verdict, an override included) and its rollback record."""
     record = rollback_guard.record_details(
         from_revision=plan.from_revision,
         to_revision=plan.to_revision,
         target_template=plan.target_template,
         fingerprint=fingerprint,
     )
-    audit = change_annotations(controls, "rollback", **record)
+    audit = change_annotations(controls, "rollback", **record, **schema.details())
     run_marker = (ANNOTATION_PREFIX + "flow-run-id", str(flow_run.id or ""))
     patch_deployment_rollback(
         where.cluster,

@@ -4,6 +4,10 @@ A re-run finishes the job instead of reversing it: the target is resolved once a
 Deployments before helm runs, so a rollback already applied by rollbook is recognised ("unchanged"), and a
 release an interrupted helm left pending is shown with its evidence and, when asked (`recover_pending`) and
 approved, marked failed the way helm's storage allows and then rolled back.
+
+With `schema_guard`, the target revision is judged by the `rollbook.dev/schema-compatible` annotation in its own
+stored manifest (`flows._schema_gate`): a target that cannot work with the database's schema is refused, naming
+the newest compatible revision or rolling forward; `override_schema_guard` asks for approval and is recorded.
 """
 
 from __future__ import annotations
@@ -17,6 +21,15 @@ from pydantic import Field
 
 from blocks import KubernetesCluster
 from flows._helm_target import HelmReleaseTarget
+from flows._schema_gate import (
+    NO_GUARD,
+    GateDecision,
+    SchemaGate,
+    SchemaGuardFields,
+    audit_details,
+    decide,
+    open_gate,
+)
 from rollbook.artifacts import artifact_key
 from rollbook.change import (
     ANNOTATION_PREFIX,
@@ -41,6 +54,7 @@ from rollbook.helm_recovery import (
     too_recent,
 )
 from rollbook.helm_releases import (
+    GOOD_STATUSES,
     HelmRollbackRefused,
     RevisionInfo,
     choose_rollback_target,
@@ -61,7 +75,7 @@ from tasks.release_workloads import annotate_release_deployments, release_deploy
 ACTION = "helm-rollback"
 
 
-class HelmRollbackRequest(HelmReleaseTarget):
+class HelmRollbackRequest(HelmReleaseTarget, SchemaGuardFields):
     """Which release to roll back, and to what."""
 
     revision: FormOptional[Revision] = Field(
@@ -111,7 +125,9 @@ def helm_rollback(
         return _confirm_applied(cluster, request, controls, live, record, key=key)
     stuck = _stuck_or_refuse(request, history)
     target, how = _target(request, history, stuck, record)
-    result, plan_md = _plan(cluster, request, controls, history, target, stuck, how=how)
+    gate = open_gate(request)
+    result, plan_md, schema = _plan(cluster, request, controls, history, target, stuck, how=how, gate=gate)
+    controls = schema.controls(controls)  # an override always asks for approval
 
     if controls.plan:
         create_markdown_artifact(titled("Plan (nothing changed)", plan_md), key=key, description="helm rollback plan")
@@ -138,6 +154,7 @@ def _annotations(controls: ChangeControls, result: HelmRollbackResult, outcome: 
         FROM_REVISION: str(result.from_revision),
         RESULT: outcome,
         "release": result.release,
+        **audit_details(result.schema_guard),
         **extra,
     }
     return change_annotations(controls, ACTION, **{k.removeprefix(ANNOTATION_PREFIX): v for k, v in details.items()})
@@ -235,8 +252,10 @@ def _plan(
     stuck: StuckRelease | None,
     *,
     how: str,
-) -> tuple[HelmRollbackResult, str]:
-    """What the rollback would change (values, images, chart) as the result so far and the plan's markdown."""
+    gate: SchemaGate | None = None,
+) -> tuple[HelmRollbackResult, str, GateDecision]:
+    """What the rollback would change (values, images, chart) as the result so far, the plan's markdown and the
+    schema guard's decision on the target (SchemaGuardRefused, before anything changed, when it must not go)."""
     ns, name, helm = request.namespace, request.release, request.helm_executable
     live = latest(history)
     live_details = revision_details(cluster, ns, name, live.revision, helm)
@@ -253,6 +272,13 @@ def _plan(
         value_changes=values_changes(live_details.values, target_details.values),
         image_changes=image_changes(live_details.manifest, target_details.manifest),
     )
+    schema = NO_GUARD
+    if gate is not None:
+        verdict = gate.judge_manifest(target_details.manifest)
+        alternative = "" if verdict.allowed else _newest_compatible(cluster, request, history, target, gate)
+        what = f"to roll release {name!r} in namespace {ns!r} back to revision {target.revision}"
+        schema = decide(gate, verdict, what=what, alternative=alternative)
+        result = result.model_copy(update={"schema_guard": schema.line()})
     then = f"Secret `{stuck.secret}` will be marked **failed**, as helm does when an operation fails" if stuck else ""
     note = stuck_markdown(stuck, dt.datetime.now(dt.UTC), then=then) if stuck else ""
     plan_md = rollback_plan(
@@ -264,7 +290,30 @@ def _plan(
         reason=controls.reason,
         stuck_note=note,
     )
-    return result, plan_md
+    return result, plan_md, schema
+
+
+MAX_ALTERNATIVES = 10  # older revisions read (one helm call each) to name a compatible one
+
+
+def _newest_compatible(
+    cluster: KubernetesCluster,
+    request: HelmRollbackRequest,
+    history: list[RevisionInfo],
+    target: RevisionInfo,
+    gate: SchemaGate,
+) -> str:
+    """The safe alternative a refusal names: the newest good revision whose manifest declares the schema."""
+    live = latest(history).revision
+    older = [r for r in history if r.revision not in (live, target.revision) and r.status in GOOD_STATUSES]
+    for info in sorted(older, key=lambda r: r.revision, reverse=True)[:MAX_ALTERNATIVES]:
+        details = revision_details(cluster, request.namespace, request.release, info.revision, request.helm_executable)
+        if gate.judge_manifest(details.manifest).verdict == "compatible":
+            return f"Safe alternative: revision {info.revision} declares the current schema: revision={info.revision}."
+    return (
+        f"Safe alternative: roll forward (no good revision of release {request.release!r} declares the "
+        f"{gate.state.kind} schema at {gate.state.shown()}): fix and upgrade to a new revision."
+    )
 
 
 def _roll_back(

@@ -7,7 +7,10 @@ Criterion (see `rollbook.revisions.known_good_evidence`), newest revision first:
 3. an older ReplicaSet that is fully available right now (e.g. the old side of a stuck rollout).
 A ReplicaSet scaled to zero with no marker keeps no trace of having been available, so it never counts:
 Kubernetes does not record past availability. With `verify_images`, a candidate also needs every image of
-its pod template to verify with the given cosign public key; candidates that fail are skipped.
+its pod template to verify with the given cosign public key; candidates that fail are skipped. With a schema
+guard (`flows._schema_gate`), a candidate whose declared schema range excludes the database's current schema is
+skipped too (undeclared ones count unless the guard requires a declaration), so the newest compatible revision
+is the one picked.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from pydantic import Field, model_validator
 
 from blocks import KubernetesCluster
 from flows._deployment_target import DeploymentTarget
+from flows._schema_gate import SchemaGate, SchemaGuardField, open_gate
 from rollbook import revisions
 from rollbook.artifacts import artifact_key
 from rollbook.form_rules import given, requires
@@ -34,8 +38,22 @@ class NoKnownGoodRevision(ValueError):
     """No revision has evidence of a complete rollout (with verified images, if asked)."""
 
 
+def _schema_allows(schema: SchemaGate | None, template: JSON, row: dict[str, Any]) -> bool:
+    """No guard, or the guard lets this candidate's declaration through (its verdict goes in the row)."""
+    if schema is None:
+        return True
+    verdict = schema.judge_template(template)
+    row["schema"] = verdict.line()
+    return verdict.allowed
+
+
 def pick_last_known_good(
-    deployment: JSON, replica_sets: list[JSON], verify_images: bool, public_key: str | None
+    deployment: JSON,
+    replica_sets: list[JSON],
+    verify_images: bool,
+    public_key: str | None,
+    *,
+    schema: SchemaGate | None = None,
 ) -> tuple[JSON, list[dict[str, Any]]]:
     """The newest known-good ReplicaSet and the record of every candidate looked at (flow-level helper: it only
     calls tasks). Raises NoKnownGoodRevision naming the Deployment if none qualifies."""
@@ -46,6 +64,8 @@ def pick_last_known_good(
         checked.append(row)
         images = revisions.template_images(template)
         row["images"] = ", ".join(images)
+        if not _schema_allows(schema, template, row):
+            continue
         if verify_images:
             assert public_key is not None  # enforced by the request models
             results = [verify_image(image, public_key) for image in images]
@@ -57,13 +77,16 @@ def pick_last_known_good(
         return rs, checked
     name, namespace = revisions.meta(deployment).get("name"), revisions.meta(deployment).get("namespace")
     why = " with verified images" if verify_images else ""
+    if schema is not None:
+        refused = next((f"; revision {r['revision']}: {r['schema']}" for r in checked if "schema" in r), "")
+        why += f" compatible with the database schema ({schema.state.kind} at {schema.state.shown()}{refused})"
     raise NoKnownGoodRevision(
         f"no known good revision{why} for deployment {name!r} in namespace {namespace!r}: no revision is live and "
         "rolled out, recorded complete by rollbook, or fully available now"
     )
 
 
-class LastKnownGoodRequest(DeploymentTarget):
+class LastKnownGoodRequest(DeploymentTarget, SchemaGuardField):
     FORM_RULES: ClassVar[tuple[dict[str, Any], ...]] = (
         requires(given("verify_images"), given("cosign_public_key"), "verify_images needs cosign_public_key"),
     )
@@ -86,7 +109,9 @@ def last_known_good(request: LastKnownGoodRequest) -> dict[str, Any]:
     cluster: KubernetesCluster = resolve_cluster(request.cluster_block, request.kubeconfig_path, request.context)
     namespace = request.namespace or cluster.namespace
     deployment, replica_sets = read_deployment_and_replica_sets(cluster, namespace, request.deployment)
-    chosen, checked = pick_last_known_good(deployment, replica_sets, request.verify_images, request.cosign_public_key)
+    chosen, checked = pick_last_known_good(
+        deployment, replica_sets, request.verify_images, request.cosign_public_key, schema=open_gate(request)
+    )
     create_table_artifact(
         checked, key=artifact_key("last-known-good", namespace, request.deployment), description="Candidates checked"
     )

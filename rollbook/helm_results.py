@@ -49,6 +49,7 @@ class HelmRollbackResult(ReleaseChange):
     pods_ready: bool | None = None
     pod_problems: list[str] = []
     live_images: dict[str, list[str]] = {}
+    schema_guard: str = Field(default="", description="The schema guard's verdict on the target, when configured.")
     recovered: StuckRelease | None = Field(
         default=None,
         description="The pending revision an interrupted helm had left, marked failed before rolling back.",

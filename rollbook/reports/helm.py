@@ -78,6 +78,8 @@ def rollback_plan(
         f"- helm rollback with `--wait`, timeout {timeout_seconds}s",
         f"- requested by **{requested_by}**: {reason}",
     ]
+    if result.schema_guard:
+        lines.append(f"- schema guard: {result.schema_guard}")
     if stuck_note:
         lines += ["", stuck_note]
     lines += ["", changes_markdown(result.value_changes, result.image_changes), "", "### History", ""]

@@ -157,6 +157,7 @@ class CanaryPlan:
     checklist: str = "not run"
     reason: str = ""
     requested_by: str = ""
+    schema_guard: str = ""  # the schema guard's verdict on the side a revert returns to, when configured
 
 
 def canary_plan(plan: CanaryPlan) -> str:
@@ -181,6 +182,7 @@ def canary_plan(plan: CanaryPlan) -> str:
             "",
             f"- requested by **{plan.requested_by or '-'}**: {plan.reason or '-'}",
             f"- pre-deploy checklist: {plan.checklist}",
+            *([f"- schema guard (the revert target): {plan.schema_guard}"] if plan.schema_guard else []),
             f"- traffic: {route}; weight served now: **{plan.current}%**; steps to run: **{weights or 'none'}**",
             f"- each step: {plan.iterations} passing analysis(es), every {plan.interval_seconds}s; "
             f"revert to `{plan.stable}` after {plan.threshold} failed analysis(es) in total",
@@ -233,6 +235,7 @@ class BlueGreenPlan:
     checklist: str = "not run"
     reason: str = ""
     requested_by: str = ""
+    schema_guard: str = ""  # the schema guard's verdict on the side a revert returns to, when configured
 
 
 def blue_green_plan(plan: BlueGreenPlan) -> str:
@@ -273,6 +276,7 @@ def blue_green_plan(plan: BlueGreenPlan) -> str:
             "",
             f"- requested by **{plan.requested_by or '-'}**: {plan.reason or '-'}",
             f"- pre-deploy checklist: {plan.checklist}",
+            *([f"- schema guard (the revert target): {plan.schema_guard}"] if plan.schema_guard else []),
             f"1. {install}",
             f"2. green must have every pod Ready and pass: {', '.join(plan.acceptance) or 'no acceptance check'}",
             f"3. traffic by {route}: steps {list(plan.steps)}; checks every {plan.interval_seconds}s for "

@@ -34,6 +34,7 @@ class UndoPlan(BaseModel):
     annotations_set: dict[str, str]
     target_template: dict[str, Any] = Field(repr=False)
     new_annotations: dict[str, str] = Field(repr=False)
+    schema_guard: str = Field(default="", description="The schema guard's verdict on the target, when configured.")
 
 
 # The plan's fields a result repeats as evidence (the rest is what the patch writes, not for a report).
@@ -48,6 +49,7 @@ EVIDENCE_FIELDS = (
     "template_changes",
     "annotations_removed",
     "annotations_set",
+    "schema_guard",
 )
 
 
@@ -64,6 +66,7 @@ class UndoResult(ChangeResult):
     template_changes: list[dict[str, Any]] = Field(default_factory=list)
     annotations_removed: list[str] = Field(default_factory=list)
     annotations_set: dict[str, str] = Field(default_factory=dict)
+    schema_guard: str = Field(default="", description="The schema guard's verdict on the target, when configured.")
     candidates: list[dict[str, Any]] = Field(default_factory=list, description="last_known_good: what was checked.")
     rollout: dict[str, Any] | None = Field(default=None, description="The rollout wait, when this run waited.")
     revision_after: int | None = Field(default=None, description="The Deployment's revision once rolled out.")
@@ -85,6 +88,8 @@ def plan_markdown(plan: UndoPlan, heading: str) -> str:
         "",
         f"- images: `{', '.join(plan.current_images)}` → `{', '.join(plan.target_images)}`",
     ]
+    if plan.schema_guard:
+        lines.append(f"- schema guard: {plan.schema_guard}")
     if plan.template_changes:
         lines += ["", "| template field | current | target |", "|---|---|---|"]
         for change in plan.template_changes:

@@ -16,6 +16,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import NullPool
 
+from rollbook.schema_compat import version_key as version_key  # pure; kept importable from here
+
 CONNECT_TIMEOUT_SECONDS = 5
 STATEMENT_TIMEOUT_MS = 10_000
 # Postgres refuses every write in these sessions, so a provider bug cannot change the schema it inspects.
@@ -204,12 +206,3 @@ def locked_out(table_name: str, where: str, activity: Activity | None) -> str:
 
 def cannot_tell_running(dialect: str) -> str:
     return f"whether a migration is running cannot be told on {dialect} (pg_locks is PostgreSQL's)"
-
-
-def version_key(version: str) -> tuple[int, ...]:
-    """A dotted numeric version (Flyway's `1.2.10`, a timestamp) as comparable numbers, trailing zeros dropped,
-    so 1.2 == 1.2.0 < 1.10; ValueError when a part is not a number."""
-    parts = [int(part) for part in version.replace("_", ".").split(".")]
-    while len(parts) > 1 and parts[-1] == 0:
-        parts.pop()
-    return tuple(parts)

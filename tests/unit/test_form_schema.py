@@ -115,6 +115,11 @@ NULL_TOGGLES: dict[str, str] = {
     # an object with required fields of its own: "None" is the honest way to say "no migration check"
     "ChecklistRequest.migration": "optional nested model (MigrationCheck)",
     "ChecklistOptions.migration": "optional nested model (MigrationCheck)",
+    "UndoRequest.schema_guard": "optional nested model (SchemaGuard, the migration check's shape)",
+    "LastKnownGoodRequest.schema_guard": "optional nested model (SchemaGuard, the migration check's shape)",
+    "HelmRollbackRequest.schema_guard": "optional nested model (SchemaGuard, the migration check's shape)",
+    "CanaryRequest.schema_guard": "optional nested model (SchemaGuard, the migration check's shape)",
+    "BlueGreenRequest.schema_guard": "optional nested model (SchemaGuard, the migration check's shape)",
     # lists: None means "derive the weights from step_weight and max_weight", which an empty list does not say
     "CanaryAnalysis.step_weights": "optional list, None distinct from []",
     # None means "no acceptance command"; an empty command list is no command either, but would be a change

@@ -257,6 +257,29 @@ def _cases() -> list[Case]:
         for kind in ("flyway", "rails", "golang-migrate"):  # Alembic's own fields on another tool
             for bad in ({"script_location": "/srv/app/alembic"}, {"advisory_lock_key": 1}):
                 cases.append(Case(flow, f"{prefix}.migration", {**migration, "kind": kind, **bad}, "migration"))
+    # the migration-aware rollback guard (issue 14): the checklist's migration shape, expected_version optional
+    guarded = ("deployment-undo", "last-known-good", "helm-rollback", "canary-rollout", "blue-green")
+    guard = {"kind": "golang-migrate", "dsn": "postgresql://u@h/db"}
+    for flow in guarded:
+        for bad in (
+            {"kind": "liquibase"},
+            {"dsn": None},  # no database at all
+            {"database_block": "app-db"},  # both
+            {"expected_version": 3},
+            {"require_declaration": "yes"},
+            {"require_declaration": 1},
+            {"table": "x; drop table y"},
+            {"script_location": "/srv/app/alembic"},  # Alembic's field on golang-migrate
+            {"kind": "alembic", "script_location": "migrations"},
+            {"kind": "alembic", "script_location": "/srv/app/../../etc"},
+            {"bogus": 1},
+        ):
+            cases.append(Case(flow, "request.schema_guard", {**guard, **bad}, "schema_guard"))
+        add(flow, "request.schema_guard", [["x"], "postgresql://u@h/db", 5])
+        if flow != "last-known-good":  # read-only: nothing to override
+            add(flow, "request.override_schema_guard", ["true", 1])
+            cases.append(Case(flow, "request.override_schema_guard", True, "override_schema_guard needs schema_guard"))
+    add("last-known-good", "request.override_schema_guard", [True], "request.override_schema_guard: unknown field")
     add("registry-outage", "request.registry_block", ["Prod Registry", "", "r;m", 5])
     add("registry-outage", "request.namespaces", [[], ["Shop"], ["a;rm -rf /"], "shop", [""], ["n" * 64]])
     add("registry-outage", "request.expected_digests", [{"app:1.0": "sha256:xyz"}, {"App:1": "sha256:" + "a" * 64}])
@@ -435,6 +458,23 @@ def test_the_valid_set_of_each_flow_passes(flow: str) -> None:
             "canary-rollout",
             "request.checklist.migration",
             {"kind": "rails", "expected_version": "20260101120000", "dsn": "postgresql://u@h/db"},
+        ),
+        ("deployment-undo", "request.schema_guard", {"kind": "golang-migrate", "dsn": "postgresql://u@h/db"}),
+        ("last-known-good", "request.schema_guard", {"kind": "flyway", "database_block": "app-db"}),
+        (
+            "helm-rollback",
+            "request.schema_guard",
+            {"kind": "alembic", "database_block": "app-db", "script_location": "/srv/app/alembic"},
+        ),
+        (
+            "canary-rollout",
+            "request.schema_guard",
+            {"kind": "rails", "dsn": "postgresql://u@h/db", "require_declaration": True},
+        ),
+        (
+            "blue-green",
+            "request.schema_guard",
+            {"kind": "golang-migrate", "dsn": "postgresql://u@h/db", "expected_version": "7"},
         ),
     ],
 )
