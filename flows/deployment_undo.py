@@ -33,6 +33,7 @@ from pydantic import Field, model_validator
 
 from blocks import KubernetesCluster
 from flows._deployment_target import DeploymentTarget
+from flows._image_verification import ImageVerification, image_verifier
 from flows._schema_gate import (
     NO_GUARD,
     GateDecision,
@@ -56,7 +57,7 @@ from rollbook.change import (
 from rollbook.form_rules import given, not_both, requires
 from rollbook.reports.undo import UndoPlan, UndoResult, plan_markdown, result_markdown, rollout_failed_markdown
 from rollbook.revisions import JSON
-from rollbook.types import FormOptional, LocalPath, Revision
+from rollbook.types import FormOptional, Revision
 from tasks.cluster import resolve_cluster
 from tasks.kube import (
     mark_rollout_complete,
@@ -73,7 +74,7 @@ class RolloutFailed(RuntimeError):
     """The rollback was applied but its rollout did not complete; the message names the pods' reasons."""
 
 
-class UndoRequest(DeploymentTarget, SchemaGuardFields):
+class UndoRequest(DeploymentTarget, SchemaGuardFields, ImageVerification):
     """What to roll back and to where; the default is the previous revision, as `kubectl rollout undo`."""
 
     FORM_RULES: ClassVar[tuple[dict[str, Any], ...]] = (
@@ -83,7 +84,6 @@ class UndoRequest(DeploymentTarget, SchemaGuardFields):
             "give to_revision or last_known_good, not both",
         ),
         requires(given("verify_images"), given("last_known_good"), "verify_images applies to last_known_good only"),
-        requires(given("verify_images"), given("cosign_public_key"), "verify_images needs cosign_public_key"),
     )
 
     to_revision: FormOptional[Revision] = Field(
@@ -92,12 +92,6 @@ class UndoRequest(DeploymentTarget, SchemaGuardFields):
     )
     last_known_good: bool = Field(
         default=False, description="Restore the newest revision known to have rolled out completely."
-    )
-    verify_images: bool = Field(
-        default=False, description="With last_known_good: also require the revision's images to verify (cosign)."
-    )
-    cosign_public_key: FormOptional[LocalPath] = Field(
-        default=None, description="The cosign public key (verify_images)."
     )
     wait_timeout_seconds: FormOptional[int] = Field(
         default=None,
@@ -112,8 +106,6 @@ class UndoRequest(DeploymentTarget, SchemaGuardFields):
             raise ValueError("give to_revision or last_known_good, not both")
         if self.verify_images and not self.last_known_good:
             raise ValueError("verify_images applies to last_known_good only")
-        if self.verify_images and not self.cosign_public_key:
-            raise ValueError("verify_images needs cosign_public_key")
         return self
 
 
@@ -173,9 +165,7 @@ def _choose_target(
     request: UndoRequest, deployment: JSON, replica_sets: list[JSON], gate: SchemaGate | None
 ) -> tuple[JSON, list[Any]]:
     if request.last_known_good:
-        return pick_last_known_good(
-            deployment, replica_sets, request.verify_images, request.cosign_public_key, schema=gate
-        )
+        return pick_last_known_good(deployment, replica_sets, verify=image_verifier(request), schema=gate)
     return revisions.rollback_target(deployment, replica_sets, request.to_revision), []
 
 

@@ -7,7 +7,8 @@ Criterion (see `rollbook.revisions.known_good_evidence`), newest revision first:
 3. an older ReplicaSet that is fully available right now (e.g. the old side of a stuck rollout).
 A ReplicaSet scaled to zero with no marker keeps no trace of having been available, so it never counts:
 Kubernetes does not record past availability. With `verify_images`, a candidate also needs every image of
-its pod template to verify with the given cosign public key; candidates that fail are skipped. With a schema
+its pod template to verify with cosign (a key file, or a registry block, whose mirrors are tried first as a
+node would: flows._image_verification); candidates that fail are skipped. With a schema
 guard (`flows._schema_gate`), a candidate whose declared schema range excludes the database's current schema is
 skipped too (undeclared ones count unless the guard requires a declaration), so the newest compatible revision
 is the one picked.
@@ -15,23 +16,20 @@ is the one picked.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Self
+from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_table_artifact
-from pydantic import Field, model_validator
 
 from blocks import KubernetesCluster
 from flows._deployment_target import DeploymentTarget
+from flows._image_verification import ImageVerification, Verifier, image_verifier
 from flows._schema_gate import SchemaGate, SchemaGuardField, open_gate
 from rollbook import revisions
 from rollbook.artifacts import artifact_key
-from rollbook.form_rules import given, requires
 from rollbook.revisions import JSON
-from rollbook.types import FormOptional, LocalPath
 from tasks.cluster import resolve_cluster
 from tasks.kube import read_deployment_and_replica_sets
-from tasks.signing import verify_image
 
 
 class NoKnownGoodRevision(ValueError):
@@ -50,9 +48,8 @@ def _schema_allows(schema: SchemaGate | None, template: JSON, row: dict[str, Any
 def pick_last_known_good(
     deployment: JSON,
     replica_sets: list[JSON],
-    verify_images: bool,
-    public_key: str | None,
     *,
+    verify: Verifier | None = None,
     schema: SchemaGate | None = None,
 ) -> tuple[JSON, list[dict[str, Any]]]:
     """The newest known-good ReplicaSet and the record of every candidate looked at (flow-level helper: it only
@@ -66,17 +63,19 @@ def pick_last_known_good(
         row["images"] = ", ".join(images)
         if not _schema_allows(schema, template, row):
             continue
-        if verify_images:
-            assert public_key is not None  # enforced by the request models
-            results = [verify_image(image, public_key) for image in images]
+        if verify is not None:
+            results = [verify(image) for image in images]
             failed = [f"{r['image']} ({r.get('failure') or 'unknown'})" for r in results if not r["verified"]]
             row["signatures"] = "verified" if not failed else "NOT verified: " + ", ".join(failed)
+            mirrored = [str(r["served_by"]) for r in results if r.get("served_by") and r["served_by"] != r["image"]]
+            if mirrored:
+                row["signatures"] += f" (on {', '.join(mirrored)})"
             if failed:
                 continue
         row["chosen"] = True
         return rs, checked
     name, namespace = revisions.meta(deployment).get("name"), revisions.meta(deployment).get("namespace")
-    why = " with verified images" if verify_images else ""
+    why = " with verified images" if verify is not None else ""
     if schema is not None:
         refused = next((f"; revision {r['revision']}: {r['schema']}" for r in checked if "schema" in r), "")
         why += f" compatible with the database schema ({schema.state.kind} at {schema.state.shown()}{refused})"
@@ -86,21 +85,8 @@ def pick_last_known_good(
     )
 
 
-class LastKnownGoodRequest(DeploymentTarget, SchemaGuardField):
-    FORM_RULES: ClassVar[tuple[dict[str, Any], ...]] = (
-        requires(given("verify_images"), given("cosign_public_key"), "verify_images needs cosign_public_key"),
-    )
-
-    verify_images: bool = Field(default=False, description="Also require every image to verify with cosign.")
-    cosign_public_key: FormOptional[LocalPath] = Field(
-        default=None, description="The cosign public key (verify_images)."
-    )
-
-    @model_validator(mode="after")
-    def _key_with_verify(self) -> Self:
-        if self.verify_images and not self.cosign_public_key:
-            raise ValueError("verify_images needs cosign_public_key")
-        return self
+class LastKnownGoodRequest(DeploymentTarget, SchemaGuardField, ImageVerification):
+    """Which Deployment, and what a candidate must also pass (signed images, the schema guard)."""
 
 
 @flow(name="last-known-good")
@@ -110,7 +96,7 @@ def last_known_good(request: LastKnownGoodRequest) -> dict[str, Any]:
     namespace = request.namespace or cluster.namespace
     deployment, replica_sets = read_deployment_and_replica_sets(cluster, namespace, request.deployment)
     chosen, checked = pick_last_known_good(
-        deployment, replica_sets, request.verify_images, request.cosign_public_key, schema=open_gate(request)
+        deployment, replica_sets, verify=image_verifier(request), schema=open_gate(request)
     )
     create_table_artifact(
         checked, key=artifact_key("last-known-good", namespace, request.deployment), description="Candidates checked"

@@ -396,3 +396,29 @@ def test_the_checklist_reads_and_verifies_images_where_the_nodes_would_pull_them
     without_block = check_image_signature.fn([new], str(registries.public_key), None)  # no pull order: the primary
     assert without_block.status == Status.FAIL
     assert without_block.evidence["failure_kinds"] == {new: "registry-unreachable"}
+
+
+def test_last_known_good_proves_signatures_on_the_mirror_while_the_registry_is_down(
+    sandbox: Sandbox, registries: SandboxRegistries, registry_block: str, namespace: str, outage: None
+) -> None:
+    from flows.last_known_good import LastKnownGoodRequest, NoKnownGoodRevision, last_known_good
+
+    new = registries.image("1.1.0")
+    digest = registries.digest(new)
+    _deploy(sandbox, namespace, "web", registries.image("1.0.0"))
+    sandbox.kubectl("set", "image", "deployment/web", f"demo-app={new}", "-n", namespace)
+    sandbox.kubectl("rollout", "status", "deployment/web", "--timeout=90s", "-n", namespace)
+    sandbox.stop_service("registry")  # the worker cannot reach the primary; the pods keep running
+    where: dict[str, Any] = {"kubeconfig_path": str(sandbox.cfg.kubeconfig), "namespace": namespace}
+    found = last_known_good(
+        LastKnownGoodRequest(**where, deployment="web", verify_images=True, registry_block=registry_block)
+    )
+    assert found["revision"] == 2 and found["images"] == [new]
+    mirror_copy = f"{sandbox.cfg.registry_host(mirror=True)}/rollbook/demo-app@{digest}"
+    assert found["candidates"][0]["signatures"] == f"verified (on {mirror_copy})"
+    with pytest.raises(NoKnownGoodRevision, match="with verified images"):  # a key file alone: the primary only
+        last_known_good(
+            LastKnownGoodRequest(
+                **where, deployment="web", verify_images=True, cosign_public_key=str(registries.public_key)
+            )
+        )

@@ -63,6 +63,20 @@ ROWS: list[tuple[str, dict[str, Any], bool]] = [
     ),
     ("last-known-good", {"request": {**UNDO, "verify_images": True}}, False),
     ("last-known-good", {"request": {**UNDO, "verify_images": True, "cosign_public_key": "/k.pub"}}, True),
+    ("last-known-good", {"request": {**UNDO, "verify_images": True, "registry_block": "r"}}, True),
+    (
+        "last-known-good",
+        {"request": {**UNDO, "verify_images": True, "registry_block": "r", "cosign_public_key": "/k.pub"}},
+        False,
+    ),
+    (
+        "deployment-undo",
+        {
+            "request": {**UNDO, "last_known_good": True, "verify_images": True, "registry_block": "r"},
+            "controls": CONTROLS,
+        },
+        True,
+    ),
     ("predeploy-checklist", {"request": CHECKLIST}, True),
     ("predeploy-checklist", {"request": {**CHECKLIST, "registry_block": "r", "cosign_public_key": "/k.pub"}}, False),
     ("predeploy-checklist", {"request": {**CHECKLIST, "policy": {"downgrade": ["chart"], "skip": ["chart"]}}}, False),

@@ -216,6 +216,8 @@ def _cases() -> list[Case]:
     add("deployment-undo", "request.cosign_public_key", ["/" + "k" * 10_000])
     add("deployment-undo", "request.last_known_good", ["yes", 1])
     add("last-known-good", "request.verify_images", ["true", 1])
+    for flow in ("deployment-undo", "last-known-good"):
+        add(flow, "request.registry_block", ["Bad Block", "x" * 300, 5])
     add("helm-atomic-upgrade", "request.image_tag", BAD_TAGS)
     add("helm-atomic-upgrade", "request.values", [_deep_dict(20_000), ["a"], "a: 1"])
     add("helm-atomic-upgrade", "request.set_values", [_deep_dict(20_000)])
