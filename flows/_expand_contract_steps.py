@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from typing import Any, ClassVar, Self
+from uuid import UUID
 
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
@@ -149,7 +150,9 @@ def plan(run: Run, state: SchemaState, todo: tuple[Step, ...]) -> None:
     request = run.request
     for step in todo:
         if step == "expand":
-            sql = offline_sql(run.dsn, request.script_location, start=_start(state.current), target=request.expand_target)
+            sql = offline_sql(
+                run.dsn, request.script_location, start=_start(state.current), target=request.expand_target
+            )
             run.record("expand", "planned", f"alembic upgrade {request.expand_target}", sql=sql)
         elif step == "deploy":
             deploy(run)
@@ -201,6 +204,7 @@ def backfill(run: Run, state: SchemaState) -> int:
     progress = create_progress_artifact(
         rules.progress_percent(filled, remaining), key=f"{run.key}-backfill", description="backfill progress"
     )
+    assert isinstance(progress, UUID)  # the sync call (Prefect's sync_compatible types it as maybe a coroutine)
     deadline = started + request.backfill_timeout_seconds
     stop = "done"
     while remaining:

@@ -51,7 +51,8 @@ def expand_contract(
         return _publish(run, before, "unchanged", f"already contracted: {why}; nothing to do", why)
     if controls.plan:
         steps.plan(run, state, todo)
-        return _publish(run, before, "planned", f"plan only from phase {phase}: {', '.join(todo)}; nothing changed", why)
+        summary = f"plan only from phase {phase}: {', '.join(todo)}; nothing changed"
+        return _publish(run, before, "planned", summary, why)
     if controls.require_approval:
         steps.plan(run, state, todo)
         draft = _result(run, before, "planned", f"from phase {phase}: {', '.join(todo)}", why)

@@ -66,7 +66,7 @@ class Backfill(BaseModel):
         return self.table.rpartition(".")[2]
 
     @property
-    def schema(self) -> str | None:
+    def schema_name(self) -> str | None:
         return self.table.rpartition(".")[0] or None
 
 

@@ -91,7 +91,9 @@ def writable_engine(
         url = url.set(drivername="postgresql+psycopg")
     if url.drivername.startswith("postgresql"):
         given = url.query.get("options")
-        bounds = f"-c statement_timeout={statement_timeout_seconds * 1000} -c lock_timeout={lock_timeout_seconds * 1000}"
+        bounds = (
+            f"-c statement_timeout={statement_timeout_seconds * 1000} -c lock_timeout={lock_timeout_seconds * 1000}"
+        )
         options = " ".join([*([given] if isinstance(given, str) else list(given or [])), bounds])
         url = url.difference_update_query(["options"])
         connect_args = {
@@ -196,8 +198,8 @@ def read_schema_state(
             heads = current_heads(conn)
             inspector = inspect(conn)
             columns: frozenset[str] = frozenset()
-            if inspector.has_table(spec.table_name, schema=spec.schema):
-                columns = frozenset(c["name"] for c in inspector.get_columns(spec.table_name, schema=spec.schema))
+            if inspector.has_table(spec.table_name, schema=spec.schema_name):
+                columns = frozenset(c["name"] for c in inspector.get_columns(spec.table_name, schema=spec.schema_name))
             remaining = filled = None
             if {spec.old_column, spec.new_column} <= columns:
                 remaining, filled = _counts(conn, spec)

@@ -209,7 +209,8 @@ def test_offline_sql_shows_each_phase_and_touches_nothing(db: SecretStr) -> None
 
 
 def test_unknown_branch_label_is_a_clear_error(db: SecretStr) -> None:
-    with pytest.raises(SchemaMigrationError, match=r"'nope@head' is not in the scripts.*branches there: contract, expand"):
+    unknown = r"'nope@head' is not in the scripts.*branches there: contract, expand"
+    with pytest.raises(SchemaMigrationError, match=unknown):
         state(db, expand="nope@head")
     with pytest.raises(SchemaMigrationError, match="nope@head"):
         upgrade_schema.fn(db, DEMO, "nope@head", **BOUNDS)
