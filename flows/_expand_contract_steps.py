@@ -10,7 +10,7 @@ from uuid import UUID
 from prefect import get_run_logger
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 from prefect.runtime import flow_run
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from blocks import DatabaseConnection
 from flows.atomic_upgrade import AtomicUpgradeRequest, atomic_upgrade
@@ -84,9 +84,14 @@ class ExpandContractRequest(BaseModel):
     def _one_database(self) -> Self:
         if bool(self.database_block) == bool(self.dsn and self.dsn.get_secret_value()):
             raise ValueError("give exactly one of database_block or dsn")
-        if not self.script_location.startswith("/") or "/../" in self.script_location + "/":
-            raise ValueError("script_location must be an absolute path without '..'")
         return self
+
+    @field_validator("script_location")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/") or "/../" in value + "/":
+            raise ValueError("must be an absolute path without '..'")
+        return value
 
 
 def resolve_dsn(request: ExpandContractRequest) -> SecretStr:
