@@ -69,7 +69,7 @@ class ExpandContractRequest(BaseModel):
         default=60, ge=0, le=24 * 3600, description="How long to watch before asking to contract (0: look once)."
     )
     observe_interval_seconds: int = Field(default=10, ge=1, le=600, description="Between looks while observing.")
-    deploy: FormOptional[AtomicUpgradeRequest] = Field(
+    deploy: AtomicUpgradeRequest | None = Field(
         default=None,
         description="Deploy the code that reads both shapes with helm-atomic-upgrade after expand (and watch its "
         "pods while observing); none: that code is deployed some other way.",
@@ -160,7 +160,7 @@ def plan(run: Run, state: SchemaState, todo: tuple[Step, ...]) -> None:
             )
             run.record("expand", "planned", f"alembic upgrade {request.expand_target}", sql=sql)
         elif step == "deploy":
-            deploy(run)
+            deploy(run, plan=True)
         elif step == "backfill":
             left = "every row" if state.remaining is None else f"{state.remaining} row(s)"
             detail = f"{left} in batches of {request.batch_size} (at most {request.max_batches} batches)"
@@ -186,18 +186,20 @@ def expand(run: Run) -> None:
     run.record("expand", "done", detail, started=started)
 
 
-def deploy(run: Run) -> None:
+def deploy(run: Run, *, plan: bool = False) -> None:
     """helm-atomic-upgrade of the dual-read code, as a sub-flow under this run's controls (the plan approval
-    already given here is not asked for twice)."""
+    already given here is not asked for twice); `plan`: its plan only, whatever this run's controls say (the
+    preview shown before this run's own approval)."""
     if run.request.deploy is None:
         run.record("deploy", "skipped", "no deploy given: the code reading both shapes is deployed another way")
         return
     started = time.monotonic()
-    controls = run.controls.model_copy(update={"require_approval": False})
+    planning = plan or run.controls.plan
+    controls = run.controls.model_copy(update={"require_approval": False, "plan": planning})
     result = subflow_result(atomic_upgrade(run.request.deploy, controls))
     run.deploy_result = result.model_dump(include={"outcome", "summary"})
     run.changed = run.changed or result.outcome == "changed"
-    status: StepStatus = "planned" if run.controls.plan else "done"
+    status: StepStatus = "planned" if planning else "done"
     run.record("deploy", status, f"helm-atomic-upgrade {result.outcome}: {result.summary}", started=started)
 
 

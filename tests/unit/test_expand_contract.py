@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from pydantic import SecretStr, ValidationError
 
 from flows.expand_contract import ExpandContractRequest, SchemaNotReady, expand_contract
 from rollbook import expand_contract as rules
-from rollbook.change import ChangeControls, Decision, subflow_result
+from rollbook.change import ChangeControls, ChangeResult, Decision, subflow_result
 from rollbook.expand_contract import Backfill, SchemaState
 from tasks.schema_migrations import (
     SchemaMigrationError,
@@ -376,3 +377,45 @@ def test_request_is_validated() -> None:
         ExpandContractRequest.model_validate({**base, "dsn": "sqlite://", "script_location": "rel/dir"})
     with pytest.raises(ValidationError):
         ExpandContractRequest.model_validate({**base, "dsn": "sqlite://", "expand_target": "x; rm -rf /"})
+
+
+def _deploying(monkeypatch: pytest.MonkeyPatch, ready: list[bool]) -> list[ChangeControls]:
+    """Fake the deploy sub-flow and the pods' readiness at the steps' boundary; returns the deploy's controls."""
+    calls: list[ChangeControls] = []
+
+    def fake_upgrade(deploy: Any, controls: ChangeControls) -> ChangeResult:
+        calls.append(controls)
+        return ChangeResult(outcome="planned" if controls.plan else "changed", summary="web to 1.1.0 (dual-read)")
+
+    looks = iter(ready)
+    monkeypatch.setattr(steps, "atomic_upgrade", fake_upgrade)
+    monkeypatch.setattr(steps, "resolve_cluster", lambda *a: object())
+    monkeypatch.setattr(steps, "release_pods_ready", lambda *a, **k: SimpleNamespace(all_ready=next(looks, True)))
+    return calls
+
+
+DEPLOY = {"namespace": "shop", "release": "web", "chart": str(Path(DEMO).parents[1] / "charts" / "demo-app")}
+
+
+def test_the_dual_read_code_is_deployed_through_helm_atomic_upgrade(
+    db: SecretStr, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls = _deploying(monkeypatch, [True, True])
+    answer(monkeypatch, YES)
+    plan = subflow_result(expand_contract(request(db, deploy=DEPLOY), CONTROLS.model_copy(update={"plan": True})))
+    assert calls[-1].plan and {s.step: s.status for s in plan.steps}["deploy"] == "planned"
+    monkeypatch.setattr(flow_module, "request_approval", lambda controls, md: YES)
+    controls = CONTROLS.model_copy(update={"require_approval": True})
+    result = subflow_result(expand_contract(request(db, deploy=DEPLOY, observe_seconds=1), controls))
+    assert result.finished and result.deploy == {"outcome": "changed", "summary": "web to 1.1.0 (dual-read)"}
+    # the preview before this run's approval was a plan; the deploy itself is not asked for twice
+    assert calls[1].plan and not calls[2].plan and not calls[2].require_approval
+    assert "stayed available" in {s.step: s.detail for s in result.steps}["observe"]
+
+
+def test_new_code_not_available_while_observing_stops_contract(db: SecretStr, monkeypatch: pytest.MonkeyPatch) -> None:
+    _deploying(monkeypatch, [False])
+    asked = answer(monkeypatch, YES)
+    with pytest.raises(SchemaNotReady, match="new code was not available"):
+        expand_contract(request(db, deploy=DEPLOY), CONTROLS)
+    assert not asked and "email" in columns(db)

@@ -115,6 +115,8 @@ NULL_TOGGLES: dict[str, str] = {
     # an object with required fields of its own: "None" is the honest way to say "no migration check"
     "ChecklistRequest.migration": "optional nested model (MigrationCheck)",
     "ChecklistOptions.migration": "optional nested model (MigrationCheck)",
+    # the same: "None" says "the dual-read code is deployed another way", a whole upgrade request otherwise
+    "ExpandContractRequest.deploy": "optional nested model (AtomicUpgradeRequest)",
     # lists: None means "derive the weights from step_weight and max_weight", which an empty list does not say
     "CanaryAnalysis.step_weights": "optional list, None distinct from []",
     # None means "no acceptance command"; an empty command list is no command either, but would be a change
