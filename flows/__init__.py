@@ -21,6 +21,7 @@ from flows.deployment_undo import deployment_undo
 from flows.dr_drill import dr_drill
 from flows.etcd_restore import etcd_restore
 from flows.etcd_snapshot import etcd_snapshot
+from flows.expand_contract import expand_contract
 from flows.helm_history import helm_history
 from flows.helm_rollback import helm_rollback
 from flows.image_prepull import image_prepull
@@ -101,6 +102,12 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
     CatalogueEntry(
         blue_green_retire, "Remove a retired blue release after its keep window.", ("deploy", "progressive")
     ),
+    # database-safe releases (issue 14)
+    CatalogueEntry(
+        expand_contract,
+        "Expand/contract a schema change: expand, deploy dual-read code, backfill, observe, approve, contract.",
+        ("deploy", "database"),
+    ),
     # incidents (issue 15): an alert or a person starts them while pods cannot pull
     CatalogueEntry(
         registry_outage,
@@ -167,6 +174,7 @@ __all__ = [
     "rollback_rehearsal",
     "rollout_history",
     "etcd_snapshot",
+    "expand_contract",
     "backup_retention",
     "etcd_restore",
     "dr_drill",

@@ -140,6 +140,14 @@ LOCAL_FILE = _policy(retries=1, delays=[1], timeout_seconds=10)
 SCAN = _policy(retries=0, delays=[], timeout_seconds=1800)
 # Read-only queries to an application database (migration status): a dropped connection is retried.
 DATABASE_READ = _policy(retries=2, delays=[1, 3], timeout_seconds=60)
+# `alembic upgrade` in one transaction (tasks/schema_migrations.py): a lock wait or a dropped connection rolls it
+# back whole, so a retry starts clean, and upgrading to a target already applied does nothing. Each session is
+# bounded by its statement and lock timeouts; this bound is the largest statement timeout a request allows.
+SCHEMA_CHANGE = _policy(retries=2, delays=[5, 10], timeout_seconds=3700)
+# Alembic's offline SQL (`--sql`): no database, deterministic, so an error is the answer.
+SCHEMA_OFFLINE = _policy(retries=0, delays=[], timeout_seconds=60)
+# One backfill batch, its own short transaction: a retry copies only rows still to copy.
+BACKFILL_BATCH = _policy(retries=3, delays=[1, 2, 4], timeout_seconds=600)
 
 
 def bounded_by_calls(policy: dict[str, Any]) -> dict[str, Any]:

@@ -120,6 +120,8 @@ NULL_TOGGLES: dict[str, str] = {
     "HelmRollbackRequest.schema_guard": "optional nested model (SchemaGuard, the migration check's shape)",
     "CanaryRequest.schema_guard": "optional nested model (SchemaGuard, the migration check's shape)",
     "BlueGreenRequest.schema_guard": "optional nested model (SchemaGuard, the migration check's shape)",
+    # the same: "None" says "the dual-read code is deployed another way", a whole upgrade request otherwise
+    "ExpandContractRequest.deploy": "optional nested model (AtomicUpgradeRequest)",
     # lists: None means "derive the weights from step_weight and max_weight", which an empty list does not say
     "CanaryAnalysis.step_weights": "optional list, None distinct from []",
     # None means "no acceptance command"; an empty command list is no command either, but would be a change

@@ -124,6 +124,15 @@ VALID: dict[str, dict[str, Any]] = {
         },
         "controls": CONTROLS,
     },
+    # database-safe releases (issue 14)
+    "expand-contract": {
+        "request": {
+            "database_block": "app-db",
+            "script_location": "/srv/app/migrations",
+            "backfill": {"table": "users", "key_column": "id", "old_column": "email", "new_column": "new_email"},
+        },
+        "controls": CONTROLS,
+    },
 }
 assert set(VALID) == set(FLOWS), "every flow in FLOWS needs a valid parameter set here"
 
@@ -354,6 +363,22 @@ def _cases() -> list[Case]:
     )
     add("predeploy-checklist", "request.policy", [{"downgrade": ["everything"]}], "request.policy.downgrade.0")
     add("hello-cluster", "request.context", [None, 3, "c" * 254])
+    # issue 14: names reach SQL as quoted identifiers, targets reach Alembic, paths the runner
+    add("expand-contract", "request.script_location", ["relative/dir", "/a/../etc", "/a\x00b", "", "/" + "s" * 10_000])
+    add("expand-contract", "request.expand_target", ["x; rm -rf /", "", "a@b@c", "e" * 200, 5])
+    add("expand-contract", "request.contract_target", ["head\n", "../contract", None])
+    add("expand-contract", "request.backfill.table", ['users"; DROP TABLE x; --', "a.b.c", "", "1users", 7])
+    add("expand-contract", "request.backfill.key_column", ['id"', "id id", "k" * 64])
+    add("expand-contract", "request.backfill.new_column", ["email"], "three different columns")
+    add("expand-contract", "request.backfill.old_column", [DELETE], "request.backfill.old_column: required")
+    add("expand-contract", "request.backfill", [DELETE], "request.backfill: required, but not given")
+    add("expand-contract", "request.dsn", ["postgresql://app:pw@db/app"], "exactly one of database_block or dsn")
+    add("expand-contract", "request.database_block", ["App DB", "x" * 300])
+    add("expand-contract", "request.batch_size", [0, 100_001, "many"])
+    add("expand-contract", "request.max_batches", [0, 10**7])
+    add("expand-contract", "request.lock_timeout_seconds", [0, 601])
+    add("expand-contract", "request.observe_seconds", [-1, 10**9])
+    add("expand-contract", "request.deploy", [{"namespace": "shop"}], "request.deploy")
     return cases
 
 
