@@ -12,7 +12,9 @@ a set is built when something asks for it (`python -m sandbox.toolchain scanner`
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -390,7 +392,11 @@ def scanner_built(pins: dict[str, str] = SCANNER_PINS) -> bool:
 def ensure_velero(pins: dict[str, str] | None = None, only: list[str] | None = None) -> Path:
     """Like `ensure`, for velero and its AWS plugin, in their own cache directory."""
     pins = VELERO_PINS if pins is None else pins
-    return _ensure(VELERO_COMPONENTS, pins, velero_bin_dir(pins), only)
+    # the plugin and cli-runtime versions come from the same pins as the key (not the module's defaults)
+    components = tuple(
+        dataclasses.replace(c, build=functools.partial(build_velero, pins=pins)) for c in VELERO_COMPONENTS
+    )
+    return _ensure(components, pins, velero_bin_dir(pins), only)
 
 
 def velero_built(pins: dict[str, str] | None = None) -> bool:
