@@ -330,18 +330,21 @@ def build_velero(version: str, work: Path, out: Path, pins: dict[str, str] | Non
     velero_mod, plugin_mod = "github.com/vmware-tanzu/velero", "github.com/vmware-tanzu/velero-plugin-for-aws"
     requires = [
         f"-require={velero_mod}@v{version}",
-        f"-require={plugin_mod}@v{pins['velero-plugin-for-aws']}",
         f"-require=k8s.io/cli-runtime@v{pins['k8s.io/cli-runtime']}",
     ]
     _go(["mod", "edit", *requires, *_module_replaces(velero_mod, version, work)], work, "write velero go.mod")
     _go(["mod", "tidy"], work, "resolve velero modules")
     stamp = f"-X {velero_mod}/pkg/buildinfo.Version=v{version} -X {velero_mod}/pkg/buildinfo.GitTreeState=clean"
     _go(["build", "-trimpath", "-ldflags", f"-s -w {stamp}", "-o", str(out / "velero"), "."], work, "compile velero")
+    # Only now the plugin: velero is built on velero's own dependency versions, not raised by the plugin's. And
+    # explicitly at the pin: tidy dropped it (main.go cannot import a main package), and a bare build would re-add
+    # it at whatever the proxy calls newest.
+    plugin = f"{plugin_mod}/velero-plugin-for-aws"
+    _go(["get", f"{plugin}@v{pins['velero-plugin-for-aws']}"], work, "resolve velero-plugin-for-aws")
     plugins = out / "velero-plugins"  # what --plugin-dir points at: velero runs every executable file in it
     plugins.mkdir()
-    plugin = [f"{plugin_mod}/velero-plugin-for-aws"]
     flags = ["-trimpath", "-ldflags", "-s -w", "-o", str(plugins / "velero-plugin-for-aws")]
-    _go(["build", *flags, *plugin], work, "compile velero-plugin-for-aws")
+    _go(["build", *flags, plugin], work, "compile velero-plugin-for-aws")
 
 
 COMPONENTS: tuple[Component, ...] = (

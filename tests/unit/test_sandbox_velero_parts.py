@@ -58,10 +58,12 @@ def test_build_copies_velero_replaces_pins_cli_runtime_and_stamps_the_version(
     assert (tmp_path / "work" / "main.go").read_text() == toolchain.VELERO_WRAPPER_MAIN
     edit = next(c for c in calls if c[:2] == ["mod", "edit"])
     assert "-require=github.com/vmware-tanzu/velero@v1.18.3" in edit
-    assert "-require=github.com/vmware-tanzu/velero-plugin-for-aws@v1.14.3" in edit
     assert "-require=k8s.io/cli-runtime@v0.33.13" in edit
     kopia = "-replace=github.com/kopia/kopia=github.com/project-velero/kopia@v0.0.0-20251230033609-d946b1e75197"
     assert kopia in edit
+    get_plugin = ["get", "github.com/vmware-tanzu/velero-plugin-for-aws/velero-plugin-for-aws@v1.14.3"]
+    # velero is compiled before the plugin joins the module graph, and the plugin comes at its pin
+    assert [c[0] for c in calls[-3:]] == ["build", "get", "build"] and calls[-2] == get_plugin
     builds = [c for c in calls if c[0] == "build"]
     assert "-X github.com/vmware-tanzu/velero/pkg/buildinfo.Version=v1.18.3" in builds[0][3]
     assert builds[0][-1] == "." and builds[1][-1].endswith("velero-plugin-for-aws/velero-plugin-for-aws")
