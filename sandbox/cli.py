@@ -6,7 +6,7 @@ import argparse
 import json
 import shlex
 
-from sandbox import datastores, toolchain
+from sandbox import datastores, toolchain, velero
 from sandbox.cluster import Sandbox
 from sandbox.observability import alert_webhook_token_file, alertmanager_url
 
@@ -159,6 +159,9 @@ def _env(args: argparse.Namespace) -> int:
         exports.update(sandbox.grype_env())
     else:
         print("# grype is not built: `rollbook sandbox env --scanner` builds it and exports ROLLBOOK_GRYPE")
+    if toolchain.velero_built():  # the velero CLI for people (flows use Velero's API objects, not the CLI)
+        exports["ROLLBOOK_VELERO"] = toolchain.velero_bin_dir() / "velero"
+        exports["VELERO_NAMESPACE"] = velero.NAMESPACE  # the CLI's own variable: where the server's objects live
     if datastores.postgres_password_file(sandbox.cfg).exists():  # made by the first `up`
         exports["ROLLBOOK_SANDBOX_DATABASE_URL"] = datastores.database_url(sandbox.cfg)
     for name, value in exports.items():

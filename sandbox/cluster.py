@@ -22,7 +22,7 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from urllib3.exceptions import HTTPError
 
-from sandbox import controlplane, datastores, faults, gatewayapi, toolchain, vulndb
+from sandbox import controlplane, datastores, faults, gatewayapi, toolchain, velero, vulndb
 from sandbox.config import SandboxConfig
 from sandbox.observability import (
     alertmanager_binary,
@@ -78,9 +78,20 @@ class Sandbox:
         db_root = vulndb.ensure_db(self.cfg.work_dir / "grype-db", bins)
         return {"ROLLBOOK_GRYPE": str(bins / "grype"), **vulndb.grype_env(db_root)}
 
+    def runs_velero(self) -> bool:
+        """Velero runs only when its toolchain set is built (minutes, and only Velero tests need it), so `up` never
+        waits for that build; once it was started, `down` stops it whatever the cache holds now."""
+        return toolchain.velero_built() or self.supervisor.pid("velero") is not None
+
+    def prepare_velero(self) -> None:
+        velero.prepare(
+            self.cfg, toolchain.velero_bin_dir(), kubectl=self.kubectl, wait_established=self._wait_established
+        )
+
     def services(self) -> list[ServiceSpec]:
         """Start order; `down` uses the reverse."""
         b, cfg, pki = self._bins or toolchain.bin_dir(), self.cfg, self.pki
+        optional = [velero.velero_service(cfg, toolchain.velero_bin_dir())] if self.runs_velero() else []
         return [
             controlplane.etcd(cfg, b, pki),
             controlplane.kube_apiserver(cfg, b, pki),
@@ -94,6 +105,7 @@ class Sandbox:
             datastores.postgres_service(cfg),
             registry_service(cfg, b, mirror=False),
             registry_service(cfg, b, mirror=True),
+            *optional,  # last: it needs the API server and S3
         ]
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
@@ -112,7 +124,11 @@ class Sandbox:
         self.write_config("alertmanager", alertmanager_config_file(self.cfg), alertmanager_config)
         if datastores.ensure_postgres_cluster(self.cfg, pg_bins):
             _say("postgres cluster initialised")
+        if not self.runs_velero():
+            _say("velero: not started, its toolchain set is not built (`python -m sandbox.toolchain velero`)")
         for spec in self.services():
+            if spec.name == "velero":  # CRDs, bucket, storage location and placeholder Deployment first
+                self.prepare_velero()
             _say(f"starting {spec.name}")
             self.supervisor.start(spec)
             if spec.name == "kube-apiserver":
@@ -306,6 +322,8 @@ class Sandbox:
 
     def start_service(self, name: str) -> int:
         """Start a service `stop_service` took away; returns once it is ready again (its pid)."""
+        if name == "velero":
+            self.prepare_velero()
         return self.supervisor.start(self.service_spec(name))
 
     def start_registry(self, *, mirror: bool = False) -> None:

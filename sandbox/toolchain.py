@@ -12,7 +12,9 @@ a set is built when something asks for it (`python -m sandbox.toolchain scanner`
 
 from __future__ import annotations
 
+import dataclasses
 import fcntl
+import functools
 import hashlib
 import json
 import os
@@ -41,6 +43,11 @@ PINS: dict[str, str] = {
 # Its own cache key: see the module docstring. syft comes at the version grype's go.mod requires.
 SCANNER_PINS: dict[str, str] = {"grype": "0.121.2"}
 GRYPEDB_SOURCE = Path(__file__).resolve().parent / "grypedb"
+
+# Velero and its AWS object-store plugin: a third set with its own key, so building it never touches Kubernetes.
+# Plugin v1.14.x is the line the plugin's compatibility table pairs with velero v1.18.x (v1.13.x is not served).
+# cli-runtime: velero asks for v0.33.12, whose zip the proxy refuses; v0.33.13 is the next patch and is served.
+VELERO_PINS: dict[str, str] = {"velero": "1.18.3", "velero-plugin-for-aws": "1.14.3", "k8s.io/cli-runtime": "0.33.13"}
 
 
 class ToolchainError(RuntimeError):
@@ -73,6 +80,16 @@ def scanner_key(pins: dict[str, str] = SCANNER_PINS, source: Path = GRYPEDB_SOUR
 
 def scanner_bin_dir(pins: dict[str, str] = SCANNER_PINS) -> Path:
     return cache_root() / "toolchain" / scanner_key(pins) / "bin"
+
+
+def velero_key(pins: dict[str, str] | None = None) -> str:
+    """The velero set's key: its pins and the wrapper main's source, so editing the wrapper rebuilds it."""
+    pins = VELERO_PINS if pins is None else pins
+    return "velero-" + pin_key({**pins, "wrapper": hashlib.sha256(VELERO_WRAPPER_MAIN.encode()).hexdigest()})
+
+
+def velero_bin_dir(pins: dict[str, str] | None = None) -> Path:
+    return cache_root() / "toolchain" / velero_key(pins) / "bin"
 
 
 @dataclass(frozen=True)
@@ -265,6 +282,71 @@ def build_grypedb(version: str, work: Path, out: Path) -> None:
     _go(["build", "-trimpath", "-ldflags", "-s -w", "-o", str(out / "grypedb"), "."], work, "compile grypedb")
 
 
+# velero's own cmd/velero/main.go, plus one line: controller-runtime's manager would otherwise serve metrics on
+# :8080 on every interface (velero passes it no option and has no flag), clashing between sandboxes and exposing
+# an endpoint nobody asked for. Velero's own metrics stay on --metrics-address. The registry re-runs os.Args[0]
+# as `velero run-plugins` for the built-in plugins, which this binary still is.
+VELERO_WRAPPER_MAIN = """package main
+
+import (
+\t"os"
+\t"path/filepath"
+
+\t"k8s.io/klog/v2"
+\tmetricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+\t"github.com/vmware-tanzu/velero/pkg/cmd"
+\t"github.com/vmware-tanzu/velero/pkg/cmd/velero"
+)
+
+func main() {
+\tdefer klog.Flush()
+\tmetricsserver.DefaultBindAddress = "0" // "0" turns the manager's metrics listener off
+\tcmd.CheckError(velero.NewCommand(filepath.Base(os.Args[0])).Execute())
+}
+"""
+
+
+def _module_replaces(module: str, version: str, work: Path) -> list[str]:
+    """The `replace` lines of a module's go.mod (velero swaps kopia for its fork). A dependency's replaces do not
+    apply to the main module, so the wrapper must repeat them or it builds against upstream kopia."""
+    out = _go(["mod", "download", "-json", f"{module}@v{version}"], work, f"download {module} go.mod")
+    edits = []
+    for line in Path(json.loads(out)["GoMod"]).read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["replace"] and "=>" in words:
+            arrow = words.index("=>")
+            edits.append(f"-replace={'@'.join(words[1:arrow])}={'@'.join(words[arrow + 1 :])}")
+    return edits
+
+
+def build_velero(version: str, work: Path, out: Path, pins: dict[str, str] | None = None) -> None:
+    """One wrapper module builds both binaries: velero (the wrapper main above) and the AWS plugin, which needs
+    velero v1.18.1 and so resolves to the pinned v1.18.3 by minimal version selection."""
+    pins = VELERO_PINS if pins is None else pins
+    shutil.rmtree(work, ignore_errors=True)
+    _init_module(work, "velero-bins")
+    (work / "main.go").write_text(VELERO_WRAPPER_MAIN)
+    velero_mod, plugin_mod = "github.com/vmware-tanzu/velero", "github.com/vmware-tanzu/velero-plugin-for-aws"
+    requires = [
+        f"-require={velero_mod}@v{version}",
+        f"-require=k8s.io/cli-runtime@v{pins['k8s.io/cli-runtime']}",
+    ]
+    _go(["mod", "edit", *requires, *_module_replaces(velero_mod, version, work)], work, "write velero go.mod")
+    _go(["mod", "tidy"], work, "resolve velero modules")
+    stamp = f"-X {velero_mod}/pkg/buildinfo.Version=v{version} -X {velero_mod}/pkg/buildinfo.GitTreeState=clean"
+    _go(["build", "-trimpath", "-ldflags", f"-s -w {stamp}", "-o", str(out / "velero"), "."], work, "compile velero")
+    # Only now the plugin: velero is built on velero's own dependency versions, not raised by the plugin's. And
+    # explicitly at the pin: tidy dropped it (main.go cannot import a main package), and a bare build would re-add
+    # it at whatever the proxy calls newest.
+    plugin = f"{plugin_mod}/velero-plugin-for-aws"
+    _go(["get", f"{plugin}@v{pins['velero-plugin-for-aws']}"], work, "resolve velero-plugin-for-aws")
+    plugins = out / "velero-plugins"  # what --plugin-dir points at: velero runs every executable file in it
+    plugins.mkdir()
+    flags = ["-trimpath", "-ldflags", "-s -w", "-o", str(plugins / "velero-plugin-for-aws")]
+    _go(["build", *flags, plugin], work, "compile velero-plugin-for-aws")
+
+
 COMPONENTS: tuple[Component, ...] = (
     Component("etcd", ("etcd", "etcdctl", "etcdutl"), build_etcd),
     Component("kwok", ("kwok", "kwok-stages"), build_kwok),
@@ -280,6 +362,8 @@ SCANNER_COMPONENTS: tuple[Component, ...] = (
     Component("grype", ("grype",), build_grype),
     Component("grypedb", ("grypedb",), build_grypedb, pin="grype"),
 )
+
+VELERO_COMPONENTS: tuple[Component, ...] = (Component("velero", ("velero", "velero-plugins"), build_velero),)
 
 
 def _check_go() -> None:
@@ -306,6 +390,21 @@ def ensure_scanner(pins: dict[str, str] = SCANNER_PINS, only: list[str] | None =
 def scanner_built(pins: dict[str, str] = SCANNER_PINS) -> bool:
     """Whether the scanner set is already there, for callers that use it only when someone built it."""
     return all((scanner_bin_dir(pins) / b).exists() for c in SCANNER_COMPONENTS for b in c.binaries)
+
+
+def ensure_velero(pins: dict[str, str] | None = None, only: list[str] | None = None) -> Path:
+    """Like `ensure`, for velero and its AWS plugin, in their own cache directory."""
+    pins = VELERO_PINS if pins is None else pins
+    # the plugin and cli-runtime versions come from the same pins as the key (not the module's defaults)
+    components = tuple(
+        dataclasses.replace(c, build=functools.partial(build_velero, pins=pins)) for c in VELERO_COMPONENTS
+    )
+    return _ensure(components, pins, velero_bin_dir(pins), only)
+
+
+def velero_built(pins: dict[str, str] | None = None) -> bool:
+    """Whether the velero set is there: the sandbox starts Velero only then, so `sandbox up` never waits on it."""
+    return all((velero_bin_dir(pins) / b).exists() for c in VELERO_COMPONENTS for b in c.binaries)
 
 
 def _ensure(components: tuple[Component, ...], pins: dict[str, str], out: Path, only: list[str] | None) -> Path:
@@ -353,6 +452,7 @@ def _build(missing: list[Component], pins: dict[str, str], out: Path) -> None:
 SETS: dict[str, tuple[tuple[Component, ...], Callable[..., Path]]] = {
     "base": (COMPONENTS, ensure),
     "scanner": (SCANNER_COMPONENTS, ensure_scanner),
+    "velero": (VELERO_COMPONENTS, ensure_velero),
 }
 DEFAULT_SETS = ("base",)
 

@@ -86,6 +86,20 @@ def test_env_exports_cosign_and_skips_grype_until_it_is_built(
     assert "ROLLBOOK_GRYPE" not in exports and "rollbook sandbox env --scanner" in out
 
 
+def test_env_exports_the_velero_cli_only_once_it_is_built(
+    env_without_builds: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(toolchain, "scanner_built", lambda *a: False)
+    monkeypatch.setattr(toolchain, "velero_built", lambda *a: False)
+    assert rollbook_main(["sandbox", "env"]) == 0
+    assert "ROLLBOOK_VELERO" not in _exports(capsys.readouterr().out)
+    monkeypatch.setattr(toolchain, "velero_built", lambda *a: True)
+    assert rollbook_main(["sandbox", "env"]) == 0
+    exports = _exports(capsys.readouterr().out)
+    assert exports["ROLLBOOK_VELERO"] == str(toolchain.velero_bin_dir() / "velero")
+    assert exports["VELERO_NAMESPACE"] == "velero"
+
+
 def test_env_exports_grype_when_asked(
     env_without_builds: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
