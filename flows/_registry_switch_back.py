@@ -58,16 +58,20 @@ def _back_to_mirror(run: Run, controls: ChangeControls, row: WorkloadRow, detour
         mirrored=mirrored,
     )
     now = workload_now(run, row.kind, row.namespace, row.name)
-    set_workload_images(
-        run.cluster,
-        row.kind,
-        row.namespace,
-        row.name,
-        images=mirrored,
-        annotations={**change_annotations(controls, "registry-fallback"), rules.FALLBACK_ANNOTATION: text},
-        resource_version=now.resource_version,
-    )
+    _write(run, controls, row, images=mirrored, action="registry-fallback", record=text, version=now.resource_version)
     wait_ready(run, row)
+
+
+def _write(
+    run: Run, controls: ChangeControls, row: WorkloadRow, *, images: dict[str, str], action: str,
+    record: str | None, version: str,
+) -> None:  # fmt: skip
+    """One guarded write: the images, this run's audit annotations and the detour record (None: removed)."""
+    annotations = {**change_annotations(controls, action), rules.FALLBACK_ANNOTATION: record}
+    set_workload_images(
+        run.cluster, row.kind, row.namespace, row.name,
+        images=images, annotations=annotations, resource_version=version,
+    )  # fmt: skip
 
 
 def switch_back(run: Run, controls: ChangeControls, rows: list[WorkloadRow]) -> bool:
@@ -89,15 +93,10 @@ def switch_back(run: Run, controls: ChangeControls, rows: list[WorkloadRow]) -> 
         if workload.state != "on-mirror" or not originals:
             row.action, row.reason = "left-alone", "its images changed since the detour: not switched back"
             continue
-        set_workload_images(
-            run.cluster,
-            row.kind,
-            row.namespace,
-            row.name,
-            images=originals,
-            annotations={**change_annotations(controls, "registry-switch-back"), rules.FALLBACK_ANNOTATION: None},
-            resource_version=workload.resource_version,
-        )
+        _write(
+            run, controls, row, images=originals, action="registry-switch-back", record=None,
+            version=workload.resource_version,
+        )  # fmt: skip
         written = True
         why = _still_failing(run, row)
         if why is None:

@@ -240,6 +240,7 @@ def _submit_other_checks(
             unavailable,
             request.scanner_executable,
             str(sbom_dir) if sbom_dir else None,
+            request.registry_block,
         )
     if wanted("image-details") != "skip":
         futures["image-details"] = check_image_details.submit(images, rendered.manifests, request.registry_block)

@@ -18,7 +18,7 @@ import httpx
 from prefect import task
 
 from blocks import ContainerRegistry
-from rollbook.image_refs import ImageReference, registry_host
+from rollbook.image_refs import BadImageReference, ImageReference, registry_host
 from tasks.policies import LOCAL_FILE, PREFECT_API, REGISTRY_PROBE, REGISTRY_TOOL
 from tasks.signing import SignatureError, verify_image, write_docker_config
 
@@ -243,6 +243,18 @@ def locate_image(registry: ContainerRegistry, image: str, timeout_seconds: float
         detail = str(answer["detail"])
         tried.append(detail if detail.startswith(host) else f"{host}: {detail}")
     return {"image": image, "host": None, "digest": None, "reference": None, "tried": tried}
+
+
+def pulled_copy(registry: ContainerRegistry | None, image: str, timeout_seconds: float = 10.0) -> str:
+    """What to check for `image`: the copy `locate_image` finds in the block's pull order, pinned by digest, or
+    the image itself (no block, a malformed reference, or no host serving it: the checking tool then says why)."""
+    if registry is None:
+        return image
+    try:
+        located = locate_image.fn(registry, image, timeout_seconds)
+    except BadImageReference:
+        return image
+    return str(located["reference"] or image)
 
 
 @task(**LOCAL_FILE)

@@ -12,11 +12,9 @@ from __future__ import annotations
 from prefect import task
 from pydantic import Field
 
-from blocks import DatabaseConnection
-from rollbook import redaction
 from rollbook.schema_compat import SchemaState
 from rollbook.types import FormOptional
-from tasks.migrations import MigrationCheck, MigrationUnavailable, make_provider
+from tasks.migrations import MigrationCheck, MigrationUnavailable, database_dsn, make_provider
 from tasks.migrations.alembic_version import Scripts
 from tasks.migrations.base import ProviderOptions, engine_for
 from tasks.policies import DATABASE_READ
@@ -47,20 +45,11 @@ class SchemaGuard(MigrationCheck):
         )
 
 
-def _dsn(guard: SchemaGuard) -> str:
-    if guard.dsn is not None:
-        return redaction.reveal(guard.dsn)
-    block = DatabaseConnection.load(str(guard.database_block))
-    if not isinstance(block, DatabaseConnection):
-        raise TypeError(f"block {guard.database_block!r} is not a Rollbook Database Connection")
-    return block.reveal_dsn()
-
-
 @task(**DATABASE_READ)
 def read_schema_state(guard: SchemaGuard) -> SchemaState:
     """The database's migration state as the guard judges it; MigrationUnavailable (retried when transient)
     when it cannot be read. Nothing is written: the providers' sessions are read-only."""
-    engine = engine_for(_dsn(guard))
+    engine = engine_for(database_dsn(guard))
     try:
         status = make_provider(guard.kind, engine, options=guard.options()).read()
     finally:

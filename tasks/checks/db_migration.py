@@ -10,10 +10,15 @@ import time
 
 from prefect import task
 
-from blocks import DatabaseConnection
-from rollbook import redaction
 from rollbook.checklist import CheckResult, Status, one_line
-from tasks.migrations import PROVIDERS, MigrationCheck, MigrationStatus, MigrationUnavailable, make_provider
+from tasks.migrations import (
+    PROVIDERS,
+    MigrationCheck,
+    MigrationStatus,
+    MigrationUnavailable,
+    database_dsn,
+    make_provider,
+)
 from tasks.migrations.base import engine_for, version_key
 from tasks.policies import CHECK_DATABASE_READ
 
@@ -83,15 +88,6 @@ def not_configured() -> CheckResult:
     )
 
 
-def _dsn(config: MigrationCheck) -> str:
-    if config.dsn is not None:
-        return redaction.reveal(config.dsn)
-    block = DatabaseConnection.load(str(config.database_block))
-    if not isinstance(block, DatabaseConnection):
-        raise TypeError(f"block {config.database_block!r} is not a Rollbook Database Connection")
-    return block.reveal_dsn()
-
-
 @task(**CHECK_DATABASE_READ)
 def check_db_migration(config: MigrationCheck | None) -> CheckResult:
     """The configured provider's reading of the database, judged against the release's expected version.
@@ -109,7 +105,7 @@ def check_db_migration(config: MigrationCheck | None) -> CheckResult:
 
 
 def _read(config: MigrationCheck) -> MigrationStatus:
-    engine = engine_for(_dsn(config))
+    engine = engine_for(database_dsn(config))
     try:
         return make_provider(config.kind, engine, options=config.options()).read()
     finally:

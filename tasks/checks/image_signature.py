@@ -9,15 +9,11 @@ from typing import Any
 
 from prefect import task
 
-from blocks import ContainerRegistry
 from rollbook.checklist import CheckResult, Status, one_line
-from rollbook.image_refs import BadImageReference
 from rollbook.signature_failures import explain
 from tasks.policies import CHECK_REGISTRY_TOOL
-from tasks.registry import load_registry, locate_image
+from tasks.registry import load_registry, pulled_copy
 from tasks.signing import SignatureError, verify_image, write_docker_config
-
-LOCATE_TIMEOUT_SECONDS = 10.0
 
 
 def signature_result(
@@ -75,7 +71,7 @@ def check_image_signature(images: list[str], public_key_path: str | None, regist
         config = None
         if registry and login:
             config = str(write_docker_config(Path(tmp) / "docker", registry.pull_order(), *login))
-        sources = {image: _source(registry, image) for image in images}
+        sources = {image: pulled_copy(registry, image) for image in images}
         try:
             answers = [
                 {**verify_image.fn(sources[image], key, docker_config=config), "image": image} for image in images
@@ -84,15 +80,3 @@ def check_image_signature(images: list[str], public_key_path: str | None, regist
             return CheckResult(check="image-signature", status=Status.ERROR, reason=one_line(str(exc)))
     served_by = {image: source for image, source in sources.items() if source != image}
     return signature_result(answers, time.monotonic() - started, served_by=served_by)
-
-
-def _source(registry: ContainerRegistry | None, image: str) -> str:
-    """The copy of `image` to verify: the one the block's pull order finds, or the image itself (no block, or
-    no host serves it: then cosign's own answer says why)."""
-    if registry is None:
-        return image
-    try:
-        located = locate_image.fn(registry, image, LOCATE_TIMEOUT_SECONDS)
-    except BadImageReference:
-        return image
-    return str(located["reference"] or image)

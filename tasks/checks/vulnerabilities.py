@@ -21,6 +21,7 @@ from rollbook.checklist import CheckResult, Status, one_line
 from rollbook.sbom import SMALL_SBOM_BYTES, NotAnSbom, summarise
 from tasks.checks.common import NAMES_SHOWN
 from tasks.policies import CHECK_SCAN
+from tasks.registry import load_registry, pulled_copy
 from tasks.scanners import ScannerKind, ScannerUnavailable, make_scanner
 
 
@@ -32,11 +33,17 @@ def check_vulnerabilities(
     unavailable_status: Status,
     executable: str | None = None,
     sbom_dir: str | None = None,
+    registry_block: str | None = None,
 ) -> CheckResult:
     """Scan every image; fail when a finding is at or above `threshold`. A scan that cannot run answers
-    `unavailable_status` (the policy's choice: warn or fail) and says why."""
+    `unavailable_status` (the policy's choice: warn or fail) and says why. With a registry block, each image is
+    scanned on the copy a node using its mirrors would pull (`tasks.registry.pulled_copy`), named in the
+    evidence (`served_by`)."""
     started = time.monotonic()
     tool = make_scanner(scanner, executable=executable)
+    registry = load_registry(registry_block) if registry_block else None
+    sources = {image: pulled_copy(registry, image) for image in images}
+    served_by = {image: source for image, source in sources.items() if source != image}
     above: dict[str, list[str]] = {}
     counts: dict[str, dict[str, int]] = {}
     sboms: dict[str, dict[str, Any]] = {}
@@ -44,7 +51,7 @@ def check_vulnerabilities(
         for image in images:
             written = Path(tmp) / sbom_file_name(image) if sbom_dir else None
             try:
-                report = tool.scan(image, written) if written else tool.scan(image)
+                report = tool.scan(sources[image], written) if written else tool.scan(sources[image])
             except ScannerUnavailable as exc:
                 return CheckResult(
                     check="vulnerabilities",
@@ -60,9 +67,8 @@ def check_vulnerabilities(
             if written and sbom_dir:
                 sboms[image] = keep_sbom(written, Path(sbom_dir))
     result = vulnerability_result(above, counts, threshold, time.monotonic() - started)
-    if sbom_dir:
-        return result.model_copy(update={"evidence": {**result.evidence, "sbom": sboms}})
-    return result
+    extra = {"served_by": served_by, **({"sbom": sboms} if sbom_dir else {})}
+    return result.model_copy(update={"evidence": {**result.evidence, **extra}})
 
 
 def sbom_file_name(image: str) -> str:

@@ -11,6 +11,8 @@ from typing import Any, ClassVar, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from sqlalchemy import Engine
 
+from blocks import DatabaseConnection
+from rollbook import redaction
 from rollbook.form_rules import exactly_one, form_rules_schema, given, requires, when_value
 from rollbook.plugins import lookup, registry
 from rollbook.types import FormOptional
@@ -96,6 +98,17 @@ class MigrationCheck(BaseModel):
             script_location=self.script_location,
             advisory_lock_key=self.advisory_lock_key,
         )
+
+
+def database_dsn(config: MigrationCheck) -> str:
+    """The DSN with its password, from the request or its 'Rollbook Database Connection' block, revealed only
+    here, where an engine is made from it."""
+    if config.dsn is not None:
+        return redaction.reveal(config.dsn)
+    block = DatabaseConnection.load(str(config.database_block))
+    if not isinstance(block, DatabaseConnection):
+        raise TypeError(f"block {config.database_block!r} is not a Rollbook Database Connection")
+    return block.reveal_dsn()
 
 
 def make_provider(

@@ -78,6 +78,24 @@ def test_vulnerable_image_fails_at_critical_naming_the_advisory(registries: Sand
     assert result.evidence["counts"] == {image: {"critical": 1, "medium": 1}}
 
 
+def test_with_a_registry_block_the_mirror_copy_is_scanned_while_the_registry_is_down(
+    sandbox: Sandbox, registries: SandboxRegistries, registry_block: str, sandbox_db: str
+) -> None:
+    image = registries.scan_image("1.0.0")
+    digest = registries.digest(image)
+    sandbox.stop_service("registry")
+    try:
+        without = check_vulnerabilities.fn([image], "grype", "critical", "fail")  # the dead registry only
+        result = check_vulnerabilities.fn([image], "grype", "critical", "warn", registry_block=registry_block)
+    finally:
+        sandbox.start_registry()
+    assert without.status == Status.FAIL and "scan not possible" in without.reason
+    assert result.status == Status.FAIL and CRITICAL_ADVISORY in result.reason  # the finding, not "unreachable"
+    mirror_copy = f"{sandbox.cfg.registry_host(mirror=True)}/rollbook/scan-demo@{digest}"
+    assert result.evidence["served_by"] == {image: mirror_copy}
+    assert result.evidence["counts"] == {image: {"critical": 1, "medium": 1}}
+
+
 def test_threshold_above_the_findings_passes_and_at_them_fails(registries: SandboxRegistries, sandbox_db: str) -> None:
     image = registries.scan_image("1.1.0")  # only the Medium advisory affects 1.1.0
     above = check_vulnerabilities.fn([image], "grype", "high", "warn")
