@@ -33,9 +33,9 @@ from tasks.schema_migrations import (
     _alembic_config,
     _database_error,
     _first_line,
+    _names,
     _read_engine,
     _reveal,
-    applied_revisions,
     current_heads,
     scripts,
     writable_engine,
@@ -60,16 +60,16 @@ _ABORTED = text(
 
 
 def previous_heads(script_location: str, heads: tuple[str, ...]) -> tuple[str, ...]:
-    """What the database was at before its newest migration: the applied set without the current heads,
-    and of that the revisions nothing else in it stands on. For `0003` (down 0001, depends on 0002): `0002`."""
+    """Where Alembic's own `-1` goes from `heads`: their down revisions. A `depends_on` on another branch is not
+    one of them (Alembic refuses it as a downgrade destination): for the demo's contract `0003` (down 0001,
+    depends on 0002) it is `0001`, and `alembic downgrade 0001` unapplies 0002 with it."""
     script = scripts(script_location)
-    rest = applied_revisions(script, heads) - set(heads)
-    return tuple(sorted(r for r in rest if not _under(script, rest, r)))
-
-
-def _under(script: Any, pool: frozenset[str], revision: str) -> set[str]:
-    """The revisions of `pool` that stand on `revision` (its descendants within the pool)."""
-    return {r for r in pool if r != revision and revision in applied_revisions(script, (r,))}
+    found: set[str] = set()
+    for head in heads:
+        rev = script.get_revision(head)
+        if rev is not None:
+            found |= set(_names(rev.down_revision))
+    return tuple(sorted(found))
 
 
 @task(**DATABASE_READ)
