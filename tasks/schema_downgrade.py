@@ -53,7 +53,8 @@ _LOCKS = text(
     "ORDER BY l.granted DESC, l.pid, relation, l.mode LIMIT 100"
 )
 _ABORTED = text(
-    "SELECT pid, application_name, EXTRACT(EPOCH FROM (now() - state_change))::int AS seconds, LEFT(query, 200) "
+    "SELECT pid, application_name, EXTRACT(EPOCH FROM (now() - state_change))::int AS seconds, "
+    "LEFT(query, 200) AS query "
     "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid() "
     "AND state = 'idle in transaction (aborted)' ORDER BY state_change LIMIT 20"
 )
