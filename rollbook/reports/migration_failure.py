@@ -47,7 +47,7 @@ def _evidence(title: str, evidence: dict[str, Any]) -> list[str]:
     locks = evidence.get("locks") or []
     lines += ["", f"### Locks held and waited for ({len(locks)})", ""]
     if locks:
-        lines += ["| pid | lock | mode | granted | relation | state | waits on | xact s | query |", "|---|" * 9]
+        lines += ["| pid | lock | mode | granted | relation | state | waits on | xact s | query |", "|" + "---|" * 9]
         for lock in locks:
             waits = ":".join(x for x in (lock.get("wait_event_type"), lock.get("wait_event")) if x)
             lines.append(

@@ -377,3 +377,26 @@ def test_the_request_needs_an_alembic_database_with_its_scripts(dsn: SecretStr) 
         flow_module.MigrationFailureRequest(
             deployment="web", schema_guard=SchemaGuard(kind="golang-migrate", dsn=SecretStr("postgresql://h/d"))
         )
+
+
+def test_the_report_shows_steps_sql_locks_aborted_sessions_and_pod_errors() -> None:
+    from rollbook.reports.migration_failure import MigrationFailureResult, StepRecord, result_markdown
+
+    lock = {"pid": "7", "locktype": "advisory", "mode": "ExclusiveLock", "granted": "True", "query": "SELECT a|b"}
+    result = MigrationFailureResult(
+        outcome="changed",
+        summary="done",
+        namespace="prod",
+        deployment="web",
+        database="db:5432/app",
+        heads_before=[E],
+        heads_after=[U],
+        steps=[StepRecord(step="downgrade", status="done", detail="x", sql="ALTER TABLE users DROP COLUMN new_email")],
+        evidence={"where": "db:5432/app", "versions": [E], "locks": [lock], "aborted": [{"pid": "9", "query": "1/0"}]},
+        pod_errors={"web-3-x": ["CrashLoopBackOff"]},
+    )
+    text = result_markdown(result)
+    assert "| 7 | advisory | ExclusiveLock | True |" in text and "SELECT a\\|b" in text
+    assert "|---|---|---|---|---|---|---|---|---|" in text and "pid 9" in text
+    assert "DROP COLUMN new_email" in text and "web-3-x: CrashLoopBackOff" in text
+    assert "0002_expand_new_email → 0001_users" in text
