@@ -48,7 +48,14 @@ from rollbook.change import (
     request_approval,
     subflow_result,
 )
-from rollbook.migration_failure import RECORD_ANNOTATION, FailureRecord, judge_target, plan_downgrade, read_record
+from rollbook.migration_failure import (
+    RECORD_ANNOTATION,
+    DowngradePlan,
+    FailureRecord,
+    judge_target,
+    plan_downgrade,
+    read_record,
+)
 from rollbook.reports.migration_failure import MigrationFailureResult, StepRecord, result_markdown
 from rollbook.revisions import JSON
 from rollbook.schema_compat import declaration_of_template
@@ -184,7 +191,7 @@ def migration_failure(
         try:
             sql = offline_downgrade_sql(dsn, location, start=plan.start, target=plan.target)
         except SchemaMigrationError as exc:
-            plan = plan.__class__("refused", f"the migration has no usable downgrade: {exc}")
+            plan = DowngradePlan("refused", f"the migration has no usable downgrade: {exc}")
 
     paused = bool((deployment.get("spec") or {}).get("paused"))
     pause_todo = rolled_back is None and not paused
