@@ -27,6 +27,7 @@ from flows.helm_rollback import helm_rollback
 from flows.image_prepull import image_prepull
 from flows.image_trust_failure import image_trust_failure
 from flows.last_known_good import last_known_good
+from flows.migration_failure import migration_failure
 from flows.predeploy_checklist import predeploy_checklist
 from flows.registry_outage import registry_outage
 from flows.rollback_rehearsal import rollback_rehearsal
@@ -108,6 +109,11 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
         "Expand/contract a schema change: expand, deploy dual-read code, backfill, observe, approve, contract.",
         ("deploy", "database"),
     ),
+    CatalogueEntry(
+        migration_failure,
+        "Migration failed: pause, roll back to schema-compatible code, downgrade when possible, capture evidence.",
+        ("recovery", "database"),
+    ),
     # incidents (issue 15): an alert or a person starts them while pods cannot pull
     CatalogueEntry(
         registry_outage,
@@ -175,6 +181,7 @@ __all__ = [
     "rollout_history",
     "etcd_snapshot",
     "expand_contract",
+    "migration_failure",
     "backup_retention",
     "etcd_restore",
     "dr_drill",

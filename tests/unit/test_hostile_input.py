@@ -133,6 +133,13 @@ VALID: dict[str, dict[str, Any]] = {
         },
         "controls": CONTROLS,
     },
+    "migration-failure": {
+        "request": {
+            "deployment": "web",
+            "schema_guard": {"kind": "alembic", "database_block": "app-db", "script_location": "/srv/app/alembic"},
+        },
+        "controls": CONTROLS,
+    },
 }
 assert set(VALID) == set(FLOWS), "every flow in FLOWS needs a valid parameter set here"
 
@@ -291,6 +298,23 @@ def _cases() -> list[Case]:
             add(flow, "request.override_schema_guard", ["true", 1])
             cases.append(Case(flow, "request.override_schema_guard", True, "override_schema_guard needs schema_guard"))
     add("last-known-good", "request.override_schema_guard", [True], "request.override_schema_guard: unknown field")
+    # migration-failure: an Alembic database is required (it is downgraded), with its scripts
+    alembic = {"kind": "alembic", "database_block": "app-db", "script_location": "/srv/app/alembic"}
+    for bad in (
+        {"kind": "golang-migrate", "script_location": None},
+        {"script_location": None},
+        {"script_location": "relative/alembic"},
+        {"database_block": None},
+        {"dsn": "postgresql://u:pw@h/db"},  # both
+        {"table": "alembic_version; drop table users"},
+    ):
+        cases.append(Case("migration-failure", "request.schema_guard", {**alembic, **bad}, "schema_guard"))
+    add("migration-failure", "request.schema_guard", [DELETE, None, "postgresql://u@h/db", 5])
+    add("migration-failure", "request.downgrade_to", ["0001; drop table users", "head\n", "", "r" * 65, 1, "-1"])
+    add("migration-failure", "request.downgrade", ["yes", 2])
+    add("migration-failure", "request.statement_timeout_seconds", [0, 3601, "60"])
+    add("migration-failure", "request.lock_timeout_seconds", [0, 601])
+    add("migration-failure", "request.wait_timeout_seconds", [0, 6 * 3600 + 1])
     add("registry-outage", "request.registry_block", ["Prod Registry", "", "r;m", 5])
     add("registry-outage", "request.namespaces", [[], ["Shop"], ["a;rm -rf /"], "shop", [""], ["n" * 64]])
     add("registry-outage", "request.expected_digests", [{"app:1.0": "sha256:xyz"}, {"App:1": "sha256:" + "a" * 64}])
