@@ -26,6 +26,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from rollbook import redaction
+from tasks.migrations import MigrationCheck, database_dsn
 from tasks.migrations.base import split_table, where
 from tasks.policies import DATABASE_READ, SCHEMA_CHANGE, SCHEMA_OFFLINE
 from tasks.schema_migrations import (
@@ -189,8 +190,6 @@ def _row(mapping: Any) -> dict[str, str]:
     return {str(k): redaction.redact(str(v)) for k, v in dict(mapping).items() if v is not None}
 
 
-def guard_dsn(guard: Any) -> SecretStr:
+def guard_dsn(guard: MigrationCheck) -> SecretStr:
     """The DSN of a schema guard (its own, or its block's), kept secret."""
-    from tasks.schema_guard import _dsn
-
-    return SecretStr(_dsn(guard))
+    return SecretStr(database_dsn(guard))
