@@ -43,16 +43,16 @@ class VeleroBackupRequest(VeleroSource):
         "rollbook-<time>."
     )  # fmt: skip
     included_namespaces: list[Namespace] = Field(
-        default_factory=list, max_length=200, description="Namespaces to back up; empty: every namespace."
+        default=[], max_length=200, description="Namespaces to back up; empty: every namespace."
     )
-    excluded_namespaces: list[Namespace] = Field(default_factory=list, max_length=200)
+    excluded_namespaces: list[Namespace] = Field(default=[], max_length=200)
     label_selector: dict[LabelKey, LabelValue] = Field(
-        default_factory=dict, description="Back up only objects with all these labels (matchLabels)."
+        default={}, description="Back up only objects with all these labels (matchLabels)."
     )
     included_resources: list[Resource] = Field(
-        default_factory=list, max_length=100, description="Resources to include, e.g. deployments; empty: all."
+        default=[], max_length=100, description="Resources to include, e.g. deployments; empty: all."
     )
-    excluded_resources: list[Resource] = Field(default_factory=list, max_length=100)
+    excluded_resources: list[Resource] = Field(default=[], max_length=100)
     ttl_hours: int = Field(default=720, ge=1, le=24 * 366, description="How long Velero keeps the backup.")
     storage_location: DnsLabel = Field(default="default", description="BackupStorageLocation to write to.")
     snapshot_volumes: bool = Field(default=False, description="Ask Velero for volume snapshots too.")

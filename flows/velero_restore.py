@@ -57,7 +57,7 @@ class VeleroRestoreRequest(VeleroSource):
     restore_name: FormOptional[DnsLabel] = Field(default=None, description="The Restore's name; default generated.")
     namespaces: list[Namespace] = Field(min_length=1, max_length=100, description="Namespaces to restore.")
     namespace_mapping: dict[Namespace, Namespace] = Field(
-        default_factory=dict, description="Restore a namespace under another name: {source: target}."
+        default={}, description="Restore a namespace under another name: {source: target}."
     )
     allow_existing_namespaces: bool = Field(
         default=False, description="Allow a mapping onto a namespace that already exists (Velero merges into it)."
