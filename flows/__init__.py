@@ -32,6 +32,8 @@ from flows.predeploy_checklist import predeploy_checklist
 from flows.registry_outage import registry_outage
 from flows.rollback_rehearsal import rollback_rehearsal
 from flows.rollout_history import rollout_history
+from flows.velero_backup import velero_backup
+from flows.velero_restore import velero_restore
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,16 @@ CATALOGUE: tuple[CatalogueEntry, ...] = (
         "Snapshot etcd over TLS, verify it, record the inventory, upload it with its manifest to S3.",
         ("backup", "etcd"),
         exclusive=True,
+    ),
+    CatalogueEntry(
+        velero_backup,
+        "Back up namespaces with a Velero Backup (labels, resources, TTL), wait for it, surface errors/warnings.",
+        ("backup", "velero"),
+    ),
+    CatalogueEntry(
+        velero_restore,
+        "Restore namespaces from a named or the newest Completed Velero backup (optionally mapped), then verify.",
+        ("restore", "velero"),
     ),
     CatalogueEntry(
         backup_retention,

@@ -124,6 +124,9 @@ VALID: dict[str, dict[str, Any]] = {
         },
         "controls": CONTROLS,
     },
+    # Velero (issue 12)
+    "velero-backup": {"request": {"included_namespaces": ["shop"]}, "controls": CONTROLS},
+    "velero-restore": {"request": {"namespaces": ["shop"]}, "controls": CONTROLS},
     # database-safe releases (issue 14)
     "expand-contract": {
         "request": {
@@ -376,6 +379,25 @@ def _cases() -> list[Case]:
     add("dr-drill", "request.target_seconds", [0, "60"])
     add("dr-drill", "request.keep_workload", ["yes"])
     add("etcd-restore", "request.control_plane.etcd_member.data_dir", ["/" + "d" * 10_000, "a\x00b"])
+    # issue 12: Velero's names and selectors reach its objects as they are
+    for flow in ("velero-backup", "velero-restore"):
+        add(flow, "request.velero_namespace", BAD_NAMES)
+        add(flow, "request.backup_name", ["Daily", "a;rm -rf /", "x" * 64, 7, True])
+        add(flow, "request.wait_timeout_seconds", [0, 9, 6 * 3600 + 1, "60", True])
+    add("velero-backup", "request.included_namespaces", [["Prod"], ["a b"], "shop", [7], ["x"] * 201])
+    add("velero-backup", "request.excluded_namespaces", [["-x"], "kube-system"])
+    add("velero-backup", "request.label_selector", [{"app": "a b"}, {"a b": "web"}, {"app": 7}, ["app=web"]])
+    add("velero-backup", "request.included_resources", [["Deployments"], ["pods;rm"], "pods", [""]])
+    add("velero-backup", "request.excluded_resources", [["secrets/*"]])
+    add("velero-backup", "request.ttl_hours", [0, -1, "24h", True, 24 * 366 + 1])
+    add("velero-backup", "request.storage_location", ["Default", "", None, "s3://bucket"])
+    add("velero-backup", "request.snapshot_volumes", ["yes", 1])
+    add("velero-restore", "request.namespaces", [[], "shop", ["Shop"], [None]])
+    add("velero-restore", "request.namespaces", [DELETE], "request.namespaces: required, but not given")
+    add("velero-restore", "request.namespace_mapping", [{"shop": "Shop"}, {"shop": ""}, {"a b": "x"}, ["shop:x"]])
+    add("velero-restore", "request.allow_existing_namespaces", ["true", 1])
+    add("velero-restore", "request.verify_timeout_seconds", [0, 3601, "300"])
+    add("velero-restore", "request.restore_name", ["Restore 1", "x" * 64])
     # issue 17: the policy can only be weakened explicitly, and cross-field rules are refused before a run
     add("predeploy-checklist", "request.policy", [{"required": ["chart"]}], "request.policy.required: unknown field")
     add("predeploy-checklist", "request.policy", [{"warn_only": ["chart"]}], "request.policy.warn_only: unknown field")
