@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import importlib
+import types
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -99,7 +100,9 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeHelm]:
     for name in ("render_upgrade", "upgrade_release", "rollout_lock"):
         monkeypatch.setattr(flow_module, name, getattr(helm, name))
     monkeypatch.setattr(steps_module, "uninstall_release", helm.uninstall_release)
-    monkeypatch.setattr(steps_module.time, "sleep", helm.sleep)
+    # the module's own `time`, not time.sleep itself: a process-wide fake sleep would also cut the Prefect
+    # client's retry pauses, so a busy test server's 503 failed the test at once
+    monkeypatch.setattr(steps_module, "time", types.SimpleNamespace(sleep=helm.sleep))
     monkeypatch.setattr(flow_module, "resolve_cluster", lambda *a: object())
     monkeypatch.setattr(flow_module, "annotate_release_deployments", lambda *a: ["demo-app"])
     ready = PodsReport(release="web", namespace="prod", all_ready=True, workloads=[], pods=[], problems=[])
