@@ -6,7 +6,7 @@ A re-run of the same request must clear it by itself: it shows the evidence in i
 interrupted helm has certainly given up, removes the install under the rollout lock and installs anew. A pending
 install of other values is refused with the command that clears it, and nothing changes.
 
-The unit tests of the same rules, with helm faked, are tests/unit/test_atomic_upgrade_interrupted.py.
+The unit tests of the same rules, with helm faked, are tests/unit/test_interrupted_install_faked.py.
 """
 
 from __future__ import annotations
