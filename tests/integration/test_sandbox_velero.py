@@ -163,7 +163,11 @@ def test_moto_also_takes_uploads_without_flexible_checksums(
     core.create_namespaced_config_map(ns, {"metadata": {"name": "one"}, "data": {"k": "v"}})
     spec = velero.backup_storage_location(sandbox.cfg)["spec"]
     spec["default"] = False
-    spec["objectStorage"]["prefix"] = location
+    # a bucket of its own: another location's prefix at the top of the default bucket makes Velero call the
+    # default location invalid ("Backup store contains invalid top-level directories"), failing later tests
+    bucket = f"velero-{location}"
+    velero.s3_client(sandbox.cfg).create_bucket(Bucket=bucket)
+    spec["objectStorage"] = {**spec["objectStorage"], "bucket": bucket, "prefix": location}
     spec["config"]["checksumAlgorithm"] = ""
     try:
         _create(velero_server, "BackupStorageLocation", location, spec)
@@ -177,7 +181,7 @@ def test_moto_also_takes_uploads_without_flexible_checksums(
         _create(velero_server, "Backup", backup, {"includedNamespaces": [ns], "storageLocation": location})
         status = _wait_phase(velero_server, "backups", backup)
         assert status["phase"] == "Completed", status
-        keys = [o["Key"] for o in velero.s3_client(sandbox.cfg).list_objects_v2(Bucket=velero.BUCKET)["Contents"]]
+        keys = [o["Key"] for o in velero.s3_client(sandbox.cfg).list_objects_v2(Bucket=bucket)["Contents"]]
         assert f"{location}/backups/{backup}/{backup}.tar.gz" in keys
     finally:
         _delete_namespace(core, ns)
