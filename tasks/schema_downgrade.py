@@ -16,7 +16,6 @@ pods' own reasons (read by the flow) are the recent errors the report shows.
 from __future__ import annotations
 
 import io
-import time
 from typing import Any
 
 from prefect import task
@@ -38,8 +37,8 @@ from tasks.schema_migrations import (
     _read_engine,
     _reveal,
     current_heads,
+    run_alembic,
     scripts,
-    writable_engine,
 )
 
 _LOCKS = text(
@@ -124,37 +123,13 @@ def downgrade_schema(
     application_name: str,
 ) -> dict[str, Any]:
     """`alembic downgrade <target>` in one transaction. Safe to retry: at the target already, it does nothing."""
-    from alembic import command
-
     scripts(script_location)
-    engine = writable_engine(
-        dsn,
-        statement_timeout_seconds=statement_timeout_seconds,
-        lock_timeout_seconds=lock_timeout_seconds,
-        application_name=application_name,
-    )
-    started = time.monotonic()
-    before: tuple[str, ...] = ()
-    try:
-        try:
-            conn = engine.connect()
-        except SQLAlchemyError as exc:
-            raise _database_error(engine, exc, f"alembic downgrade {target}: cannot connect") from None
-        try:
-            with conn, conn.begin():
-                before = current_heads(conn)
-                command.downgrade(_alembic_config(script_location, connection=conn), target)
-                after = current_heads(conn)
-        except Exception as exc:
-            error = _database_error(engine, exc, "") if isinstance(exc, SQLAlchemyError) else None
-            raise SchemaMigrationError(
-                f"alembic downgrade {target} failed on {where(engine)} (database at {', '.join(before) or 'none'}): "
-                f"{_first_line(exc)}; the transaction was rolled back",
-                transient=bool(error and error.transient),
-            ) from None
-    finally:
-        engine.dispose()
-    return {"before": list(before), "after": list(after), "seconds": round(time.monotonic() - started, 3)}
+    bounds = {
+        "statement_timeout_seconds": statement_timeout_seconds,
+        "lock_timeout_seconds": lock_timeout_seconds,
+        "application_name": application_name,
+    }
+    return run_alembic(dsn, script_location, "downgrade", target, bounds=bounds)
 
 
 @task(**DATABASE_READ)

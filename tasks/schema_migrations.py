@@ -17,7 +17,7 @@ from __future__ import annotations
 import io
 import os
 import time
-from typing import Any
+from typing import Any, Literal
 
 from prefect import task
 from pydantic import SecretStr
@@ -254,32 +254,39 @@ def upgrade_schema(
 ) -> dict[str, Any]:
     """`alembic upgrade <target>` in one transaction: all its revisions or none. Safe to retry: upgrading to a
     target already applied does nothing. Returns the heads before and after, and the time it took."""
+    bounds = {
+        "statement_timeout_seconds": statement_timeout_seconds,
+        "lock_timeout_seconds": lock_timeout_seconds,
+        "application_name": application_name,
+    }
+    resolve(scripts(script_location), target)
+    return run_alembic(dsn, script_location, "upgrade", target, bounds=bounds)
+
+
+def run_alembic(
+    dsn: SecretStr, script_location: str, verb: Literal["upgrade", "downgrade"], target: str, *, bounds: dict[str, Any]
+) -> dict[str, Any]:
+    """`alembic <verb> <target>` on one connection, in one transaction we open and commit, with the session
+    bounds of `writable_engine`; the heads before and after, and the seconds it took."""
     from alembic import command
 
-    script = scripts(script_location)
-    resolve(script, target)
-    engine = writable_engine(
-        dsn,
-        statement_timeout_seconds=statement_timeout_seconds,
-        lock_timeout_seconds=lock_timeout_seconds,
-        application_name=application_name,
-    )
+    engine = writable_engine(dsn, **bounds)
     started = time.monotonic()
     before: tuple[str, ...] = ()
     try:
         try:
             conn = engine.connect()
         except SQLAlchemyError as exc:
-            raise _database_error(engine, exc, f"alembic upgrade {target}: cannot connect") from None
+            raise _database_error(engine, exc, f"alembic {verb} {target}: cannot connect") from None
         try:
             with conn, conn.begin():
                 before = current_heads(conn)
-                command.upgrade(_alembic_config(script_location, connection=conn), target)
+                getattr(command, verb)(_alembic_config(script_location, connection=conn), target)
                 after = current_heads(conn)
         except SchemaMigrationError:
             raise
         except Exception as exc:  # a refused statement, a timeout, the script's own error (RuntimeError...)
-            raise _failed(engine, target, exc, before) from None
+            raise _failed(engine, f"{verb} {target}", exc, before) from None
     finally:
         engine.dispose()
     return {"before": list(before), "after": list(after), "seconds": round(time.monotonic() - started, 3)}
@@ -294,7 +301,7 @@ def _failed(engine: Engine, target: str, exc: BaseException, before: tuple[str, 
     )
     error = _database_error(engine, exc, "") if isinstance(exc, SQLAlchemyError) else None
     return SchemaMigrationError(
-        f"alembic upgrade {target} failed on {where(engine)} (database was at {', '.join(before) or 'no revision'}): "
+        f"alembic {target} failed on {where(engine)} (database was at {', '.join(before) or 'no revision'}): "
         f"{_first_line(exc)}; {kept}",
         transient=bool(error and error.transient),
     )
